@@ -1,0 +1,118 @@
+"""Turn a checkpoint's tensors into GPT-2 parameters, checking every shape against the config."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from engine.errors import EngineError
+from engine.gpt2 import Block, GPT2Config, LayerNorm, Linear, Params
+from weights import Checkpoint
+
+LAYER_NAME = re.compile(r"^h\.(\d+)\.")
+BLOCK_TENSORS = {
+    "ln_1": ("ln_1.weight", "ln_1.bias"),
+    "c_attn": ("attn.c_attn.weight", "attn.c_attn.bias"),
+    "c_proj": ("attn.c_proj.weight", "attn.c_proj.bias"),
+    "ln_2": ("ln_2.weight", "ln_2.bias"),
+    "c_fc": ("mlp.c_fc.weight", "mlp.c_fc.bias"),
+    "mlp_proj": ("mlp.c_proj.weight", "mlp.c_proj.bias"),
+}
+
+
+def infer_config(ckpt: Checkpoint) -> GPT2Config:
+    """config.json where present, else the shapes of wte, wpe and the numbered blocks."""
+    t, cfg = ckpt.tensors, ckpt.config
+    if cfg.get("model_type", "gpt2") != "gpt2":
+        raise EngineError(f"{ckpt.path}: a {cfg['model_type']} model, not GPT-2")
+    missing = [name for name in ("wte.weight", "wpe.weight") if name not in t]
+    if missing:
+        found = ", ".join(sorted(t)[:3]) or "none"
+        raise EngineError(
+            f"{ckpt.path}: not a GPT-2 checkpoint, missing {', '.join(missing)} "
+            f"(found tensors: {found})"
+        )
+    vocab_size, n_embd = t["wte.weight"].shape
+    n_ctx = t["wpe.weight"].shape[0]
+    layers = {int(m.group(1)) for name in t if (m := LAYER_NAME.match(name))}
+    return GPT2Config(
+        n_layer=int(cfg.get("n_layer", max(layers, default=-1) + 1)),
+        n_head=int(cfg.get("n_head", n_embd // 64)),
+        n_embd=int(cfg.get("n_embd", n_embd)),
+        n_ctx=int(cfg.get("n_positions", cfg.get("n_ctx", n_ctx))),
+        vocab_size=int(cfg.get("vocab_size", vocab_size)),
+    )
+
+
+def expected_shapes(c: GPT2Config) -> dict[str, tuple[int, ...]]:
+    d, shapes = c.n_embd, {}
+    shapes["wte.weight"] = (c.vocab_size, d)
+    shapes["wpe.weight"] = (c.n_ctx, d)
+    shapes["ln_f.weight"] = shapes["ln_f.bias"] = (d,)
+    block = {
+        "ln_1.weight": (d,),
+        "ln_1.bias": (d,),
+        "attn.c_attn.weight": (d, 3 * d),
+        "attn.c_attn.bias": (3 * d,),
+        "attn.c_proj.weight": (d, d),
+        "attn.c_proj.bias": (d,),
+        "ln_2.weight": (d,),
+        "ln_2.bias": (d,),
+        "mlp.c_fc.weight": (d, 4 * d),
+        "mlp.c_fc.bias": (4 * d,),
+        "mlp.c_proj.weight": (4 * d, d),
+        "mlp.c_proj.bias": (d,),
+    }
+    for i in range(c.n_layer):
+        shapes.update({f"h.{i}.{name}": shape for name, shape in block.items()})
+    return shapes
+
+
+def check_tensors(ckpt: Checkpoint, config: GPT2Config) -> None:
+    if config.n_embd % config.n_head:
+        raise EngineError(
+            f"{ckpt.path}: n_embd {config.n_embd} is not divisible by n_head {config.n_head}"
+        )
+    shapes = expected_shapes(config)
+    missing = [name for name in shapes if name not in ckpt.tensors]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise EngineError(f"{ckpt.path}: tensors missing: {', '.join(missing[:3])}{more}")
+    for name, shape in shapes.items():
+        actual = tuple(ckpt.tensors[name].shape)
+        if actual != shape:
+            raise EngineError(
+                f"{ckpt.path}: {name} has shape {list(actual)}, the config says {list(shape)}"
+            )
+
+
+def to_params(
+    ckpt: Checkpoint, config: GPT2Config, device: torch.device, dtype: torch.dtype
+) -> Params:
+    def tensor(name: str) -> torch.Tensor:
+        t = ckpt.tensors[name].to(device=device, dtype=dtype).contiguous()
+        if not torch.isfinite(t).all():
+            raise EngineError(f"{ckpt.path}: {name} holds NaN or infinite values")
+        return t
+
+    def block(i: int) -> Block:
+        parts = {
+            field: (tensor(f"h.{i}.{w}"), tensor(f"h.{i}.{b}"))
+            for field, (w, b) in BLOCK_TENSORS.items()
+        }
+        return Block(
+            ln_1=LayerNorm(*parts["ln_1"]),
+            c_attn=Linear(*parts["c_attn"]),
+            c_proj=Linear(*parts["c_proj"]),
+            ln_2=LayerNorm(*parts["ln_2"]),
+            c_fc=Linear(*parts["c_fc"]),
+            mlp_proj=Linear(*parts["mlp_proj"]),
+        )
+
+    return Params(
+        wte=tensor("wte.weight"),
+        wpe=tensor("wpe.weight"),
+        blocks=tuple(block(i) for i in range(config.n_layer)),
+        ln_f=LayerNorm(tensor("ln_f.weight"), tensor("ln_f.bias")),
+    )

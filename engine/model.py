@@ -1,0 +1,60 @@
+"""A loaded GPT-2: its config, its parameters, and runs over token sequences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.errors import EngineError
+from engine.gpt2 import GPT2Config, Params
+from engine.load import check_tensors, infer_config, to_params
+from engine.run import Run
+from weights import WeightsError, load_checkpoint
+
+
+@dataclass(frozen=True)
+class Model:
+    config: GPT2Config
+    params: Params
+    source: Path
+
+    @property
+    def n_params(self) -> int:
+        p = self.params
+        tensors = [p.wte, p.wpe, p.ln_f.weight, p.ln_f.bias]
+        for block in p.blocks:
+            for part in vars(block).values():
+                tensors += [part.weight, part.bias]
+        return sum(t.numel() for t in tensors)
+
+    @property
+    def device(self) -> torch.device:
+        return self.params.wte.device
+
+    def start(self, token_ids: list[int]) -> Run:
+        """A new run with the tokens prefilled through the KV cache."""
+        run = self.new_run()
+        run.extend(list(token_ids))
+        return run
+
+    def new_run(self) -> Run:
+        return Run(self.config, self.params)
+
+
+def load_model(
+    path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> Model:
+    """Load a GPT-2 of any size from a directory holding model.safetensors or from the file."""
+    try:
+        ckpt = load_checkpoint(path)
+    except WeightsError as e:
+        raise EngineError(str(e)) from e
+    config = infer_config(ckpt)
+    check_tensors(ckpt, config)
+    try:
+        params = to_params(ckpt, config, torch.device(device), dtype)
+    except (RuntimeError, AssertionError) as e:
+        raise EngineError(f"{ckpt.path}: cannot place the weights on {device}: {e}") from e
+    return Model(config=config, params=params, source=ckpt.path)

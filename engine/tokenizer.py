@@ -1,0 +1,68 @@
+"""GPT-2's byte-pair tokenizer, built offline with tiktoken from the bundled rank file."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from functools import cache
+from pathlib import Path
+
+import tiktoken
+
+from engine.errors import EngineError
+from weights import TOKENIZER_FILE
+
+RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+END_OF_TEXT = "<|endoftext|>"
+END_OF_TEXT_ID = 50256
+
+
+class Tokenizer:
+    """encode/decode text; `<|endoftext|>` in user text is ordinary text, never id 50256."""
+
+    def __init__(self, encoding: tiktoken.Encoding) -> None:
+        self._encoding = encoding
+        self.n_vocab: int = encoding.n_vocab
+        self.eot_id: int = END_OF_TEXT_ID
+
+    def encode(self, text: str) -> list[int]:
+        return self._encoding.encode_ordinary(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self._encoding.decode(list(ids), errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._encoding.decode_single_token_bytes(token_id)
+
+
+def read_ranks(path: Path) -> dict[bytes, int]:
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != RANKS_SHA256:
+        raise EngineError(
+            f"{path}: sha256 {digest[:12]}... is not GPT-2's vocabulary "
+            f"({RANKS_SHA256[:12]}...); restore the file from the project"
+        )
+    ranks = {}
+    for line in data.splitlines():
+        token, rank = line.split()
+        ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+def load_tokenizer(path: Path = TOKENIZER_FILE) -> Tokenizer:
+    if not path.exists():
+        raise EngineError(f"{path}: GPT-2 vocabulary file missing")
+    encoding = tiktoken.Encoding(
+        name="gpt2",
+        pat_str=SPLIT_PATTERN,
+        mergeable_ranks=read_ranks(path),
+        special_tokens={END_OF_TEXT: END_OF_TEXT_ID},
+    )
+    return Tokenizer(encoding)
+
+
+@cache
+def gpt2_tokenizer() -> Tokenizer:
+    return load_tokenizer()
