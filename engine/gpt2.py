@@ -69,7 +69,9 @@ class Cache(Protocol):
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def write_resid(self, layer: int, resid_mid: torch.Tensor, resid_post: torch.Tensor) -> None: ...
+    def write_resid(
+        self, layer: int, resid_mid: torch.Tensor, resid_post: torch.Tensor
+    ) -> None: ...
 
 
 def layer_norm(x: torch.Tensor, ln: LayerNorm) -> torch.Tensor:

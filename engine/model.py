@@ -43,9 +43,7 @@ class Model:
         return Run(self.config, self.params)
 
 
-def load_model(
-    path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32
-) -> Model:
+def load_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Model:
     """Load a GPT-2 of any size from a directory holding model.safetensors or from the file."""
     try:
         ckpt = load_checkpoint(path)

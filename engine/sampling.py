@@ -79,7 +79,8 @@ def keep_mask(sorted_probs: torch.Tensor, top_k: int, top_p: float) -> torch.Ten
 
 
 def distributions(logits: torch.Tensor, params: SamplingParams) -> Distributions:
-    logits = logits.float()
+    # float64 so that any temperature the range allows, however small, stays representable.
+    logits = logits.double()
     if params.top_k > logits.shape[-1]:
         raise ValueError(f"top_k must be in 0..{logits.shape[-1]}, got {params.top_k}")
     probs = torch.softmax(logits, -1)
@@ -87,7 +88,8 @@ def distributions(logits: torch.Tensor, params: SamplingParams) -> Distributions
         probs_temperature = torch.zeros_like(probs)
         probs_temperature[int(torch.argmax(logits))] = 1.0
     else:
-        probs_temperature = torch.softmax(logits / params.temperature, -1)
+        # Shifting by the max first keeps tiny temperatures from overflowing to inf - inf.
+        probs_temperature = torch.softmax((logits - logits.max()) / params.temperature, -1)
     sorted_probs, order = torch.sort(probs_temperature, descending=True, stable=True)
     keep = torch.zeros_like(probs, dtype=torch.bool)
     keep[order] = keep_mask(sorted_probs, params.top_k, params.top_p)
@@ -104,7 +106,7 @@ def sample(
         token_id = int(torch.argmax(dist.probs_filtered))
     else:
         token_id = int(torch.multinomial(dist.probs_filtered.cpu(), 1, generator=generator))
-    order = torch.sort(logits.float(), descending=True, stable=True).indices
+    order = torch.sort(logits, descending=True, stable=True).indices
     top = order[:N_CANDIDATES]
     return SampleRecord(
         token_id=token_id,

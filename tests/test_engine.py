@@ -1,0 +1,194 @@
+"""The engine's GPT-2 against transformers' GPT2LMHeadModel on random checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from engine import EngineError, load_model
+from tests.conftest import write_checkpoint
+
+TOL = 1e-4
+N_LAYER, N_HEAD, N_EMBD, N_CTX, VOCAB = 3, 4, 64, 48, 512
+
+
+def strip_prefix_layout(directory) -> None:
+    """Rewrite a save_pretrained file the way the hub's openai-community/gpt2 file is laid
+    out: no `transformer.` prefix, with the attention mask buffers present."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(directory / "model.safetensors")
+    hub = {k.removeprefix("transformer."): v.contiguous() for k, v in tensors.items()}
+    hub.pop("lm_head.weight", None)
+    for i in range(N_LAYER):
+        hub[f"h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, N_CTX, N_CTX))
+        hub[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    save_file(hub, directory / "model.safetensors")
+
+
+@pytest.fixture(scope="module", params=["save_pretrained", "hub"])
+def pair(request, tmp_path_factory):
+    directory = tmp_path_factory.mktemp(request.param)
+    hf = write_checkpoint(directory, N_LAYER, N_HEAD, N_EMBD, N_CTX, VOCAB, scale=8.0, seed=1)
+    if request.param == "hub":
+        strip_prefix_layout(directory)
+    return hf, load_model(directory)
+
+
+@pytest.fixture(scope="module")
+def ids():
+    return torch.randint(0, VOCAB, (20,), generator=torch.Generator().manual_seed(3))
+
+
+def oracle(hf, ids):
+    with torch.no_grad():
+        return hf(ids[None], output_attentions=True, output_hidden_states=True)
+
+
+def oracle_qkv(hf, hidden_in, layer):
+    """q, k, v [n_head, T, head_dim] of one block from transformers' own modules."""
+    block = hf.transformer.h[layer]
+    with torch.no_grad():
+        qkv = block.attn.c_attn(block.ln_1(hidden_in))[0]
+    return [t.unflatten(-1, (N_HEAD, -1)).transpose(0, 1) for t in qkv.split(N_EMBD, -1)]
+
+
+def test_activations_are_of_order_one(pair, ids):
+    hf, _ = pair
+    out = oracle(hf, ids)
+    assert out.logits.std() > 1.0
+
+
+def test_kv_cached_steps_match_full_forward_at_every_step(pair, ids):
+    hf, model = pair
+    out = oracle(hf, ids)
+    run = model.start(ids[:5].tolist())
+    torch.testing.assert_close(run.logits, out.logits[0, 4], atol=TOL, rtol=0)
+    for t in range(5, len(ids)):
+        run.step(int(ids[t]))
+        torch.testing.assert_close(run.logits, out.logits[0, t], atol=TOL, rtol=0)
+    assert run.tokens == ids.tolist()
+
+
+def test_attention_pattern_matches_and_is_causal(pair, ids):
+    hf, model = pair
+    out = oracle(hf, ids)
+    run = model.start(ids[:7].tolist())
+    for t in range(7, len(ids)):
+        run.step(int(ids[t]))
+    T = len(ids)
+    for layer in range(N_LAYER):
+        for head in range(N_HEAD):
+            pattern = run.attention(layer, head)
+            torch.testing.assert_close(pattern, out.attentions[layer][0, head], atol=TOL, rtol=0)
+            assert pattern.shape == (T, T)
+            torch.testing.assert_close(pattern.sum(-1), torch.ones(T), atol=1e-6, rtol=0)
+            assert torch.all(pattern.triu(1) == 0)
+
+
+def test_qkv_match_transformers_projections(pair, ids):
+    hf, model = pair
+    out = oracle(hf, ids)
+    run = model.start(ids[:3].tolist())
+    for t in range(3, len(ids)):
+        run.step(int(ids[t]))
+    for layer in range(N_LAYER):
+        expected = oracle_qkv(hf, out.hidden_states[layer], layer)
+        for head in range(N_HEAD):
+            for ours, theirs in zip(run.qkv(layer, head), expected, strict=True):
+                assert ours.shape == (len(ids), N_EMBD // N_HEAD)
+                torch.testing.assert_close(ours, theirs[head], atol=TOL, rtol=0)
+
+
+def test_residual_stream_matches_hidden_states(pair, ids):
+    hf, model = pair
+    out = oracle(hf, ids)
+    view = model.start(ids.tolist()).view()
+    # transformers applies ln_f to its last hidden state, so compare the blocks' inputs.
+    for layer in range(N_LAYER):
+        torch.testing.assert_close(
+            view.resid_pre[layer], out.hidden_states[layer][0], atol=TOL, rtol=0
+        )
+    token_row, position_row, total = view.embeddings(4)
+    torch.testing.assert_close(token_row, hf.transformer.wte.weight[ids[4]].detach())
+    torch.testing.assert_close(position_row, hf.transformer.wpe.weight[4].detach())
+    torch.testing.assert_close(total, token_row + position_row)
+
+
+def test_head_output_is_pattern_times_values(pair, ids):
+    _, model = pair
+    view = model.start(ids.tolist()).view()
+    q, k, v = view.qkv(1, 2)
+    scores = q @ k.T / (q.shape[-1] ** 0.5)
+    scores = scores.masked_fill(torch.ones_like(scores).triu(1).bool(), float("-inf"))
+    expected = torch.softmax(scores, -1) @ v
+    torch.testing.assert_close(view.head_output(1, 2), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(view.attention_scores(1, 2), scores, atol=1e-5, rtol=0)
+
+
+def test_logit_lens_last_layer_is_the_real_output(pair, ids):
+    _, model = pair
+    run = model.start(ids.tolist())
+    lens = run.view().logit_lens(len(ids) - 1)
+    assert lens.shape == (N_LAYER, VOCAB)
+    torch.testing.assert_close(lens[-1], run.logits, atol=1e-5, rtol=0)
+
+
+def test_views_stay_valid_while_the_run_grows(pair, ids):
+    _, model = pair
+    run = model.start(ids[:2].tolist())
+    early = run.view()
+    pattern_before = early.attention(0, 0).clone()
+    for t in range(2, len(ids)):  # crosses the cache's first reallocation
+        run.step(int(ids[t]))
+    assert early.n_tokens == 2
+    torch.testing.assert_close(early.attention(0, 0), pattern_before, atol=0, rtol=0)
+
+
+def test_config_read_from_file_and_inferred_without_it(tmp_path):
+    write_checkpoint(tmp_path, n_layer=3, n_head=2, n_embd=128, n_positions=32, vocab_size=99)
+    config = load_model(tmp_path).config
+    assert (config.n_layer, config.n_head, config.n_embd, config.n_ctx) == (3, 2, 128, 32)
+    (tmp_path / "config.json").unlink()
+    inferred = load_model(tmp_path / "model.safetensors").config
+    assert (inferred.n_layer, inferred.n_embd, inferred.n_ctx, inferred.vocab_size) == (
+        3,
+        128,
+        32,
+        99,
+    )
+    assert inferred.n_head == 128 // 64
+
+
+def test_half_precision_files_compute_in_float32(tmp_path):
+    hf = write_checkpoint(tmp_path, n_layer=1, n_head=2, n_embd=32, n_positions=16, vocab_size=64)
+    hf.half().save_pretrained(tmp_path)
+    model = load_model(tmp_path)
+    assert model.params.wte.dtype == torch.float32
+    assert model.start([1, 2, 3]).logits.dtype == torch.float32
+
+
+def test_stepping_past_the_context_names_the_limit(pair):
+    _, model = pair
+    run = model.start([1] * N_CTX)
+    with pytest.raises(EngineError, match=str(N_CTX)):
+        run.step(2)
+
+
+def test_prompt_longer_than_the_context_is_refused(pair):
+    _, model = pair
+    with pytest.raises(EngineError, match=f"{N_CTX + 1} tokens exceed the model's context"):
+        model.start([1] * (N_CTX + 1))
+
+
+def test_memory_grows_with_layers_times_tokens_times_width(pair, ids):
+    """q, k, v and three residual streams per position and layer: O(L x T x C), with no
+    per-head T x T matrices kept."""
+    _, model = pair
+    run = model.start(ids.tolist())
+    stored = sum(t.numel() for t in vars(run).values() if isinstance(t, torch.Tensor))
+    capacity = run._q.shape[-2]
+    per_position = 3 * N_LAYER * N_EMBD + (2 * N_LAYER + 1) * N_EMBD
+    assert stored == per_position * capacity + VOCAB  # + the next-token logits
+    assert len(ids) <= capacity <= max(64, 2 * len(ids))

@@ -1,0 +1,201 @@
+"""The background runner: event order, stopping, closing, and bad input as events."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+import engine.runner
+from engine import (
+    Failed,
+    Finished,
+    Prefilled,
+    Runner,
+    SamplingParams,
+    StateChanged,
+    Stepped,
+    load_model,
+)
+
+
+class Recorder:
+    """Collects events from the worker thread; `wait` blocks until one of a type arrives."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+        self._arrived = threading.Condition()
+
+    def __call__(self, event) -> None:
+        with self._arrived:
+            self.events.append(event)
+            self._arrived.notify_all()
+
+    def wait(self, kind, count: int = 1, timeout: float = 20.0):
+        with self._arrived:
+            ok = self._arrived.wait_for(lambda: len(self.of(kind)) >= count, timeout)
+        assert ok, f"no {kind.__name__} within {timeout}s: {self.events}"
+        return self.of(kind)[count - 1]
+
+    def of(self, kind) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+@pytest.fixture
+def recorder():
+    return Recorder()
+
+
+@pytest.fixture
+def runner(tiny_model, recorder):
+    r = Runner(tiny_model, recorder, SamplingParams(temperature=1.0, top_k=0), seed=3)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def slow_sampling(monkeypatch):
+    """Each token takes 50 ms, so a stop or close lands mid-generation."""
+    real = engine.runner.sample
+
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.runner, "sample", slow)
+
+
+def test_events_arrive_in_order(runner, recorder):
+    runner.start_prompt("Hello world")
+    runner.generate(4)
+    finished = recorder.wait(Finished)
+    kinds = [type(e).__name__ for e in recorder.events if not isinstance(e, StateChanged)]
+    assert kinds == ["Prefilled"] + ["Stepped"] * 4 + ["Finished"]
+    states = [e.state for e in recorder.of(StateChanged)]
+    assert states[:2] == ["prefilling", "idle"]
+    assert "generating" in states and states[-1] == "idle"
+    assert finished.reason == "length" and finished.steps == 4
+    steps = recorder.of(Stepped)
+    assert [s.index for s in steps] == [1, 2, 3, 4]
+    assert [s.view.n_tokens for s in steps] == [3, 4, 5, 6]
+    assert steps[-1].view.tokens[-4:] == tuple(s.token_id for s in steps)
+
+
+def test_same_seed_same_continuation(tiny_model):
+    def continuation(seed: int) -> list[int]:
+        rec = Recorder()
+        r = Runner(tiny_model, rec, SamplingParams(temperature=1.2, top_k=0), seed=seed)
+        r.start_prompt("The cat sat")
+        r.generate(8)
+        rec.wait(Finished)
+        r.close()
+        return [s.token_id for s in rec.of(Stepped)]
+
+    assert continuation(11) == continuation(11)
+    assert continuation(11) != continuation(12)
+
+
+def test_stop_takes_effect_within_a_step(runner, recorder, slow_sampling):
+    runner.start_prompt("Hello world")
+    runner.generate(100)
+    recorder.wait(Stepped, 3)
+    runner.stop()
+    finished = recorder.wait(Finished)
+    assert finished.reason == "stopped"
+    assert 3 <= finished.steps <= 5
+    runner.generate(2)
+    assert recorder.wait(Finished, 2).reason == "length"
+
+
+def test_close_mid_generation_ends_the_thread_within_a_second(tiny_model, slow_sampling):
+    rec = Recorder()
+    r = Runner(tiny_model, rec)
+    r.start_prompt("Hello world")
+    r.generate(100)
+    rec.wait(Stepped, 2)
+    started = time.monotonic()
+    r.close()
+    assert time.monotonic() - started < 1.0
+    assert not r.alive
+
+
+@pytest.mark.parametrize("prompt", ["", "   \n\t "])
+def test_empty_prompt_is_a_failed_event(runner, recorder, prompt):
+    runner.start_prompt(prompt)
+    assert "empty" in recorder.wait(Failed).message
+    runner.start_prompt("fine now")
+    recorder.wait(Prefilled)
+
+
+def test_prompt_longer_than_the_context_says_both_numbers(runner, recorder, tiny_model):
+    n_ctx = tiny_model.config.n_ctx
+    runner.start_prompt(" hello" * (n_ctx + 5))
+    message = recorder.wait(Failed).message
+    assert f"{n_ctx + 5} tokens" in message and str(n_ctx) in message
+
+
+def test_generation_ends_at_the_context_limit(runner, recorder, tiny_model):
+    n_ctx = tiny_model.config.n_ctx
+    runner.start_tokens([464] * (n_ctx - 3))
+    runner.generate(10)
+    finished = recorder.wait(Finished)
+    assert finished.reason == "context limit" and finished.steps == 3
+    assert recorder.of(Stepped)[-1].view.n_tokens == n_ctx
+
+
+def test_generate_before_any_prompt_fails_cleanly(runner, recorder):
+    runner.generate(3)
+    assert "no prompt" in recorder.wait(Failed).message
+
+
+def test_end_of_text_stops_generation_and_can_continue(tiny_checkpoint, recorder):
+    model = load_model(tiny_checkpoint)
+    eot = 50256
+    with torch.no_grad():  # make end-of-text the model's only answer
+        model.params.ln_f.weight.zero_()
+        model.params.ln_f.bias.copy_(model.params.wte[eot])
+        model.params.wte[eot] *= 50
+    r = Runner(model, recorder, SamplingParams(temperature=0.0))
+    r.start_prompt("Once upon a time")
+    r.generate(5)
+    finished = recorder.wait(Finished)
+    assert finished.reason == "end-of-text" and finished.steps == 1
+    assert recorder.of(Stepped)[0].token_id == eot
+    r.generate(2)
+    assert recorder.wait(Finished, 2).steps == 1
+    r.close()
+
+
+def test_a_raising_step_is_reported_and_the_worker_lives_on(runner, recorder, monkeypatch):
+    runner.start_prompt("Hello")
+    recorder.wait(Prefilled)
+    calls = iter([RuntimeError("injected fault")])
+
+    def faulty(*args, **kwargs):
+        raise next(calls)
+
+    monkeypatch.setattr(engine.runner, "sample", faulty)
+    runner.generate(3)
+    assert "injected fault" in recorder.wait(Failed).message
+    monkeypatch.undo()
+    runner.generate(2)
+    assert recorder.wait(Finished).steps == 2
+
+
+def test_parameters_change_mid_run(runner, recorder):
+    runner.start_prompt("Hello")
+    runner.set_params(SamplingParams(temperature=0.0))
+    runner.generate(3)
+    recorder.wait(Finished)
+    records = [s.record for s in recorder.of(Stepped)]
+    assert all(r.rank == 0 and r.params.temperature == 0.0 for r in records)
+
+
+def test_a_bad_top_k_fails_the_command_not_the_thread(runner, recorder):
+    runner.start_prompt("Hello")
+    runner.set_params(SamplingParams(top_k=60000))
+    runner.generate(1)
+    assert "top_k" in recorder.wait(Failed).message
+    assert runner.alive
