@@ -17,7 +17,7 @@ import torch
 from engine.errors import EngineError
 from engine.model import Model
 from engine.run import Run, RunView
-from engine.sampling import SampleRecord, SamplingParams, sample
+from engine.sampling import SampleRecord, SamplingParams, choose, sample
 from engine.tokenizer import Tokenizer, gpt2_tokenizer
 
 PREFILL_CHUNK = 64
@@ -77,6 +77,7 @@ class Runner:
         self._on_event = on_event
         self._run: Run | None = None
         self._generated = 0
+        self._prompt_length = 0
         self._generator = torch.Generator().manual_seed(seed)
         self._commands: queue.Queue = queue.Queue()
         self._epoch = itertools.count()
@@ -98,6 +99,11 @@ class Runner:
 
     def step(self) -> None:
         self.generate(1)
+
+    def branch(self, step_index: int, token_id: int) -> None:
+        """Go back to just before generated token `step_index` (1-based) and put `token_id`
+        there instead; the next Stepped event has that index."""
+        self._commands.put((self._branch, (step_index, token_id), self._stop_epoch))
 
     def stop(self) -> None:
         self._stop_epoch = next(self._epoch)
@@ -153,15 +159,31 @@ class Runner:
             raise EngineError(
                 f"the prompt is {len(token_ids)} tokens; the model's context is {n_ctx}"
             )
+        run = self._prefilled_run(token_ids, epoch)
+        self._run, self._generated, self._prompt_length = run, 0, len(token_ids)
+        self._generator.manual_seed(self.seed)
+        self._emit(Prefilled(run.view()))
+
+    def _prefilled_run(self, token_ids: list[int], epoch: int) -> Run:
+        """Prefill in chunks so that a stop or close lands within one chunk."""
         self._check_stop(epoch)
         self._set_state("prefilling")
         run = self.model.new_run()
         for i in range(0, len(token_ids), PREFILL_CHUNK):
             self._check_stop(epoch)
             run.extend(token_ids[i : i + PREFILL_CHUNK])
-        self._run, self._generated = run, 0
-        self._generator.manual_seed(self.seed)
-        self._emit(Prefilled(run.view()))
+        return run
+
+    def _branch(self, arg: tuple[int, int], epoch: int) -> None:
+        step_index, token_id = arg
+        if self._run is None or not 1 <= step_index <= self._generated:
+            raise EngineError(f"there is no generated token {step_index} to branch from")
+        keep = self._run.tokens[: self._prompt_length + step_index - 1]
+        run = self._prefilled_run(keep, epoch)
+        record = choose(run.logits, self.params, token_id)
+        run.step(token_id)
+        self._run, self._generated = run, step_index
+        self._emit(Stepped(step_index, token_id, record, run.view()))
 
     def _reseed(self, seed: int, epoch: int) -> None:
         self.seed = seed

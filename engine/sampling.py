@@ -106,6 +106,19 @@ def sample(
         token_id = int(torch.argmax(dist.probs_filtered))
     else:
         token_id = int(torch.multinomial(dist.probs_filtered.cpu(), 1, generator=generator))
+    return describe_choice(logits, dist, token_id, params)
+
+
+def choose(logits: torch.Tensor, params: SamplingParams, token_id: int) -> SampleRecord:
+    """The record of a token the user picked instead of one drawn, e.g. to branch history."""
+    if not 0 <= token_id < logits.shape[-1]:
+        raise ValueError(f"token id must be in 0..{logits.shape[-1] - 1}, got {token_id}")
+    return describe_choice(logits, distributions(logits, params), token_id, params)
+
+
+def describe_choice(
+    logits: torch.Tensor, dist: Distributions, token_id: int, params: SamplingParams
+) -> SampleRecord:
     order = torch.sort(logits, descending=True, stable=True).indices
     top = order[:N_CANDIDATES]
     return SampleRecord(

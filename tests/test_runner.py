@@ -199,3 +199,25 @@ def test_a_bad_top_k_fails_the_command_not_the_thread(runner, recorder):
     runner.generate(1)
     assert "top_k" in recorder.wait(Failed).message
     assert runner.alive
+
+
+def test_branching_replaces_a_past_token_and_continues_from_there(runner, recorder):
+    runner.start_prompt("Hello world")
+    runner.generate(4)
+    recorder.wait(Finished)
+    original = recorder.of(Stepped)
+    alternative = original[1].record.candidate_ids[3]
+    runner.branch(2, alternative)
+    branched = recorder.wait(Stepped, 5)
+    assert branched.index == 2 and branched.token_id == alternative
+    assert branched.record.rank == 3
+    assert branched.view.tokens == original[0].view.tokens + (alternative,)
+    runner.generate(2)
+    recorder.wait(Finished, 2)
+    assert [s.index for s in recorder.of(Stepped)[5:]] == [3, 4]
+
+
+def test_branching_where_nothing_was_generated_fails_cleanly(runner, recorder):
+    runner.start_prompt("Hello world")
+    runner.branch(1, 42)
+    assert "no generated token 1" in recorder.wait(Failed).message
