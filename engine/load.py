@@ -24,8 +24,11 @@ BLOCK_TENSORS = {
 def infer_config(ckpt: Checkpoint) -> GPT2Config:
     """config.json where present, else the shapes of wte, wpe and the numbered blocks."""
     t, cfg = ckpt.tensors, ckpt.config
-    if cfg.get("model_type", "gpt2") != "gpt2":
-        raise EngineError(f"{ckpt.path}: a {cfg['model_type']} model, not GPT-2")
+    model_type = cfg.get("model_type", "gpt2")
+    if model_type != "gpt2":
+        raise EngineError(
+            f"{ckpt.path}: config.json says model_type {model_type!r}; only GPT-2 runs here"
+        )
     missing = [name for name in ("wte.weight", "wpe.weight") if name not in t]
     if missing:
         found = ", ".join(sorted(t)[:3]) or "none"
@@ -33,15 +36,33 @@ def infer_config(ckpt: Checkpoint) -> GPT2Config:
             f"{ckpt.path}: not a GPT-2 checkpoint, missing {', '.join(missing)} "
             f"(found tensors: {found})"
         )
+    for name in ("wte.weight", "wpe.weight"):
+        if t[name].dim() != 2:
+            raise EngineError(f"{ckpt.path}: {name} has shape {list(t[name].shape)}, not 2-D")
     vocab_size, n_embd = t["wte.weight"].shape
     n_ctx = t["wpe.weight"].shape[0]
     layers = {int(m.group(1)) for name in t if (m := LAYER_NAME.match(name))}
+
+    def setting(key: str, inferred: int) -> int:
+        if key not in cfg:
+            return inferred
+        try:
+            value = int(cfg[key])
+        except (TypeError, ValueError):
+            value = 0
+        if value <= 0:
+            raise EngineError(
+                f"{ckpt.path}: config.json gives {key} {cfg[key]!r}, not a positive integer"
+            )
+        return value
+
     return GPT2Config(
-        n_layer=int(cfg.get("n_layer", max(layers, default=-1) + 1)),
-        n_head=int(cfg.get("n_head", n_embd // 64)),
-        n_embd=int(cfg.get("n_embd", n_embd)),
-        n_ctx=int(cfg.get("n_positions", cfg.get("n_ctx", n_ctx))),
-        vocab_size=int(cfg.get("vocab_size", vocab_size)),
+        n_layer=setting("n_layer", max(layers, default=-1) + 1),
+        # GPT-2 heads are 64 wide; tiny files narrower than that get one head.
+        n_head=setting("n_head", max(n_embd // 64, 1)),
+        n_embd=setting("n_embd", n_embd),
+        n_ctx=setting("n_positions", setting("n_ctx", n_ctx)),
+        vocab_size=setting("vocab_size", vocab_size),
     )
 
 

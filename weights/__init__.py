@@ -3,7 +3,30 @@
 from pathlib import Path
 
 from weights.checkpoint import Checkpoint, WeightsError, load_checkpoint
+from weights.hub import (
+    DEMO_DIR,
+    MODEL_NAMES,
+    DownloadCancelled,
+    ProgressFn,
+    Resolved,
+    download,
+    is_cached,
+    resolve,
+)
 
 TOKENIZER_FILE = Path(__file__).resolve().parent / "gpt2.tiktoken"
 
-__all__ = ["TOKENIZER_FILE", "Checkpoint", "WeightsError", "load_checkpoint"]
+__all__ = [
+    "DEMO_DIR",
+    "MODEL_NAMES",
+    "TOKENIZER_FILE",
+    "Checkpoint",
+    "DownloadCancelled",
+    "ProgressFn",
+    "Resolved",
+    "WeightsError",
+    "download",
+    "is_cached",
+    "load_checkpoint",
+    "resolve",
+]
