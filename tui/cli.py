@@ -6,17 +6,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-KEYS_HELP = """\
-keys:
-  [ ]        layer down / up          , .   head down / up
-  left right query token              p     edit the prompt (enter runs it)
-  g          generate `length` tokens s     one step
-  esc        stop                     t T   temperature down / up
-  k K        top-k down / up          n N   length down / up
-  r          new seed                 z     zoom the focused pane
-  tab        cycle focus              ?     help screen
-  q          quit                     ctrl+p command palette
-"""
+from tui.keys import keys_help
 
 
 @dataclass(frozen=True)
@@ -33,22 +23,53 @@ class Options:
     device: str
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
+def add_run_options(parser: argparse.ArgumentParser, editor: bool = True) -> None:
+    """The options the app and inspect share; `editor` for the app's wording of --prompt."""
     parser.add_argument(
         "--weights",
         metavar="PATH|NAME",
         help="a directory or .safetensors file, or gpt2 / gpt2-medium / gpt2-large / gpt2-xl "
         "(default: GPT-2 small if cached, else the bundled demo model)",
     )
-    parser.add_argument("--prompt", metavar="TEXT", help="text to run at once")
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 = argmax (default 0.8)")
-    parser.add_argument("--top-k", type=int, default=5, help="0 = off (default 5)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="1 = off (default 1.0)")
-    parser.add_argument("--length", type=int, default=6, help="tokens per generation (default 6)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--layer", type=int, default=0, help="layer shown, 0-based (default 0)")
-    parser.add_argument("--head", type=int, default=0, help="head shown, 0-based (default 0)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--prompt",
+        metavar="TEXT",
+        help="text to run at once (default: a sample sentence"
+        + (", with the prompt editor focused)" if editor else ")"),
+    )
+    parser.add_argument(
+        "--temperature", metavar="F", type=float, default=0.8, help="0..5, 0 = argmax (default 0.8)"
+    )
+    parser.add_argument(
+        "--top-k",
+        metavar="N",
+        type=int,
+        default=5,
+        help="keep the N likeliest, 0 = off (default 5)",
+    )
+    parser.add_argument(
+        "--top-p",
+        metavar="F",
+        type=float,
+        default=1.0,
+        help="keep the likeliest with mass F, 1 = off (default 1.0)",
+    )
+    parser.add_argument(
+        "--length", metavar="N", type=int, default=6, help="tokens per generation (default 6)"
+    )
+    parser.add_argument("--seed", metavar="N", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--layer", metavar="N", type=int, default=0, help="layer shown, 0-based as h.N (default 0)"
+    )
+    parser.add_argument(
+        "--head", metavar="N", type=int, default=0, help="head shown, 0-based (default 0)"
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where the model runs (default cpu)",
+    )
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -60,7 +81,7 @@ def app_parser() -> argparse.ArgumentParser:
         prog="gpt2scope",
         description="Watch GPT-2 read and write text, token by token. "
         "Subcommands: `gpt2scope inspect --help`, `gpt2scope download --help`.",
-        epilog=KEYS_HELP,
+        epilog=keys_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_options(parser)

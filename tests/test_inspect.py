@@ -1,0 +1,151 @@
+"""`gpt2scope inspect`: the JSON equals the engine's numbers, the text shows every view, the
+same seed gives the same output, and errors are one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engine import SamplingParams, gpt2_tokenizer, load_model
+from engine.sampling import distributions
+from tui.cli import main
+from tui.views import VIEWS
+
+PROMPT = "The quick brown fox jumps over the lazy dog"
+
+
+def inspect(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["inspect", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint):
+    return load_model(tiny_checkpoint)
+
+
+@pytest.fixture
+def inspected_json(capsys, tiny_checkpoint):
+    args = ["--weights", str(tiny_checkpoint), "--prompt", PROMPT, "--format", "json"]
+    code, out, err = inspect(capsys, *args, "--layer", "1", "--head", "2", "--length", "5")
+    assert (code, err) == (0, "")
+    return json.loads(out)
+
+
+def test_json_has_every_field(inspected_json):
+    data = inspected_json
+    for name in ("model", "tokens", "continuation", "layer", "head", "query", "attention"):
+        assert name in data
+    assert {"probabilities", "qkv"} <= set(data)
+    assert (data["layer"], data["head"]) == (1, 2)
+    n = len(data["tokens"])
+    assert data["query"] == n - 1
+    assert len(data["continuation"]) == 5
+    assert data["prompt_tokens"] + 5 == n
+    assert [t["id"] for t in data["tokens"][: data["prompt_tokens"]]] == gpt2_tokenizer().encode(
+        PROMPT
+    )
+    assert data["model"]["n_layer"] == 2
+
+
+def test_json_attention_equals_the_engines(inspected_json, model):
+    data = inspected_json
+    ids = [t["id"] for t in data["tokens"]]
+    expected = model.start(ids).view().attention(1, 2)
+    assert np.allclose(np.array(data["attention"]), expected.numpy(), atol=1e-6)
+
+
+def test_json_probabilities_equal_the_engines(inspected_json, model):
+    data = inspected_json
+    ids = [t["id"] for t in data["tokens"]]
+    # The last token was sampled from these logits; the run computed them a token at a time
+    # through the KV cache, this prefill all at once, so float32 rounding differs a little.
+    logits = model.start(ids[:-1]).logits
+    dist = distributions(logits, SamplingParams(0.8, 5, 1.0))
+    p = data["probabilities"]
+    assert p["step"] == 5 and p["chosen"] == ids[-1]
+    for c in p["candidates"]:
+        assert c["probability"] == pytest.approx(float(dist.probs[c["id"]]), rel=1e-4)
+        assert c["probability_sampled"] == pytest.approx(
+            float(dist.probs_filtered[c["id"]]), rel=1e-4, abs=1e-9
+        )
+    assert sum(c["kept"] for c in p["candidates"]) == p["n_kept"] == 5
+    top = torch.topk(logits, 5).indices.tolist()
+    assert [c["id"] for c in p["candidates"][:5]] == top
+
+
+def test_json_qkv_is_the_query_row(inspected_json, model):
+    data = inspected_json
+    view = model.start([t["id"] for t in data["tokens"]]).view()
+    q, k, v = view.qkv(1, 2)
+    query = data["query"]
+    row = data["qkv"]
+    assert np.allclose(row["q"], q[query].numpy(), atol=1e-6)
+    weights = view.attention(1, 2)[query]
+    assert [key["index"] for key in row["keys"]] == torch.topk(weights, 5).indices.tolist()
+    for key in row["keys"]:
+        j = key["index"]
+        assert np.allclose(key["k"], k[j].numpy(), atol=1e-6)
+        assert np.allclose(key["v"], v[j].numpy(), atol=1e-6)
+        assert key["dot"] == pytest.approx(float(q[query] @ k[j]), abs=1e-4)
+        assert key["score"] == pytest.approx(key["dot"] / np.sqrt(q.shape[1]), abs=1e-5)
+        assert key["weight"] == pytest.approx(float(weights[j]), abs=1e-6)
+
+
+def test_same_seed_same_output(capsys, tiny_checkpoint):
+    args = ["--weights", str(tiny_checkpoint), "--prompt", PROMPT, "--seed", "3"]
+    outputs = [inspect(capsys, *args, "--format", "json")[1] for _ in range(2)]
+    assert outputs[0] == outputs[1]
+    other = inspect(capsys, *args[:-1], "4", "--format", "json")[1]
+    assert json.loads(other)["continuation"] != json.loads(outputs[0])["continuation"]
+
+
+def test_text_prints_every_view(capsys, tiny_checkpoint):
+    code, out, _ = inspect(capsys, "--weights", str(tiny_checkpoint), "--prompt", PROMPT)
+    assert code == 0
+    for view in VIEWS:
+        assert f"== {view.title} ==" in out
+    assert "L0 H0" in out and "seed 0" in out
+    assert all(len(line) <= 100 for line in out.splitlines())
+
+
+def test_query_option_selects_the_query(capsys, tiny_checkpoint):
+    args = ["--weights", str(tiny_checkpoint), "--prompt", PROMPT, "--length", "0"]
+    code, out, _ = inspect(capsys, *args, "--query", "2", "--format", "json")
+    assert code == 0
+    assert json.loads(out)["query"] == 2
+    assert "query 2 ·brown" in inspect(capsys, *args, "--query", "2")[1]
+
+
+def test_text_never_prints_control_characters(capsys, tiny_checkpoint):
+    prompt = "bell\x07 esc\x1b[2J rlo\u202e nul\x00 end\r\n"
+    code, out, _ = inspect(capsys, "--weights", str(tiny_checkpoint), "--prompt", prompt)
+    assert code == 0
+    allowed = {"\n"}
+    assert not [c for c in out if (ord(c) < 32 or 0x7F <= ord(c) < 0xA0) and c not in allowed]
+    assert "\u202e" not in out
+    code, out, _ = inspect(
+        capsys, "--weights", str(tiny_checkpoint), "--prompt", prompt, "--format", "json"
+    )
+    assert code == 0 and out.isascii() and json.loads(out)["prompt"] == prompt
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--weights", "/nonexistent/model"], "/nonexistent/model"),
+        (["--temperature", "9"], "temperature"),
+        (["--layer", "7"], "--layer 7"),
+        (["--query", "500"], "--query 500"),
+        (["--prompt", " "], "empty"),
+    ],
+)
+def test_errors_are_one_line(capsys, tiny_checkpoint, args, message):
+    weights = [] if "--weights" in args else ["--weights", str(tiny_checkpoint)]
+    code, out, err = inspect(capsys, *weights, *args)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err

@@ -1,0 +1,410 @@
+"""Pilot tests: every key does what the help says, while idle and while generating."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import engine.runner
+from engine import gpt2_tokenizer
+from tui.app import ScopeApp
+from tui.help import HelpScreen
+from tui.session import SAMPLE_PROMPT
+from tui.testing import make_app, settle
+from tui.widgets import Pane, PromptInput
+
+pytestmark = pytest.mark.anyio
+
+PROMPT = "Hello world, this is a test."
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Gate:
+    """Holds the runner inside `sample` until opened, so that a generation is certainly
+    running while the test presses keys."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+        self.entered = threading.Event()
+        self.real = engine.runner.sample
+
+    def sample(self, *args, **kwargs):
+        self.entered.set()
+        self.opened.wait(timeout=10)
+        return self.real(*args, **kwargs)
+
+    async def wait_entered(self, pilot) -> None:
+        while not self.entered.is_set():
+            await pilot.pause(0.01)
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Gate:
+    gate = Gate()
+    monkeypatch.setattr(engine.runner, "sample", gate.sample)
+    return gate
+
+
+@pytest.fixture
+def slow_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each sampled token takes 50 ms, as on a bigger model."""
+    sample = engine.runner.sample
+
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(engine.runner, "sample", slow)
+
+
+def tokens(app: ScopeApp) -> list[int]:
+    return list(app.scope.view.tokens)
+
+
+async def notices(pilot) -> str:
+    """The text of the notifications on screen, once they have been mounted."""
+    for _ in range(50):
+        toasts = pilot.app.screen.query("Toast")
+        if toasts:
+            return " ".join(str(t.render()) for t in toasts)
+        await pilot.pause(0.02)
+    return ""
+
+
+async def test_opening_runs_the_sample_with_the_editor_focused(tiny_model):
+    app = make_app(tiny_model)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert isinstance(app.focused, PromptInput)
+        assert app.query_one(PromptInput).value == SAMPLE_PROMPT
+        assert tokens(app) == gpt2_tokenizer().encode(SAMPLE_PROMPT)
+        titles = [pane.border_title for pane in app.query(Pane)]
+        assert titles == [
+            "Embeddings",
+            "Attention",
+            "Probabilities",
+            "Query",
+            "Q/K/V",
+            "Continuation",
+        ]
+        for pane in app.query(Pane):  # every pane on screen, with room for a few lines
+            region = pane.region
+            assert region.height >= 5 and region.bottom <= 23 and region.right <= 80
+
+
+async def test_prompt_option_prefills_and_focuses_the_panes(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert tokens(app) == gpt2_tokenizer().encode(PROMPT)
+        assert isinstance(app.focused, Pane)
+
+
+async def test_layer_and_head_keys_move_and_stop_at_the_ends(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("right_square_bracket")
+        assert (app.scope.settings.layer, app.scope.attn.layer) == (1, 1)
+        await pilot.press("right_square_bracket")
+        assert app.scope.settings.layer == 1  # the tiny model has 2 layers
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        assert app.scope.settings.layer == 0
+        await pilot.press("full_stop", "full_stop", "full_stop", "full_stop")
+        assert (app.scope.settings.head, app.scope.attn.head) == (3, 3)
+        await pilot.press("comma")
+        assert app.scope.settings.head == 2
+
+
+async def test_query_keys_move_the_selected_token(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        last = app.scope.n_tokens - 1
+        assert app.scope.query == last
+        await pilot.press("left", "left")
+        assert app.scope.query == last - 2
+        await pilot.press(*["left"] * last)
+        assert app.scope.query == 0
+        await pilot.press(*["right"] * (last + 2))
+        assert app.scope.query == last and app.scope.settings.query is None
+
+
+async def test_p_edits_the_prompt_and_enter_runs_it(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("p")
+        assert isinstance(app.focused, PromptInput)
+        await pilot.press(*"q[x]", "enter")  # q and [ type, they do not quit or move
+        await settle(pilot)
+        assert tokens(app) == gpt2_tokenizer().encode("q[x]")
+        assert isinstance(app.focused, Pane)
+        assert app.scope.settings.layer == 0
+
+
+async def test_esc_leaves_the_editor_without_running(tiny_model):
+    app = make_app(tiny_model)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        before = tokens(app)
+        await pilot.press("x", "escape")
+        await settle(pilot)
+        assert isinstance(app.focused, Pane)
+        assert tokens(app) == before
+
+
+async def test_newline_escape_in_the_editor_is_a_newline(tiny_model):
+    app = make_app(tiny_model)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press(*"a\\nb", "enter")
+        await settle(pilot)
+        assert tokens(app) == gpt2_tokenizer().encode("a\nb")
+
+
+async def test_g_generates_length_tokens_and_s_one(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT, length=4)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        n = app.scope.n_tokens
+        await pilot.press("g")
+        await settle(pilot)
+        assert (app.scope.steps, app.scope.finish) == (4, "length")
+        assert app.scope.n_tokens == n + 4
+        assert app.scope.prediction.step == 4
+        await pilot.press("s")
+        await settle(pilot)
+        assert app.scope.steps == 5 and app.scope.n_tokens == n + 5
+
+
+async def test_esc_stops_a_generation(tiny_model, gate):
+    app = make_app(tiny_model, prompt=PROMPT, length=100)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("g")
+        await gate.wait_entered(pilot)
+        await pilot.press("escape")
+        gate.opened.set()
+        await settle(pilot)
+        assert app.scope.finish == "stopped"
+        assert app.scope.steps == 1  # the token being sampled when esc came
+
+
+async def test_keys_work_while_generating(tiny_model, gate):
+    app = make_app(tiny_model, prompt=PROMPT, length=10)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("g")
+        await gate.wait_entered(pilot)
+        await pilot.press("right_square_bracket", "full_stop", "left", "T", "z")
+        assert app.session.state == "generating"
+        s = app.scope.settings
+        assert (s.layer, s.head, s.params.temperature) == (1, 1, 1.0)
+        assert app.scope.query == app.scope.n_tokens - 2
+        assert app.screen.maximized is not None
+        gate.opened.set()
+        await settle(pilot)
+        assert (app.scope.finish, app.scope.steps) == ("length", 10)
+        assert app.scope.prediction.params.temperature == 1.0
+
+
+async def test_resizing_mid_generation(tiny_model, gate):
+    app = make_app(tiny_model, prompt=PROMPT, length=10)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("g")
+        await gate.wait_entered(pilot)
+        for size in ((160, 48), (60, 20), (120, 40)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+        gate.opened.set()
+        await settle(pilot)
+        assert (app.scope.finish, app.scope.steps) == ("length", 10)
+        assert app.query_one("#attention").region.width > 30
+
+
+async def test_sampling_keys_change_the_runner_params(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("t")
+        assert app.scope.settings.params.temperature == 0.7
+        await pilot.press("T", "T")
+        assert app.runner.params.temperature == 1.0
+        await pilot.press("k")
+        assert app.scope.settings.params.top_k == 4
+        await pilot.press("K", "K")
+        assert app.runner.params.top_k == 8
+        await pilot.press("u")
+        assert app.scope.settings.params.top_p == 0.99
+        await pilot.press("U", "U")
+        assert app.runner.params.top_p == 1.0
+        await pilot.press("n")
+        assert app.scope.settings.length == 5
+        await pilot.press("N", "N")
+        assert app.scope.settings.length == 8
+        assert app.scope.prediction.params == app.runner.params
+
+
+async def test_temperature_zero_is_the_floor(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT, temperature=0.1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("t", "t")
+        assert app.scope.settings.params.temperature == 0.0
+        await pilot.press("g")
+        await settle(pilot)
+        assert app.scope.steps == 6
+
+
+async def test_r_draws_a_new_seed(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT, seed=3)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("r")
+        await settle(pilot)
+        assert app.scope.settings.seed == 4
+        assert app.runner.seed == 4
+
+
+async def test_same_seed_same_continuation(tiny_model):
+    runs = []
+    for _ in range(2):
+        app = make_app(tiny_model, prompt=PROMPT, seed=7)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("g")
+            await settle(pilot)
+            runs.append(tokens(app))
+    assert runs[0] == runs[1]
+
+
+async def test_z_zooms_the_focused_pane_and_back(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("tab")
+        await pilot.press("z")
+        assert app.screen.maximized is app.query_one("#probabilities")
+        await pilot.press("z")
+        assert app.screen.maximized is None
+        await pilot.press("z", "escape")  # esc while idle also leaves the zoom
+        assert app.screen.maximized is None
+
+
+async def test_tab_cycles_focus_through_the_panes(tiny_model):
+    app = make_app(tiny_model)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        seen = []
+        for _ in range(7):
+            await pilot.press("tab")
+            seen.append(app.focused.id)
+        assert seen == [
+            "embeddings",
+            "attention",
+            "probabilities",
+            "query",
+            "qkv",
+            "continuation",
+            "prompt",
+        ]
+
+
+async def test_question_mark_shows_help_listing_every_key(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_every_key_is_in_the_command_palette(tiny_model):
+    from tui.keys import KEYS
+
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        commands = {c.help: c for c in app.get_system_commands(app.screen)}
+        for key in KEYS:
+            assert f"key {key.shown}" in commands
+        commands["key ]"].callback()
+        await pilot.pause()
+        assert app.scope.settings.layer == 1
+
+
+async def test_q_quits(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0
+    assert not app.runner.alive
+
+
+async def test_quit_mid_generation_exits_promptly(tiny_model, slow_sampling):
+    app = make_app(tiny_model, prompt=PROMPT, length=100)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("g")
+        while app.scope.steps < 1:
+            await pilot.pause(0.01)
+        started = time.monotonic()
+        await pilot.press("q")
+        await pilot.pause()
+    assert time.monotonic() - started < 1.5
+    assert not app.runner.alive
+
+
+async def test_a_failure_shows_a_notice_and_the_app_stays_usable(tiny_model, monkeypatch):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await settle(pilot)
+        sample = engine.runner.sample
+        monkeypatch.setattr(engine.runner, "sample", lambda *a, **k: 1 / 0)
+        await pilot.press("g")
+        await settle(pilot)
+        assert "ZeroDivisionError" in await notices(pilot)
+        monkeypatch.setattr(engine.runner, "sample", sample)
+        await pilot.press("g")
+        await settle(pilot)
+        assert app.scope.steps == 6
+
+
+async def test_an_empty_prompt_is_refused_with_a_notice(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await settle(pilot)
+        before = tokens(app)
+        await pilot.press("p", "backspace", "enter")
+        await settle(pilot)
+        assert "empty" in await notices(pilot)
+        assert tokens(app) == before
+
+
+async def test_the_demo_model_says_how_to_get_gpt2(tiny_model):
+    app = make_app(tiny_model, name="demo", origin="demo", prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        status = str(app.query_one("#status").render())
+        assert "demo" in status and "gpt2scope download" in status
+
+
+async def test_control_characters_never_reach_the_screen(tiny_model):
+    app = make_app(tiny_model, prompt="red \x1b[31m bell \x07 rlo \u202e end\n")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        assert app.query_one(PromptInput).value == "red \\x1b[31m bell \\x07 rlo \\u202e end\\n"
+        for widget in [*app.query(Pane), app.query_one("#status")]:
+            text = str(widget.render())
+            assert not any(c in text for c in "\x1b\x07\u202e\r"), widget.id

@@ -1,0 +1,61 @@
+"""Snapshots of the app at 80x24 and 160x48 on the tiny deterministic checkpoint.
+
+Regenerate with `pytest tests/test_tui_snapshots.py --snapshot-update` after looking at the
+report of what changed; the SVGs are in tests/__snapshots__/.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tui.testing import make_app, settle
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
+PROMPT = "The cat sat on the mat because it was tired."
+
+
+def then(*keys: str):
+    """A run_before: wait for the runner, press `keys`, wait for the runner again."""
+
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        if keys:
+            await pilot.press(*keys)
+            await settle(pilot)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_opening_screen(snap_compare, tiny_model, size):
+    assert snap_compare(make_app(tiny_model), terminal_size=size, run_before=then())
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_after_layer_head_and_query_moves(snap_compare, tiny_model, size):
+    app = make_app(tiny_model, prompt=PROMPT)
+    moves = ("right_square_bracket", "full_stop", "full_stop", "left", "left", "left")
+    assert snap_compare(app, terminal_size=size, run_before=then(*moves))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_after_a_generation(snap_compare, tiny_model, size):
+    app = make_app(tiny_model, prompt=PROMPT, length=8)
+    assert snap_compare(app, terminal_size=size, run_before=then("g"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help_screen(snap_compare, tiny_model, size):
+    app = make_app(tiny_model, prompt=PROMPT)
+    assert snap_compare(app, terminal_size=size, run_before=then("question_mark"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_zoomed_attention(snap_compare, tiny_model, size):
+    app = make_app(tiny_model, prompt=PROMPT, layer=1, head=2)
+    assert snap_compare(app, terminal_size=size, run_before=then("g", "z"))
+
+
+def test_demo_model_banner(snap_compare, tiny_model):
+    app = make_app(tiny_model, name="demo", origin="demo", prompt=PROMPT)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=then())

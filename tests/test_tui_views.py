@@ -1,0 +1,178 @@
+"""The pure parts of the UI: safe text, the prompt editor's escapes, the key ladders, and the
+views drawn at many sizes (never wider than asked, never a control character, fast)."""
+
+from __future__ import annotations
+
+import queue
+import time
+import unicodedata
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from rich.cells import cell_len
+
+from engine import Finished, Runner, SamplingParams, gpt2_tokenizer, load_model
+from tests.conftest import write_checkpoint
+from tui.keys import KEYS, LADDERS, keys_help, next_on_ladder
+from tui.session import ModelInfo, Session, Settings
+from tui.text import Pieces, editable, from_editable, visible
+from tui.views import VIEWS, render_header
+from tui.views.attention import render_attention
+from tui.views.style import MASKED
+
+INVISIBLE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"}
+
+
+@given(st.text())
+def test_visible_leaves_nothing_invisible(text):
+    shown = visible(text)
+    assert not [c for c in shown if unicodedata.category(c) in INVISIBLE]
+
+
+def test_visible_names_the_usual_suspects():
+    assert visible("a b\nc\td\x1b[31m") == "a b↵c→d␛[31m"
+    assert visible(" x", spaces=True) == "·x"
+    assert visible("\x00\x07\x7f") == "␀␇␡"
+    assert visible("\u202e\u200b\x85") == "\\u202e\\u200b\\x85"
+
+
+@given(st.text())
+def test_the_editor_line_stands_for_the_prompt(text):
+    line = editable(text)
+    assert "\n" not in line
+    assert not [c for c in line if unicodedata.category(c) in INVISIBLE]
+    assert from_editable(line) == text
+
+
+def test_a_backslash_that_starts_no_escape_is_kept():
+    assert from_editable("C:\\path \\q \\x4") == "C:\\path \\q \\x4"
+    assert from_editable("a\\nb\\x41\\u00e9") == "a\nbAé"
+
+
+def test_byte_pieces_show_their_bytes():
+    tok = gpt2_tokenizer()
+    ids = tok.encode("\u202e")  # three UTF-8 bytes, split over tokens
+    pieces = Pieces(tok)
+    labels = [pieces(i).label for i in ids]
+    assert "".join(labels).startswith("\\x")
+    assert pieces(tok.encode(" dog")[0]).label == "·dog"
+
+
+@pytest.mark.parametrize("name", sorted(LADDERS))
+def test_ladders_move_one_rung_and_stop_at_the_ends(name):
+    rungs = LADDERS[name]
+    for lower, upper in zip(rungs, rungs[1:], strict=False):
+        assert next_on_ladder(name, lower, 1) == upper
+        assert next_on_ladder(name, upper, -1) == lower
+    assert next_on_ladder(name, rungs[0], -1) == rungs[0]
+    assert next_on_ladder(name, rungs[-1], 1) == rungs[-1]
+
+
+def test_a_value_between_rungs_moves_to_the_next_rung():
+    assert next_on_ladder("temperature", 0.75, 1) == 0.8
+    assert next_on_ladder("temperature", 0.75, -1) == 0.7
+    assert next_on_ladder("top_k", 7, -1) == 5
+
+
+def test_help_lists_every_key():
+    text = keys_help()
+    for key in KEYS:
+        assert key.help in text
+
+
+def run_scope(model, prompt: str, length: int, **settings):
+    """Run the prompt and a generation through a real runner, as the app does."""
+    tok = gpt2_tokenizer()
+    info = ModelInfo.of(model, "tiny", "path", "tiny")
+    session = Session(info, tok, Settings(params=SamplingParams(), **settings))
+    events: queue.Queue = queue.Queue()
+    runner = Runner(model, events.put, SamplingParams(), 0, tok)
+    runner.start_prompt(prompt)
+    runner.generate(length)
+    while not isinstance(event := events.get(timeout=60), Finished):
+        session.apply(event)
+    session.apply(event)
+    runner.close()
+    return session
+
+
+@pytest.fixture(scope="module")
+def session(tiny_model):
+    prompt = "Tokens [bold]like[/] this\x1b[2J, tabs\tand\nnewlines — ünïcode 漢字 \u202e."
+    return run_scope(tiny_model, prompt, 6, layer=1, head=3)
+
+
+SIZES = [(12, 3), (24, 8), (38, 9), (60, 20), (78, 44), (158, 44)]
+
+
+@pytest.mark.parametrize("width, height", SIZES)
+@pytest.mark.parametrize("view", VIEWS, ids=lambda v: v.id)
+def test_views_fit_the_width_and_show_no_control_characters(session, view, width, height):
+    for query in (0, 5, None):
+        session.update(query=query)
+        lines = view.render(session.scope(), width, height).lines
+        for line in lines:
+            assert cell_len(line.plain) <= width
+            assert not [c for c in line.plain if unicodedata.category(c) in INVISIBLE]
+            assert "[bold]" not in line.plain or view.id in ("continuation", "embeddings")
+
+
+def test_header_shows_model_head_query_and_settings(session):
+    session.update(query=None)
+    text = "\n".join(line.plain for line in render_header(session.scope(), 160))
+    for part in ("tiny", "(path)", "L1 H3", "query", "T 0.80", "k 5", "p 1.00", "length", "seed 0"):
+        assert part in text
+
+
+def test_attention_draws_the_masked_triangle_and_the_query_row(session):
+    session.update(query=3)
+    scope = session.scope()
+    lines = [line.plain for line in render_attention(scope, 158, 60).lines]
+    rows = [line for line in lines if line[:3].strip().isdigit()]
+    assert len(rows) == scope.n_tokens
+    assert MASKED not in rows[-1] and MASKED in rows[0]
+
+
+def test_attention_windows_around_the_query_and_says_so(session):
+    session.update(query=2)
+    scope = session.scope()
+    drawn = render_attention(scope, 38, 9)
+    assert "rows 0-" in drawn.lines[0].plain
+    session.update(query=None)
+    drawn = render_attention(session.scope(), 38, 9)
+    assert f"of {scope.n_tokens}" in drawn.lines[0].plain
+
+
+@pytest.fixture(scope="module")
+def long_session(tmp_path_factory):
+    """A 256-token run with d_head 64, the size the render budget is set for."""
+    directory = tmp_path_factory.mktemp("wide")
+    write_checkpoint(directory, n_layer=1, n_head=4, n_embd=256, n_positions=256, scale=4.0)
+    model = load_model(directory)
+    tok = gpt2_tokenizer()
+    ids = (tok.encode("The quick brown fox jumps over the lazy dog. ") * 40)[:250]
+    info = ModelInfo.of(model, "wide", "path", "wide")
+    session = Session(info, tok, Settings())
+    events: queue.Queue = queue.Queue()
+    runner = Runner(model, events.put, SamplingParams(), 0, tok)
+    runner.start_tokens(ids)
+    runner.generate(6)
+    while not isinstance(event := events.get(timeout=60), Finished):
+        session.apply(event)
+    runner.close()
+    return session
+
+
+@pytest.mark.parametrize("view", VIEWS, ids=lambda v: v.id)
+def test_each_view_renders_a_256_token_run_at_120x40_in_15_ms(long_session, view):
+    scope = long_session.scope()
+    assert scope.n_tokens == 256
+    best = min(timed(view.render, scope, 120, 40) for _ in range(5))
+    assert best < 0.015, f"{view.title}: {best * 1000:.1f} ms"
+
+
+def timed(render, scope, width, height) -> float:
+    start = time.perf_counter()
+    render(scope, width, height)
+    return time.perf_counter() - start

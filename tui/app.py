@@ -1,0 +1,261 @@
+"""The Textual app: a status line, the prompt editor and six panes over one GPT-2 run.
+
+The runner's worker thread posts its events here as messages; the UI thread only ever sends
+it commands, so no key waits on the model.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.containers import Grid, Horizontal
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Label
+
+from engine import Failed, Finished, Model, Prefilled, Runner, Tokenizer
+from engine import gpt2_tokenizer as default_tokenizer
+from engine.runner import Event
+from tui.cli import Options
+from tui.help import HelpScreen
+from tui.keys import KEYS, bindings, next_on_ladder
+from tui.models import OpenError, open_model
+from tui.session import SAMPLE_PROMPT, ModelInfo, Scope, Session, check_settings, settings_from
+from tui.text import editable, from_editable, visible
+from tui.views import VIEWS
+from tui.widgets import Pane, PromptInput, StatusLine
+
+NARROW = 120  # below this many columns the panes share the width evenly
+TERMINAL_EVENTS = (Prefilled, Finished, Failed)
+
+
+class EngineEvent(Message):
+    """A runner event, carried from the worker thread to the UI thread."""
+
+    def __init__(self, event: Event) -> None:
+        super().__init__()
+        self.event = event
+
+
+class ScopeApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "gpt2scope"
+    BINDINGS = bindings()
+    ESCAPE_TO_MINIMIZE = False  # esc stops a generation; z (or esc when idle) un-zooms
+    ALLOW_IN_MAXIMIZED_VIEW = "StatusLine, Footer"
+    AUTO_FOCUS = None  # on_mount focuses the editor or the panes, depending on --prompt
+
+    scope: reactive[Scope | None] = reactive(None)
+
+    def __init__(
+        self,
+        model: Model,
+        info: ModelInfo,
+        options: Options,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.options = options
+        self.session = Session(info, tokenizer or default_tokenizer(), settings_from(options))
+        self.runner: Runner | None = None
+        self.pending = 0  # commands sent whose final event has not arrived yet
+        self._publish_scheduled = False
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine(id="status").data_bind(ScopeApp.scope)
+        with Horizontal(id="prompt-bar"):
+            yield Label("prompt ›", id="prompt-label")
+            yield PromptInput(
+                value=editable(self.first_prompt),
+                placeholder="type a prompt (\\n for a newline) and press enter",
+                compact=True,
+                id="prompt",
+            )
+        with Grid(id="panes"):
+            for view in VIEWS:
+                yield Pane(view).data_bind(ScopeApp.scope)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        s = self.session.settings
+        self.runner = Runner(
+            self.model, self.receive, s.params, s.seed, self.session.pieces.tokenizer
+        )
+        self.publish()
+        self.run_prompt(self.first_prompt)
+        if self.options.prompt is None:
+            self.query_one(PromptInput).focus()
+        else:
+            self.query_one("#attention").focus()
+
+    @property
+    def first_prompt(self) -> str:
+        return SAMPLE_PROMPT if self.options.prompt is None else self.options.prompt
+
+    def on_resize(self) -> None:
+        self.query_one("#panes").set_class(self.size.width < NARROW, "-narrow")
+
+    def on_unmount(self) -> None:
+        self.close_runner()
+
+    # Between the threads.
+
+    def receive(self, event: Event) -> None:
+        """Called on the runner's thread: hand the event over, never wait."""
+        self.post_message(EngineEvent(event))
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        self.session.apply(event)
+        if isinstance(event, TERMINAL_EVENTS):
+            self.pending = max(self.pending - 1, 0)
+        if isinstance(event, Failed):
+            self.notify(
+                visible(event.message),
+                title="The model could not do that",
+                severity="error",
+                markup=False,
+            )
+        self.schedule_publish()
+
+    def schedule_publish(self) -> None:
+        """Publish once after the events already queued: a fast model can step faster
+        than the screen needs to follow."""
+        if not self._publish_scheduled:
+            self._publish_scheduled = True
+            self.call_later(self.publish)
+
+    def publish(self) -> None:
+        self._publish_scheduled = False
+        self.scope = self.session.scope()
+
+    def close_runner(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+
+    # Commands.
+
+    def run_prompt(self, text: str) -> None:
+        self.session.set_prompt(text)
+        self.send(lambda r: r.start_prompt(text))
+
+    def send(self, command: Callable[[Runner], None]) -> None:
+        if self.runner is not None:
+            self.pending += 1
+            command(self.runner)
+
+    def change(self, **changes: object) -> None:
+        self.session.update(**changes)
+        self.publish()
+
+    def change_params(self, **changes: object) -> None:
+        params = replace(self.session.settings.params, **changes)
+        self.change(params=params)
+        if self.runner is not None:
+            self.runner.set_params(params)
+
+    # Actions, one per key (see tui/keys.py).
+
+    def action_layer(self, delta: int) -> None:
+        self.change(layer=self.session.settings.layer + delta)
+
+    def action_head(self, delta: int) -> None:
+        self.change(head=self.session.settings.head + delta)
+
+    def action_query(self, delta: int) -> None:
+        self.session.move_query(delta)
+        self.publish()
+
+    def action_edit_prompt(self) -> None:
+        self.query_one(PromptInput).focus()
+
+    def on_input_submitted(self, message: Input.Submitted) -> None:
+        self.run_prompt(from_editable(message.value))
+        self.focus_panes()
+
+    def on_prompt_input_left(self) -> None:
+        self.focus_panes()
+
+    def focus_panes(self) -> None:
+        self.query_one("#attention").focus()
+
+    def action_generate(self) -> None:
+        length = self.session.settings.length
+        self.send(lambda r: r.generate(length))
+
+    def action_step(self) -> None:
+        self.send(lambda r: r.step())
+
+    def action_stop(self) -> None:
+        if self.pending or self.session.state != "idle":
+            if self.runner is not None:
+                self.runner.stop()
+        elif self.screen.maximized is not None:
+            self.screen.minimize()
+
+    def action_temperature(self, direction: int) -> None:
+        t = self.session.settings.params.temperature
+        self.change_params(temperature=next_on_ladder("temperature", t, direction))
+
+    def action_top_k(self, direction: int) -> None:
+        k = self.session.settings.params.top_k
+        self.change_params(top_k=int(next_on_ladder("top_k", k, direction)))
+
+    def action_top_p(self, direction: int) -> None:
+        p = self.session.settings.params.top_p
+        self.change_params(top_p=next_on_ladder("top_p", p, direction))
+
+    def action_length(self, direction: int) -> None:
+        n = self.session.settings.length
+        self.change(length=int(next_on_ladder("length", n, direction)))
+
+    def action_new_seed(self) -> None:
+        seed = self.session.settings.seed + 1
+        self.change(seed=seed)
+        if self.runner is not None:
+            self.runner.set_seed(seed)
+
+    def action_zoom(self) -> None:
+        screen = self.screen
+        if screen.maximized is not None:
+            screen.minimize()
+            return
+        focused = screen.focused
+        pane = focused if isinstance(focused, Pane) else self.query_one("#attention", Pane)
+        screen.maximize(pane)
+        pane.focus()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        self.close_runner()
+        self.exit(0)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for key in KEYS:
+            title = f"{key.help[0].upper()}{key.help[1:]}"
+            yield SystemCommand(title, f"key {key.shown}", self.palette_action(key.action))
+
+    def palette_action(self, action: str) -> Callable[[], None]:
+        return lambda: self.call_later(self.run_action, action)
+
+
+def app_main(options: Options) -> int:
+    try:
+        settings = settings_from(options)
+        model, info = open_model(options.weights, options.device)
+        check_settings(settings, model.config)
+        tokenizer = default_tokenizer()
+    except (ValueError, *OpenError) as e:
+        print(f"gpt2scope: error: {e}", file=sys.stderr)
+        return 1
+    result = ScopeApp(model, info, options, tokenizer).run()
+    return result or 0

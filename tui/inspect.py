@@ -1,0 +1,237 @@
+"""`gpt2scope inspect`: run the prompt and the generation with no UI, then print the views as
+plain text or everything as one JSON object. The same runner and the same view functions as
+the app, so the same options and seed give what the app would show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import sys
+from typing import Any
+
+import numpy as np
+
+from engine import (
+    EngineError,
+    Failed,
+    Finished,
+    Prefilled,
+    Runner,
+    SampleRecord,
+    StateChanged,
+    gpt2_tokenizer,
+)
+from tui.cli import Options, add_run_options, options_from
+from tui.models import OpenError, open_model
+from tui.session import (
+    SAMPLE_PROMPT,
+    Prediction,
+    Scope,
+    Session,
+    check_settings,
+    settings_from,
+)
+from tui.text import Piece, visible
+from tui.views import VIEWS, render_header
+
+DEFAULT_WIDTH = 100
+CANDIDATE_LINES = 24  # the probabilities view: the top candidates, not all 64
+RUN_TIMEOUT = 600.0  # seconds per command: a long generation on a big model on a CPU
+
+
+def inspect_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpt2scope inspect",
+        description="Run the prompt and generate `length` tokens with no UI, then print the "
+        "six views as text, or everything as one JSON object. Same seed, same output.",
+    )
+    add_run_options(parser, editor=False)
+    parser.add_argument(
+        "--query",
+        metavar="N",
+        type=int,
+        default=-1,
+        help="the query token, 0-based; negative counts from the end (default -1, the last)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="text: the six views (default); json: one object with model, tokens, "
+        "continuation, layer, head, query, attention, probabilities and qkv",
+    )
+    parser.add_argument(
+        "--width", metavar="N", type=int, default=DEFAULT_WIDTH, help="text width (default 100)"
+    )
+    return parser
+
+
+def run(session: Session, runner_events: queue.Queue, runner: Runner, prompt: str) -> None:
+    """Prefill and generate, feeding every event to the session; raise on a failure."""
+    runner.start_prompt(prompt)
+    wait_for(session, runner_events, Prefilled)
+    if session.settings.length:
+        runner.generate(session.settings.length)
+        wait_for(session, runner_events, Finished)
+    session.apply(StateChanged("idle"))
+
+
+def wait_for(session: Session, events: queue.Queue, kind: type) -> None:
+    while True:
+        try:
+            event = events.get(timeout=RUN_TIMEOUT)
+        except queue.Empty:
+            raise EngineError(f"the model took more than {RUN_TIMEOUT:.0f} s") from None
+        if isinstance(event, Failed):
+            raise EngineError(event.message)
+        session.apply(event)
+        if isinstance(event, kind):
+            return
+
+
+def select_query(session: Session, query: int) -> None:
+    n = session.scope().n_tokens
+    index = query + n if query < 0 else query
+    if not 0 <= index < n:
+        raise ValueError(f"--query {query}: the run has {n} tokens, 0..{n - 1}")
+    session.update(query=index)
+
+
+def as_text(scope: Scope, width: int) -> str:
+    lines = [line.plain for line in render_header(scope, width)]
+    lines.append(f"prompt: {visible(scope.prompt)}")
+    height = max(40, scope.n_tokens + 8)
+    for view in VIEWS:
+        view_height = CANDIDATE_LINES if view.id == "probabilities" else height
+        lines += ["", f"== {view.title} ==".ljust(width, "=")]
+        lines += [line.plain for line in view.render(scope, width, view_height).lines]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def token_json(piece: Piece) -> dict[str, Any]:
+    text = piece.text if piece.text is not None else piece.raw.decode("utf-8", "replace")
+    return {"id": piece.token_id, "text": text, "bytes": piece.raw.hex()}
+
+
+def prediction_json(p: Prediction) -> dict[str, Any]:
+    return {
+        "step": p.step,
+        "chosen": None if p.chosen is None else p.chosen.token_id,
+        "temperature": p.params.temperature,
+        "top_k": p.params.top_k,
+        "top_p": p.params.top_p,
+        "entropy_bits": p.entropy,
+        "sampled_entropy_bits": p.sampled_entropy,
+        "n_kept": p.n_kept,
+        "candidates": [
+            {
+                **token_json(c.piece),
+                "probability": c.prob,
+                "probability_temperature": c.prob_temperature,
+                "probability_sampled": c.prob_sampled,
+                "kept": c.kept,
+            }
+            for c in p.candidates
+        ],
+    }
+
+
+def qkv_json(scope: Scope) -> dict[str, Any]:
+    a, query = scope.attn, scope.query
+    keys = a.top_keys(query)
+    return {
+        "q": a.q[query].tolist(),
+        "keys": [
+            {
+                "index": j,
+                "k": a.k[j].tolist(),
+                "v": a.v[j].tolist(),
+                "dot": float(np.dot(a.q[query].astype(np.float64), a.k[j])),
+                "score": float(a.scores[query, j]),
+                "weight": float(a.pattern[query, j]),
+            }
+            for j in keys
+        ],
+        "z": a.z[query].tolist(),
+    }
+
+
+def as_json(scope: Scope) -> dict[str, Any]:
+    info, s = scope.info, scope.settings
+    c = info.config
+    return {
+        "model": {
+            "name": info.name,
+            "origin": info.origin,
+            "description": info.description,
+            "n_params": info.n_params,
+            "n_layer": c.n_layer,
+            "n_head": c.n_head,
+            "n_embd": c.n_embd,
+            "n_ctx": c.n_ctx,
+            "vocab_size": c.vocab_size,
+        },
+        "prompt": scope.prompt,
+        "temperature": s.params.temperature,
+        "top_k": s.params.top_k,
+        "top_p": s.params.top_p,
+        "length": s.length,
+        "seed": s.seed,
+        "tokens": [token_json(p) for p in scope.pieces],
+        "prompt_tokens": scope.prompt_length,
+        "continuation": [
+            {**token_json(scope.pieces[scope.prompt_length + i]), **record_json(r)}
+            for i, r in enumerate(scope.sampled)
+        ],
+        "finish": scope.finish,
+        "layer": s.layer,
+        "head": s.head,
+        "query": scope.query,
+        "attention": scope.attn.pattern.tolist(),
+        "probabilities": prediction_json(scope.prediction),
+        "qkv": qkv_json(scope),
+    }
+
+
+def record_json(record: SampleRecord) -> dict[str, Any]:
+    return {
+        "probability": record.probability,
+        "model_probability": record.model_probability,
+        "rank": record.rank,
+    }
+
+
+def inspect_main(argv: list[str]) -> int:
+    args = inspect_parser().parse_args(argv)
+    options = options_from(args)
+    try:
+        scope = inspected(options, args.query)
+    except (ValueError, *OpenError) as e:
+        print(f"gpt2scope inspect: error: {e}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        json.dump(as_json(scope), sys.stdout)  # ASCII: no raw bidi or C1 code reaches a tty
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(as_text(scope, max(args.width, 40)))
+    return 0
+
+
+def inspected(options: Options, query: int) -> Scope:
+    """Load, run and select: the scope the views are printed from."""
+    settings = settings_from(options)
+    model, info = open_model(options.weights, options.device)
+    check_settings(settings, model.config)
+    tokenizer = gpt2_tokenizer()
+    session = Session(info, tokenizer, settings)
+    events: queue.Queue = queue.Queue()
+    runner = Runner(model, events.put, settings.params, settings.seed, tokenizer)
+    prompt = options.prompt if options.prompt is not None else SAMPLE_PROMPT
+    session.set_prompt(prompt)
+    try:
+        run(session, events, runner, prompt)
+    finally:
+        runner.close()
+    select_query(session, query)
+    return session.scope()

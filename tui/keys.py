@@ -1,0 +1,81 @@
+"""Every key of the app, in one table: the bindings, the footer, the command palette, the help
+screen and `gpt2scope --help` are all made from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+
+@dataclass(frozen=True)
+class Key:
+    key: str  # Textual's key name(s)
+    shown: str  # as the help screen writes it
+    action: str
+    label: str  # short, for the footer
+    help: str  # what it does, for the help screen and the command palette
+    footer: bool = False
+
+
+KEYS = (
+    Key("left_square_bracket", "[", "layer(-1)", "layer-", "previous layer"),
+    Key("right_square_bracket", "]", "layer(1)", "layer+", "next layer"),
+    Key("comma", ",", "head(-1)", "head-", "previous head"),
+    Key("full_stop", ".", "head(1)", "head+", "next head"),
+    Key("left", "←", "query(-1)", "query-", "query token: one to the left"),
+    Key("right", "→", "query(1)", "query+", "query token: one to the right (past the end: last)"),
+    Key("p", "p", "edit_prompt", "prompt", "edit the prompt: enter runs it, esc leaves it", True),
+    Key("g", "g", "generate", "generate", "generate `length` tokens", True),
+    Key("s", "s", "step", "step", "generate one token", True),
+    Key("escape", "esc", "stop", "stop", "stop generating", True),
+    Key("t", "t", "temperature(-1)", "temp-", "temperature down"),
+    Key("T", "T", "temperature(1)", "temp+", "temperature up"),
+    Key("k", "k", "top_k(-1)", "top-k-", "top-k down (smaller cut)"),
+    Key("K", "K", "top_k(1)", "top-k+", "top-k up (up to off)"),
+    Key("u", "u", "top_p(-1)", "top-p-", "top-p down"),
+    Key("U", "U", "top_p(1)", "top-p+", "top-p up (1 = off)"),
+    Key("n", "n", "length(-1)", "length-", "length down: tokens per `g`"),
+    Key("N", "N", "length(1)", "length+", "length up: tokens per `g`"),
+    Key("r", "r", "new_seed", "seed", "new seed (the next prompt or token draws from it)"),
+    Key("z", "z", "zoom", "zoom", "zoom the focused pane to full screen and back", True),
+    Key("question_mark", "?", "help", "help", "help screen: every key and view", True),
+    Key("q", "q", "quit", "quit", "quit", True),
+)
+# Keys Textual already provides, listed for completeness.
+BUILT_IN = (
+    ("tab / shift+tab", "cycle focus between the prompt and the panes"),
+    ("↑ ↓ pgup pgdn", "scroll the focused pane when its lines do not fit"),
+    ("ctrl+p", "command palette: every key above by name"),
+)
+
+LADDERS = {
+    "temperature": (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0),
+    "top_k": (1, 2, 3, 4, 5, 8, 10, 20, 40, 50, 100, 200, 500, 1000, 0),  # 0 = off, last
+    "top_p": (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+    "length": (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 256, 512, 1024),
+}
+
+
+def next_on_ladder(name: str, value: float, direction: int) -> float:
+    """The next rung above (direction 1) or below (-1) `value`, which need not be a rung;
+    stays put at either end. top-k's 0 (off) counts as its top rung."""
+    rungs = LADDERS[name]
+    position = (lambda v: float("inf") if v == 0 else v) if name == "top_k" else float
+    current = position(value)
+    if direction > 0:
+        above = [r for r in rungs if position(r) > current]
+        return above[0] if above else value
+    below = [r for r in rungs if position(r) < current]
+    return below[-1] if below else value
+
+
+def bindings() -> list[Binding]:
+    return [Binding(k.key, k.action, k.label, show=k.footer, key_display=k.shown) for k in KEYS]
+
+
+def keys_help() -> str:
+    """The key list as plain text, two columns, for `gpt2scope --help`."""
+    rows = [(k.shown, k.help) for k in KEYS] + list(BUILT_IN)
+    width = max(len(shown) for shown, _ in rows)
+    return "keys:\n" + "\n".join(f"  {shown:<{width}}  {text}" for shown, text in rows) + "\n"

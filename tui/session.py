@@ -1,0 +1,371 @@
+"""What the views show, as plain data: the model, the user's selection, and the latest run.
+
+A `Session` follows the runner's events and the user's choices and hands out `Scope`s:
+immutable snapshots the panes and `inspect` render. Nothing here imports Textual, and
+everything costly (one head's pattern, the next-token distribution) is computed once per
+event or selection change, never per paint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from engine import (
+    Finished,
+    GPT2Config,
+    Model,
+    Prefilled,
+    RunView,
+    SampleRecord,
+    SamplingParams,
+    StateChanged,
+    Stepped,
+    Tokenizer,
+)
+from engine.runner import Event
+from engine.sampling import N_CANDIDATES, distributions, entropy_bits
+from tui.text import Piece, Pieces
+
+if TYPE_CHECKING:
+    from tui.cli import Options
+
+SAMPLE_PROMPT = "The trophy doesn't fit in the suitcase because it is too big."
+TOP_KEYS = 5
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    origin: str  # "path", "hub cache" or "demo"
+    description: str
+    n_params: int
+    config: GPT2Config
+
+    @classmethod
+    def of(cls, model: Model, name: str, origin: str, description: str) -> ModelInfo:
+        return cls(name, origin, description, model.n_params, model.config)
+
+    @property
+    def is_demo(self) -> bool:
+        return self.origin == "demo"
+
+    @property
+    def size(self) -> str:
+        """Parameter count the way model cards write it: 124M, 1.5B, 2.1M."""
+        n = self.n_params
+        if n >= 1e9:
+            return f"{n / 1e9:.1f}B"
+        if n >= 1e8:
+            return f"{n / 1e6:.0f}M"
+        return f"{n / 1e6:.1f}M"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The user's choices; `query` None follows the last token."""
+
+    layer: int = 0
+    head: int = 0
+    query: int | None = None
+    params: SamplingParams = field(default_factory=SamplingParams)
+    length: int = 6
+    seed: int = 0
+
+
+def settings_from(options: Options) -> Settings:
+    """The command line's choices; raises ValueError for sampling values out of range."""
+    params = SamplingParams(options.temperature, options.top_k, options.top_p)
+    return Settings(options.layer, options.head, None, params, options.length, options.seed)
+
+
+def check_settings(settings: Settings, config: GPT2Config) -> None:
+    """Raise ValueError, in words for the command line, for a choice the model cannot take."""
+    L, H = config.n_layer, config.n_head
+    if not 0 <= settings.layer < L:
+        raise ValueError(f"--layer {settings.layer}: the model has {L} layers, 0..{L - 1}")
+    if not 0 <= settings.head < H:
+        raise ValueError(f"--head {settings.head}: the model has {H} heads, 0..{H - 1}")
+    if settings.params.top_k > config.vocab_size:
+        raise ValueError(f"--top-k {settings.params.top_k}: the vocabulary has {config.vocab_size}")
+    if not 0 <= settings.length <= config.n_ctx:
+        raise ValueError(f"--length {settings.length}: must be in 0..{config.n_ctx}")
+
+
+@dataclass(frozen=True, eq=False)
+class HeadData:
+    """One attention head over the whole run, as numpy arrays."""
+
+    layer: int
+    head: int
+    pattern: np.ndarray  # [T, T] softmax weights; row = query, column = key
+    scores: np.ndarray  # [T, T] q.k / sqrt(d_head), -inf above the diagonal
+    q: np.ndarray  # [T, d_head]
+    k: np.ndarray
+    v: np.ndarray
+    z: np.ndarray  # [T, d_head] pattern @ v: what the head writes per query
+
+    @classmethod
+    def of(cls, view: RunView, layer: int, head: int) -> HeadData:
+        """The engine's pattern and scores (RunView.attention, .attention_scores), worked out
+        in numpy: on the UI thread, small torch ops wait for the runner's thread pool."""
+        q, k, v = (t.detach().cpu().float().numpy() for t in view.qkv(layer, head))
+        scores = (q @ k.T) / np.float32(math.sqrt(q.shape[1]))
+        scores[np.triu_indices(len(q), 1)] = -np.inf
+        weights = np.exp(scores - scores.max(axis=1, keepdims=True))
+        pattern = weights / weights.sum(axis=1, keepdims=True)
+        return cls(layer, head, pattern, scores, q, k, v, pattern @ v)
+
+    def top_keys(self, query: int, n: int = TOP_KEYS) -> list[int]:
+        """The keys the query attends to most, heaviest first (ties: earlier key first)."""
+        weights = self.pattern[query, : query + 1]
+        order = np.argsort(-weights, kind="stable")
+        return [int(i) for i in order[:n]]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    piece: Piece
+    prob: float  # the model's own, temperature 1
+    prob_temperature: float  # softmax(logits / temperature)
+    prob_sampled: float  # after the top-k/top-p cut, renormalised; 0 when cut
+    kept: bool
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A next-token distribution: sampled at `step` (with `chosen`), or a preview of the
+    next token under the current parameters (step and chosen None)."""
+
+    candidates: tuple[Candidate, ...]  # sorted by logit
+    params: SamplingParams
+    entropy: float  # bits, the model's own distribution
+    sampled_entropy: float  # bits, the distribution sampled from
+    n_kept: int
+    step: int | None = None
+    chosen: Piece | None = None
+    chosen_rank: int | None = None
+    chosen_prob: float | None = None
+
+    @classmethod
+    def of_record(cls, record: SampleRecord, step: int, pieces: Pieces) -> Prediction:
+        return cls(
+            candidates=tuple(
+                Candidate(pieces(i), p, pt, pf, rank < record.n_kept)
+                for rank, (i, p, pt, pf) in enumerate(
+                    zip(
+                        record.candidate_ids,
+                        record.candidate_probs,
+                        record.candidate_probs_temperature,
+                        record.candidate_probs_filtered,
+                        strict=True,
+                    )
+                )
+            ),
+            params=record.params,
+            entropy=record.entropy,
+            sampled_entropy=record.sampled_entropy,
+            n_kept=record.n_kept,
+            step=step,
+            chosen=pieces(record.token_id),
+            chosen_rank=record.rank,
+            chosen_prob=record.probability,
+        )
+
+    @classmethod
+    def preview(cls, logits: torch.Tensor, params: SamplingParams, pieces: Pieces) -> Prediction:
+        dist = distributions(logits, params)
+        top = torch.sort(logits, descending=True, stable=True).indices[:N_CANDIDATES]
+        values = (dist.probs[top], dist.probs_temperature[top], dist.probs_filtered[top])
+        probs, probs_t, probs_f = (v.tolist() for v in values)
+        return cls(
+            candidates=tuple(
+                Candidate(pieces(int(i)), p, pt, pf, rank < dist.n_kept)
+                for rank, (i, p, pt, pf) in enumerate(
+                    zip(top.tolist(), probs, probs_t, probs_f, strict=True)
+                )
+            ),
+            params=params,
+            entropy=entropy_bits(dist.probs),
+            sampled_entropy=entropy_bits(dist.probs_filtered),
+            n_kept=dist.n_kept,
+        )
+
+
+def query_index(query: int | None, n_tokens: int) -> int:
+    """The selected query token among `n_tokens`: None (and anything past the end) is the
+    last."""
+    return n_tokens - 1 if query is None else min(query, n_tokens - 1)
+
+
+@dataclass(frozen=True, eq=False)
+class Scope:
+    """Everything the six views and the header show, at one moment."""
+
+    info: ModelInfo
+    settings: Settings
+    state: str = "idle"  # the runner's: idle, prefilling, generating
+    prompt: str = ""
+    view: RunView | None = None
+    pieces: tuple[Piece, ...] = ()
+    prompt_length: int = 0
+    sampled: tuple[SampleRecord, ...] = ()  # one per generated token, in order
+    finish: str | None = None  # why the last generation stopped
+    attn: HeadData | None = None  # the selected layer and head
+    prediction: Prediction | None = None
+    # (token embedding row, positional embedding row, their sum) at the query
+    embedding: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.pieces)
+
+    @cached_property
+    def query(self) -> int | None:
+        """The selected query token's index, None before any run."""
+        return query_index(self.settings.query, self.n_tokens) if self.pieces else None
+
+    @property
+    def query_piece(self) -> Piece | None:
+        q = self.query
+        return None if q is None else self.pieces[q]
+
+    @property
+    def steps(self) -> int:
+        return len(self.sampled)
+
+    def sampled_at(self, position: int) -> SampleRecord | None:
+        """The record of the token at `position`, if it was generated rather than prompted."""
+        i = position - self.prompt_length
+        return self.sampled[i] if 0 <= i < len(self.sampled) else None
+
+
+class Session:
+    """Follows runner events and the user's selection; `scope()` is the current snapshot."""
+
+    def __init__(self, info: ModelInfo, tokenizer: Tokenizer, settings: Settings) -> None:
+        self.info = info
+        self.pieces = Pieces(tokenizer)
+        self.view: RunView | None = None
+        self.settings = self.clamped(settings)
+        self.state = "idle"
+        self.prompt = ""
+        self.prompt_length = 0
+        self.sampled: list[SampleRecord] = []
+        self.finish: str | None = None
+        self.show_record = False  # the Probabilities view shows the last sampled step
+        self._attn: HeadData | None = None
+        self._prediction: Prediction | None = None
+        self._scope: Scope | None = None
+
+    # The user's choices.
+
+    def clamped(self, s: Settings) -> Settings:
+        c = self.info.config
+        layer = min(max(s.layer, 0), c.n_layer - 1)
+        head = min(max(s.head, 0), c.n_head - 1)
+        length = min(max(s.length, 0), c.n_ctx)
+        query = s.query
+        if query is not None and self.view is not None:
+            # Reaching the last token means following it as the run grows.
+            query = None if query >= self.view.n_tokens - 1 else max(query, 0)
+        return replace(s, layer=layer, head=head, length=length, query=query)
+
+    def update(self, **changes: object) -> Settings:
+        """Change settings (clamped to the model and the run) and return them."""
+        before = self.settings
+        self.settings = self.clamped(replace(before, **changes))
+        if self.settings.params != before.params:
+            self.show_record = False
+            self._prediction = None
+        self._scope = None
+        return self.settings
+
+    def move_query(self, delta: int) -> None:
+        if self.view is None:
+            return
+        current = self.view.n_tokens - 1 if self.settings.query is None else self.settings.query
+        self.update(query=max(current + delta, 0))
+
+    def set_prompt(self, text: str) -> None:
+        self.prompt = text
+        self._scope = None
+
+    # The runner's events.
+
+    def apply(self, event: Event) -> None:
+        if isinstance(event, StateChanged):
+            self.state = event.state
+        elif isinstance(event, Prefilled):
+            self.view, self.prompt_length = event.view, event.view.n_tokens
+            self.sampled, self.finish, self.show_record = [], None, False
+            self.settings = replace(self.settings, query=None)
+            self._forget_run()
+        elif isinstance(event, Stepped):
+            del self.sampled[event.index - 1 :]
+            self.sampled.append(event.record)
+            self.view, self.finish, self.show_record = event.view, None, True
+            self._forget_run()
+        elif isinstance(event, Finished):
+            self.finish = event.reason
+        # A Failed event changes nothing here: the app shows it, the last run stays on screen.
+        self._scope = None
+
+    def _forget_run(self) -> None:
+        self._attn = self._prediction = None
+
+    # The snapshot.
+
+    def scope(self) -> Scope:
+        if self._scope is None:
+            self._scope = self._build()
+        return self._scope
+
+    def _build(self) -> Scope:
+        view = self.view
+        return Scope(
+            info=self.info,
+            settings=self.settings,
+            state=self.state,
+            prompt=self.prompt,
+            view=view,
+            pieces=tuple(self.pieces(t) for t in view.tokens) if view is not None else (),
+            prompt_length=self.prompt_length,
+            sampled=tuple(self.sampled),
+            finish=self.finish,
+            attn=self._head_data(),
+            prediction=self._next_prediction(),
+            embedding=self._embedding(),
+        )
+
+    def _embedding(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        if self.view is None:
+            return None
+        query = query_index(self.settings.query, self.view.n_tokens)
+        return tuple(r.detach().cpu().float().numpy() for r in self.view.embeddings(query))
+
+    def _head_data(self) -> HeadData | None:
+        if self.view is None:
+            return None
+        layer, head = self.settings.layer, self.settings.head
+        a = self._attn
+        if a is None or (a.layer, a.head) != (layer, head):
+            self._attn = HeadData.of(self.view, layer, head)
+        return self._attn
+
+    def _next_prediction(self) -> Prediction | None:
+        if self.view is None:
+            return None
+        if self._prediction is None:
+            if self.show_record and self.sampled:
+                record = self.sampled[-1]
+                self._prediction = Prediction.of_record(record, len(self.sampled), self.pieces)
+            else:
+                params = self.settings.params
+                self._prediction = Prediction.preview(self.view.logits, params, self.pieces)
+        return self._prediction

@@ -1,0 +1,51 @@
+"""Helpers for driving the app from tests: build it on a given model and wait for the runner."""
+
+from __future__ import annotations
+
+import time
+
+from textual.pilot import Pilot
+
+from engine import Model
+from tui.app import ScopeApp
+from tui.cli import Options
+from tui.session import ModelInfo
+
+SETTLE_TIMEOUT = 20.0
+
+
+def options(**changes: object) -> Options:
+    """The command line's defaults, with `changes`."""
+    defaults = dict(
+        weights=None,
+        prompt=None,
+        temperature=0.8,
+        top_k=5,
+        top_p=1.0,
+        length=6,
+        seed=0,
+        layer=0,
+        head=0,
+        device="cpu",
+    )
+    return Options(**{**defaults, **changes})
+
+
+def make_app(model: Model, name: str = "tiny", origin: str = "path", **changes: object) -> ScopeApp:
+    info = ModelInfo.of(model, name, origin, f"{name} ({origin})")
+    return ScopeApp(model, info, options(**changes))
+
+
+def settled(app: ScopeApp) -> bool:
+    return not app.pending and app.session.state == "idle" and app.scope is app.session.scope()
+
+
+async def settle(pilot: Pilot, timeout: float = SETTLE_TIMEOUT) -> None:
+    """Wait until every command sent has finished and the screen shows the result."""
+    app = pilot.app
+    deadline = time.monotonic() + timeout
+    while not settled(app):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the runner did not settle: {app.pending} pending")
+        await pilot.pause(0.02)
+    await pilot.pause()

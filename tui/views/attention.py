@@ -1,0 +1,191 @@
+"""The attention view: one head's pattern (queries down, keys across) and its q, k, v maps.
+
+Only the window around the selected query is drawn, so the cost depends on the pane's size,
+not on the run's length; the heading says which rows and keys the window holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from rich.cells import cell_len
+from rich.text import Text
+
+from tui.session import HeadData, Scope
+from tui.text import SPACE, clip, fit
+from tui.views.common import Drawn, no_run, piece_text
+from tui.views.style import (
+    BOLD,
+    DIM,
+    HEADING,
+    MASK_STYLE,
+    MASKED,
+    NOTE,
+    SELECTED,
+    cells,
+    signed_legend,
+    signed_strip,
+    weight_cell,
+    weight_legend,
+)
+
+MIN_MAPS_WIDTH = 48  # below this the pane only has room for the pattern
+MIN_MAP_DIMS = 8
+MAX_LABEL_ROWS = 6
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which part of the pattern fits: rows [r0, r1), keys [c0, c1), dims [0, dims)."""
+
+    index_width: int
+    label_width: int
+    cell_width: int
+    label_rows: int
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    dims: int  # q/k/v dimensions per map, 0 when the maps do not fit
+
+    @property
+    def prefix(self) -> int:
+        return (self.index_width + 1 if self.index_width else 0) + self.label_width + 1
+
+
+def window(scope: Scope, width: int, height: int) -> Window:
+    n, query, d = scope.n_tokens, scope.query, scope.info.config.head_dim
+    longest = max(cell_len(p.label) for p in scope.pieces)
+    longest_axis = max(cell_len(axis_label(p.label)) for p in scope.pieces)
+    index_width = len(str(n - 1)) if width >= 40 else 0
+    label_width = max(3, min(longest, 10 if width >= 60 else 5))
+    available = width - (index_width + 1 if index_width else 0) - label_width - 1
+    matrix_width, maps_width = available, 0
+    if available >= MIN_MAPS_WIDTH:
+        # The pattern first; the maps get what is left, at least MIN_MAP_DIMS each.
+        matrix_width = min(2 * n, available - (3 * MIN_MAP_DIMS + 4))
+        maps_width = available - matrix_width
+    cell_width = 2 if matrix_width >= 2 * min(n, 16) else 1
+    n_keys = max(1, matrix_width // cell_width)
+    maps_width += matrix_width - n_keys * cell_width
+    dims = min(d, (maps_width - 4) // 3)
+    label_rows = max(1, min(height - 2 - n, longest_axis, MAX_LABEL_ROWS))
+    n_rows = max(1, min(n, height - 2 - label_rows))
+    r0 = min(max(query - n_rows // 2, 0), n - n_rows)
+    c1 = min(n, max(r0 + n_rows, n_keys))
+    return Window(
+        index_width=index_width,
+        label_width=label_width,
+        cell_width=cell_width,
+        label_rows=label_rows,
+        r0=r0,
+        r1=r0 + n_rows,
+        c0=max(0, c1 - n_keys),
+        c1=c1,
+        dims=dims if dims >= MIN_MAP_DIMS else 0,
+    )
+
+
+def heading(scope: Scope, w: Window, width: int) -> Text:
+    """Which rows and keys are hidden comes first: in a small pane it matters most."""
+    s, n = scope.settings, scope.n_tokens
+    text = Text()
+    if (w.r0, w.r1) != (0, n):
+        text.append(f"rows {w.r0}-{w.r1 - 1} of {n} · ", NOTE)
+    if (w.c0, w.c1) != (0, n):
+        text.append(f"keys {w.c0}-{w.c1 - 1} of {n} · ", NOTE)
+    text.append(f"L{s.layer} H{s.head} pattern", HEADING)
+    text.append(f" · query {scope.query} ")
+    text.append_text(piece_text(scope.query_piece, 12))
+    text.truncate(width)
+    return text
+
+
+def axis_label(label: str) -> str:
+    """A key's label for the vertical axis: without the leading space marker, which most
+    labels share, so that the first row tells keys apart."""
+    return label[1:] if len(label) > 1 and label[0] == SPACE else label
+
+
+def key_label_rows(scope: Scope, w: Window) -> list[Text]:
+    """Key labels written downwards, one column per key, the query's own key in bold."""
+    rows = []
+    for r in range(w.label_rows):
+        corner = ""
+        if r == w.label_rows - 1:  # queries down, keys across, as short as the labels need
+            corner = next(c for c in ("q↓ k→", "q↓k→", "↓→") if len(c) < w.prefix)
+        line = Text(fit(corner.rjust(w.prefix - 1), w.prefix - 1) + " ", DIM)
+        for j in range(w.c0, w.c1):
+            label = axis_label(scope.pieces[j].label)
+            char = label[r] if r < len(label) else " "
+            if cell_len(char) != 1:
+                char = "▪"
+            line.append(char.ljust(w.cell_width), BOLD if j == scope.query else DIM)
+        rows.append(line)
+    if w.dims:
+        rows[0].append_text(maps_heading(w))
+    return rows
+
+
+def maps_heading(w: Window) -> Text:
+    text = Text("  ")
+    for name in ("q", "k", "v"):
+        label = f"{name} dims 0-{w.dims - 1}"
+        if len(label) > w.dims:
+            label = f"{name} 0-{w.dims - 1}"
+        text.append(fit(label, w.dims) + " ", BOLD)
+    return text
+
+
+def row_label(scope: Scope, i: int, w: Window) -> Text:
+    text = Text()
+    if w.index_width:
+        text.append(f"{i:>{w.index_width}} ", DIM)
+    text.append_text(piece_text(scope.pieces[i], w.label_width, pad=True))
+    if i == scope.query:
+        text.stylize(SELECTED)
+    text.append(" ")
+    return text
+
+
+def pattern_cells(a: HeadData, i: int, w: Window) -> Text:
+    row = a.pattern[i]
+    return cells(
+        (MASKED * w.cell_width, MASK_STYLE) if j > i else weight_cell(float(row[j]), w.cell_width)
+        for j in range(w.c0, w.c1)
+    )
+
+
+def render_attention(scope: Scope, width: int, height: int) -> Drawn:
+    a, query = scope.attn, scope.query
+    if a is None or query is None:
+        return no_run(width)
+    w = window(scope, width, height)
+    drawn = Drawn([heading(scope, w, width), *key_label_rows(scope, w)])
+    maps = [m[:, : w.dims] for m in (a.q, a.k, a.v)]
+    scales = [float(np.abs(m).max()) if m.size else 0.0 for m in maps]
+    for i in range(w.r0, w.r1):
+        line = row_label(scope, i, w)
+        line.append_text(pattern_cells(a, i, w))
+        if w.dims:
+            for m, scale in zip(maps, scales, strict=True):
+                line.append("  " if m is maps[0] else " ")
+                line.append_text(signed_strip(m[i], scale))
+        if i == query:
+            drawn.focus = len(drawn.lines)
+        drawn.add(line)
+    drawn.add(legend(w, width))
+    for line in drawn.lines:
+        line.truncate(width)
+    return drawn
+
+
+def legend(w: Window, width: int) -> Text:
+    text = weight_legend()
+    if w.dims:
+        text.append("   q k v: ")
+        text.append_text(signed_legend())
+    elif width >= 24:
+        text.append(clip(" · q k v maps: z", width - text.cell_len), NOTE)
+    return text

@@ -1,0 +1,78 @@
+"""What every view returns, and small pieces of text they share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from rich.style import Style
+from rich.text import Text
+
+from tui.text import Piece, clip, fit
+from tui.views.style import BYTES, NOTE
+
+NO_RUN = "no run yet: type a prompt (p) and press enter"
+
+
+@dataclass
+class Drawn:
+    """A view's lines, each at most the width it was drawn for. When they outgrow the pane,
+    the first `pinned` lines (a heading) stay and the rest scroll, keeping line `focus` (the
+    selected token's, say) in sight."""
+
+    lines: list[Text] = field(default_factory=list)
+    focus: int = 0
+    pinned: int = 0
+
+    def add(self, line: Text | str = "") -> None:
+        self.lines.append(line if isinstance(line, Text) else Text(line))
+
+
+def no_run(width: int) -> Drawn:
+    return Drawn([Text(clip(NO_RUN, width), NOTE)])
+
+
+def piece_text(
+    piece: Piece, width: int | None = None, pad: bool = False, style: Style | None = None
+) -> Text:
+    """A token's label, clipped (and padded) to `width`; raw bytes shown in their own style."""
+    label = piece.label
+    if width is not None:
+        label = fit(label, width) if pad else clip(label, width)
+    text = Text(label, style=BYTES if piece.is_bytes else "")
+    if style is not None:
+        text.stylize(style)
+    return text
+
+
+def append_if_fits(text: Text, part: Text | str, width: int) -> bool:
+    """Add `part` to a one-line `text` only if the line stays within `width`; say if it did."""
+    part = part if isinstance(part, Text) else Text(part)
+    fits = text.cell_len + part.cell_len <= width
+    if fits:
+        text.append_text(part)
+    return fits
+
+
+def joined(parts: Iterable[Text | str], separator: str = " · ") -> Text:
+    return Text(separator).join(p if isinstance(p, Text) else Text(p) for p in parts)
+
+
+def packed(parts: list[Text], width: int, separator: str = " │ ") -> list[Text]:
+    """Parts laid out left to right, wrapping to a new line instead of splitting a part."""
+    lines: list[Text] = []
+    line = Text()
+    for part in parts:
+        extra = len(separator) if line.plain else 0
+        if line.plain and line.cell_len + extra + part.cell_len > width:
+            lines.append(line)
+            line = Text()
+            extra = 0
+        if extra:
+            line.append(separator, style="grey50")
+        line.append_text(part)
+    if line.plain or not lines:
+        lines.append(line)
+    for text in lines:
+        text.truncate(width)
+    return lines

@@ -1,0 +1,64 @@
+"""The status line: which model, which head, which token, the sampling settings, the state."""
+
+from __future__ import annotations
+
+from rich.style import Style
+from rich.text import Text
+
+from tui.session import Scope
+from tui.text import visible
+from tui.views.common import packed, piece_text
+from tui.views.style import DIM, SELECTED
+
+STATE_STYLES = {
+    "idle": Style(color="green"),
+    "prefilling": Style(color="yellow", bold=True),
+    "generating": Style(color="cyan", bold=True),
+}
+DEMO_NOTE = (
+    "demo model: a tiny GPT-2 trained for this app, not OpenAI's GPT-2; "
+    "for GPT-2 small run `gpt2scope download` and restart"
+)
+DEMO_NOTE_SHORT = "demo model, not GPT-2 · get GPT-2 small: gpt2scope download"
+
+
+def model_label(scope: Scope) -> Text:
+    info = scope.info
+    return Text.assemble((visible(info.name), "bold"), f" {info.size} ({info.origin})")
+
+
+def query_label(scope: Scope, width: int) -> Text:
+    piece = scope.query_piece
+    if piece is None:
+        return Text("query -")
+    label = Text(f"query {scope.query} ")
+    label.append_text(piece_text(piece, max(6, width // 8), style=SELECTED))
+    if scope.settings.query is None:
+        label.append(" (last)", DIM)
+    return label
+
+
+def sampling_label(scope: Scope) -> Text:
+    s = scope.settings
+    p = s.params
+    return Text(
+        f"T {p.temperature:.2f} k {p.top_k or 'off'} p {p.top_p:.2f} · "
+        f"length {s.length} · seed {s.seed}"
+    )
+
+
+def render_header(scope: Scope, width: int) -> list[Text]:
+    s = scope.settings
+    parts = [
+        *([Text("gpt2scope", "bold")] if width >= 100 else []),
+        model_label(scope),
+        Text(f"L{s.layer} H{s.head}", "bold"),
+        query_label(scope, width),
+        sampling_label(scope),
+        Text("● " + scope.state, STATE_STYLES.get(scope.state, Style())),
+    ]
+    lines = packed(parts, width)
+    if scope.info.is_demo:
+        note = DEMO_NOTE if len(DEMO_NOTE) <= width else DEMO_NOTE_SHORT
+        lines += packed([Text(note, Style(color="yellow"))], width)
+    return lines

@@ -1,0 +1,106 @@
+"""The probabilities view: the next-token distribution, candidate by candidate.
+
+Each bar is the candidate's probability after temperature; solid bars survived the top-k /
+top-p cut, shaded ones were cut. The percentages are what the token is (or was) sampled
+with, renormalised over the kept candidates, and, when the pane is wide enough, the model's
+own probability at temperature 1.
+"""
+
+from __future__ import annotations
+
+from rich.cells import cell_len
+from rich.text import Text
+
+from tui.session import Candidate, Prediction, Scope
+from tui.views.common import Drawn, no_run, packed, piece_text
+from tui.views.style import CHOSEN, CUT, DIM, HEADING, KEPT, MAX_BAR, NOTE, bar, percent
+
+MODEL_COLUMN_MIN_WIDTH = 36
+
+
+def summary(p: Prediction, vocab: int, width: int) -> list[Text]:
+    """What was chosen (or that nothing was yet), the settings and the entropies, wrapped."""
+    if p.chosen is None:
+        parts = [Text("next token · not sampled yet", HEADING)]
+    else:
+        chose = Text(f"step {p.step} chose ", HEADING)
+        chose.append_text(piece_text(p.chosen, 14, style=CHOSEN))
+        parts = [chose, Text(f"{percent(p.chosen_prob or 0.0).strip()} · rank {p.chosen_rank}")]
+    params = p.params
+    if width >= MODEL_COLUMN_MIN_WIDTH:
+        parts += [
+            Text(f"T {params.temperature:.2f} k {params.top_k or 'off'} p {params.top_p:.2f}", DIM),
+            Text(f"kept {p.n_kept} of {vocab}", DIM),
+            Text(f"entropy {p.entropy:.2f} → {p.sampled_entropy:.2f} bits", DIM),
+        ]
+    else:  # the status line has T, k and p; the cut line shows what was kept
+        parts.append(Text(f"H {p.entropy:.2f}→{p.sampled_entropy:.2f} bits", DIM))
+    return packed(parts, width, " · ")
+
+
+def candidate_line(
+    c: Candidate, chosen: bool, label_width: int, bar_width: int, model_column: bool
+) -> Text:
+    line = Text("▸ " if chosen else "  ", CHOSEN)
+    line.append_text(piece_text(c.piece, label_width, pad=True, style=CHOSEN if chosen else None))
+    line.append(" ")
+    if bar_width:
+        glyph_bar = bar(c.prob_temperature, bar_width)
+        if not c.kept:
+            glyph_bar = glyph_bar.replace("█", "░")
+        line.append(glyph_bar + " ", KEPT if c.kept else CUT)
+    line.append(percent(c.prob_sampled) if c.kept else "  cut", "" if c.kept else CUT)
+    if model_column:
+        line.append(f" {percent(c.prob)}", DIM)
+    return line
+
+
+def cut_reason(p: Prediction) -> str:
+    params = p.params
+    if params.top_k and p.n_kept == params.top_k:
+        return f"cut by top-k {params.top_k}"
+    return f"cut by top-p {params.top_p:.2f}"
+
+
+def shown_count(p: Prediction, rows: int) -> int:
+    """How many candidates fit in `rows`, leaving room for the cut divider and for a chosen
+    token ranked below them."""
+    n = max(rows, 3)
+    if p.n_kept < n:
+        n -= 1
+    chosen_rank = p.chosen_rank if p.chosen_rank is not None else -1
+    if chosen_rank >= n:
+        n -= 1
+    return max(n, 1)
+
+
+def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
+    p = scope.prediction
+    if p is None:
+        return no_run(width)
+    drawn = Drawn(summary(p, scope.info.config.vocab_size, width))
+    model_column = width >= MODEL_COLUMN_MIN_WIDTH
+    tail = 6 if model_column else 0
+    longest = max(cell_len(c.piece.label) for c in p.candidates)
+    label_width = max(4, min(longest, 14, (width - 2 - 6 - tail) // 2))
+    bar_width = min(width - 2 - label_width - 1 - 5 - tail - 1, MAX_BAR)
+    if bar_width < 3:
+        bar_width = 0
+    if model_column:
+        header = "  " + "token".ljust(label_width) + " "
+        header += ("after T".ljust(bar_width) + " " if bar_width else "") + "   p%  T=1"
+        drawn.add(Text(header, DIM))
+    chosen_id = p.chosen.token_id if p.chosen else None
+    shown = list(p.candidates[: shown_count(p, height - len(drawn.lines))])
+    for i, c in enumerate(shown):
+        if i == p.n_kept:
+            drawn.add(Text(f"  ─ {cut_reason(p)} ─", NOTE))
+        is_chosen = c.piece.token_id == chosen_id
+        drawn.add(candidate_line(c, is_chosen, label_width, bar_width, model_column))
+    if p.chosen is not None and all(c.piece.token_id != chosen_id for c in shown):
+        chosen_line = Text(f"▸ chose rank {p.chosen_rank}: ", CHOSEN)
+        chosen_line.append_text(piece_text(p.chosen, 14))
+        drawn.add(chosen_line)
+    for line in drawn.lines:
+        line.truncate(width)
+    return drawn

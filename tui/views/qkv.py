@@ -1,0 +1,145 @@
+"""The Q/K/V view: one attention row worked out in numbers. The query's q, the k and v of its
+top keys, each q·k and its score, and z, the weighted sum of every key's v.
+
+Three levels of detail, the first that fits the pane: every number; a glyph strip per
+vector; one line per key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from rich.text import Text
+
+from tui.session import HeadData, Scope
+from tui.text import fit
+from tui.views.common import Drawn, no_run, piece_text
+from tui.views.style import DIM, HEADING, NOTE, percent, pooled, signed, signed_strip
+
+NUMBER_WIDTH = 6
+NAME_WIDTH = 7
+
+
+def numbers(values: np.ndarray, width: int) -> list[Text]:
+    """The values in rows of 16, 8 or 4 (whichever fits), so dimensions line up by index."""
+    per_line = next((n for n in (16, 8, 4) if n * NUMBER_WIDTH <= width), 1)
+    lines = []
+    for start in range(0, len(values), per_line):
+        chunk = values[start : start + per_line]
+        lines.append(Text("".join(signed(float(x), NUMBER_WIDTH) for x in chunk)))
+    return lines
+
+
+def key_header(query: int, width: int, sqrt_d: float) -> Text:
+    text = Text(f"keys of query {query}: score = q·k / {sqrt_d:.2f}, w = softmax(score)", NOTE)
+    text.truncate(width)
+    return text
+
+
+@dataclass(frozen=True)
+class KeyColumns:
+    """Widths of the key table: k<index>, the key's label, then q·k (when it fits), score, w."""
+
+    name_width: int
+    label_width: int
+    show_dot: bool
+
+    @classmethod
+    def fit(cls, n_tokens: int, width: int) -> KeyColumns:
+        name_width = len(str(n_tokens - 1)) + 2
+        show_dot = width >= 34
+        numbers = (7 if show_dot else 0) + 7 + 6
+        return cls(name_width, max(3, min(14, width - name_width - numbers)), show_dot)
+
+    def header(self) -> Text:
+        text = fit("key", self.name_width + self.label_width)
+        text += " " + "q·k".rjust(6) if self.show_dot else ""
+        return Text(text + " " + "score".rjust(6) + " " + "w".rjust(5), DIM)
+
+    def row(self, scope: Scope, a: HeadData, query: int, key: int) -> Text:
+        line = Text(f"k{key}".ljust(self.name_width), HEADING)
+        line.append_text(piece_text(scope.pieces[key], self.label_width, pad=True))
+        if self.show_dot:
+            line.append(" " + signed(float(a.q[query] @ a.k[key])))
+        line.append(" " + signed(float(a.scores[query, key])) + " ")
+        line.append(percent(float(a.pattern[query, key])), HEADING)
+        return line
+
+
+def vector(name: str, values: np.ndarray, width: int, as_numbers: bool) -> list[Text]:
+    """A name, then the values: every number, or a glyph strip and the norm |x|."""
+    norm = float(np.linalg.norm(values))
+    head = Text(f"{name:<{NAME_WIDTH}}", HEADING)
+    if as_numbers:
+        body = numbers(values, width - NAME_WIDTH)
+        per_line = len(body[0].plain) // NUMBER_WIDTH
+        offsets = (
+            Text(f"[{i * per_line}]".rjust(NAME_WIDTH - 1) + " ", DIM) for i in range(1, len(body))
+        )
+        return [head + body[0], *(offset + b for offset, b in zip(offsets, body[1:], strict=True))]
+    scale = float(np.abs(values).max()) or 1.0
+    label = f" |{name.split('[')[0]}| {norm:.2f}"
+    strip_width = max(1, width - NAME_WIDTH - len(label))
+    return [head + signed_strip(pooled(values, strip_width), scale) + Text(label, DIM)]
+
+
+def detailed(scope: Scope, a: HeadData, query: int, width: int, as_numbers: bool) -> list[Text]:
+    keys = a.top_keys(query)
+    lines = [*vector(f"q[{query}]", a.q[query], width, as_numbers)]
+    columns = KeyColumns.fit(scope.n_tokens, width)
+    lines += [key_header(query, width, math.sqrt(a.q.shape[1])), columns.header()]
+    for j in keys:
+        lines.append(columns.row(scope, a, query, j))
+        lines += vector(f" k[{j}]", a.k[j], width, as_numbers)
+        lines += vector(f" v[{j}]", a.v[j], width, as_numbers)
+    lines += z_lines(a, query, keys, width, as_numbers)
+    return lines
+
+
+def z_lines(a: HeadData, query: int, keys: list[int], width: int, as_numbers: bool) -> list[Text]:
+    share = float(a.pattern[query, keys].sum())
+    note = Text(f"z = Σ w·v over all {query + 1} keys; the top {len(keys)} carry ", NOTE)
+    note.append(percent(share).strip(), NOTE)
+    return [note, *vector(f"z[{query}]", a.z[query], width, as_numbers)]
+
+
+def brief(scope: Scope, a: HeadData, query: int, width: int) -> list[Text]:
+    """One line per top key and one for q and z: what fits in a small pane."""
+    keys = a.top_keys(query)
+    q_scale = float(np.abs(a.q[query]).max()) or 1.0
+    q_line = Text(f"q[{query}] |q| {np.linalg.norm(a.q[query]):.2f} ", HEADING)
+    q_line.append_text(signed_strip(pooled(a.q[query], max(1, width - q_line.cell_len)), q_scale))
+    columns = KeyColumns.fit(scope.n_tokens, width)
+    lines = [q_line, columns.header()]
+    lines += [columns.row(scope, a, query, j) for j in keys]
+    z_scale = float(np.abs(a.z[query]).max()) or 1.0
+    z_line = Text(f"z[{query}] |z| {np.linalg.norm(a.z[query]):.2f} ", HEADING)
+    z_line.append_text(signed_strip(pooled(a.z[query], max(1, width - z_line.cell_len)), z_scale))
+    return [*lines, z_line]
+
+
+def render_qkv(scope: Scope, width: int, height: int) -> Drawn:
+    a, query = scope.attn, scope.query
+    if a is None or query is None:
+        return no_run(width)
+    s, d = scope.settings, scope.info.config.head_dim
+    title = Text(f"L{s.layer} H{s.head} " if width >= 40 else "", HEADING)
+    title.append(f"query {query} ", HEADING)
+    title.append_text(piece_text(scope.query_piece, 12))
+    title.append(f" · d_head {d}, √{d} = {math.sqrt(d):.2f}", DIM)
+    layouts: list[Callable[[], list[Text]]] = [
+        lambda: detailed(scope, a, query, width, True),
+        lambda: detailed(scope, a, query, width, False),
+        lambda: brief(scope, a, query, width),
+    ]
+    for layout in layouts:
+        body = layout()
+        if len(body) + 1 <= height:
+            break
+    drawn = Drawn([title, *body], pinned=1)
+    for line in drawn.lines:
+        line.truncate(width)
+    return drawn

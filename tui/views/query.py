@@ -1,0 +1,67 @@
+"""The query view: every key the selected query may see, by attention weight, with the score
+the weight came from (weight = softmax of the scores over those keys)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from rich.cells import cell_len
+from rich.text import Text
+
+from tui.session import TOP_KEYS, Scope
+from tui.views.common import Drawn, append_if_fits, no_run, piece_text
+from tui.views.style import DIM, HEADING, MAX_BAR, NOTE, bar, percent, sequential_style, signed
+
+TOP_STYLE = sequential_style(31) + HEADING
+SCORE_WIDTH = 6
+
+
+def render_query(scope: Scope, width: int, height: int) -> Drawn:
+    a, query = scope.attn, scope.query
+    if a is None or query is None:
+        return no_run(width)
+    n_keys = query + 1
+    weights = a.pattern[query, :n_keys]
+    scores = a.scores[query, :n_keys]
+    order = np.argsort(-weights, kind="stable")
+    index_width = len(str(n_keys - 1))
+    longest = max(cell_len(scope.pieces[j].label) for j in range(n_keys))
+    fixed = 2 + index_width + 1 + 1 + 5 + 1 + SCORE_WIDTH
+    rest = width - fixed
+    if rest >= 16:
+        label_width = max(3, min(longest, 12, rest // 2))
+        bar_width = min(rest - label_width - 1, MAX_BAR)
+    else:
+        label_width, bar_width = max(3, rest), 0
+
+    s = scope.settings
+    title = Text(f"query {query} ", HEADING)
+    title.append_text(piece_text(scope.query_piece, 12))
+    for part in (f" · {n_keys} keys", f" · L{s.layer} H{s.head}"):
+        if not append_if_fits(title, Text(part, DIM), width):
+            break
+    drawn = Drawn([title])
+    header = "  " + "#".rjust(index_width) + " " + "key".ljust(label_width) + " "
+    header += ("weight".ljust(bar_width) + " " if bar_width else "") + "   w%" + "score".rjust(7)
+    drawn.add(Text(header, DIM))
+    drawn.pinned = len(drawn.lines)
+    for rank, j in enumerate(order):
+        j = int(j)
+        top = rank < TOP_KEYS
+        line = Text("★ " if top else "  ", TOP_STYLE if top else DIM)
+        line.append(f"{j:>{index_width}} ", DIM)
+        line.append_text(piece_text(scope.pieces[j], label_width, pad=True))
+        line.append(" ")
+        if bar_width:
+            line.append(
+                bar(float(weights[j]), bar_width) + " ", sequential_style(31 if top else 12)
+            )
+        line.append(percent(float(weights[j])), TOP_STYLE if top else "")
+        line.append(" " + signed(float(scores[j]), SCORE_WIDTH))
+        drawn.add(line)
+    d = scope.info.config.head_dim
+    drawn.add(Text(f"w = softmax(score); score = q·k / √{d} = q·k / {math.sqrt(d):.2f}", NOTE))
+    for line in drawn.lines:
+        line.truncate(width)
+    return drawn

@@ -1,0 +1,144 @@
+"""The app's widgets: the status line, the prompt editor and the six view panes. Each takes
+the current `Scope` as a reactive attribute and draws it with a function from tui.views."""
+
+from __future__ import annotations
+
+from rich.console import RenderableType
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import Input
+
+from tui.session import Scope
+from tui.text import editable
+from tui.views import View, render_header
+from tui.views.common import Drawn
+from tui.views.style import NOTE
+
+
+def joined_lines(lines: list[Text]) -> Text:
+    text = Text("\n").join(lines)
+    text.no_wrap = True
+    text.overflow = "crop"
+    return text
+
+
+class StatusLine(Widget):
+    """Model, layer and head, query token, sampling settings and the runner's state."""
+
+    scope: reactive[Scope | None] = reactive(None, layout=True)
+
+    def render(self) -> RenderableType:
+        if self.scope is None:
+            return ""
+        return joined_lines(render_header(self.scope, self.size.width))
+
+
+class PromptInput(Input):
+    """The prompt, on one line: a newline is written \\n, other invisible characters as
+    escapes, so pasted text cannot put control characters on the terminal."""
+
+    BINDINGS = [
+        Binding("enter", "submit", "run prompt"),
+        Binding("escape", "leave", "leave prompt", key_display="esc"),
+    ]
+
+    class Left(Message):
+        """The user left the editor without running the prompt."""
+
+    def action_leave(self) -> None:
+        self.post_message(self.Left())
+
+    def _on_paste(self, event: events.Paste) -> None:
+        event.prevent_default()
+        event.stop()
+        selection = self.selection
+        if selection.is_empty:
+            self.insert_text_at_cursor(editable(event.text))
+        else:
+            self.replace(editable(event.text), *selection)
+
+
+class Pane(Widget, can_focus=True):
+    """A bordered pane showing one view, titled with its name. Lines that do not fit are
+    windowed around the view's focus line (the selected token), or scrolled with the keys."""
+
+    ALLOW_MAXIMIZE = True
+    BINDINGS = [
+        Binding("up", "scroll(-1)", "scroll up", show=False),
+        Binding("down", "scroll(1)", "scroll down", show=False),
+        Binding("pageup", "scroll(-10)", "page up", show=False),
+        Binding("pagedown", "scroll(10)", "page down", show=False),
+        Binding("home", "scroll_home", "top", show=False),
+        Binding("end", "scroll_end", "bottom", show=False),
+    ]
+
+    scope: reactive[Scope | None] = reactive(None, repaint=False)
+    top: reactive[int | None] = reactive(None)  # first line shown; None follows the focus
+
+    def __init__(self, view: View) -> None:
+        super().__init__(id=view.id, classes="pane")
+        self.view = view
+        self.border_title = view.title
+        self._drawn: tuple[Scope | None, int, int, Drawn] | None = None
+
+    def watch_scope(self, old: Scope | None, new: Scope | None) -> None:
+        if old is None or new is None or selection_moved(old, new):
+            self.top = None
+        if old is None or new is None or self.view.depends(old) != self.view.depends(new):
+            self.refresh()
+
+    def drawn(self) -> Drawn:
+        width, height = self.content_size
+        cached = self._drawn
+        if cached is not None and cached[:3] == (self.scope, width, height):
+            return cached[3]
+        drawn = self.view.render(self.scope, width, height)
+        self._drawn = (self.scope, width, height, drawn)
+        return drawn
+
+    def first_line(self, drawn: Drawn, height: int) -> int:
+        """The first of the scrolling lines (those after the pinned ones) to show."""
+        scrolling = len(drawn.lines) - drawn.pinned
+        last = max(scrolling - height, 0)
+        if self.top is not None:
+            return min(max(self.top, 0), last)
+        return min(max(drawn.focus - drawn.pinned - height // 2, 0), last)
+
+    def render(self) -> RenderableType:
+        if self.scope is None:
+            return ""
+        drawn = self.drawn()
+        pinned = drawn.lines[: drawn.pinned]
+        rest = drawn.lines[drawn.pinned :]
+        height = max(self.content_size.height - len(pinned), 0)
+        start = self.first_line(drawn, height)
+        lines = rest[start : start + height]
+        if start > 0 and lines:
+            lines[0] = Text(f"▴ {start + 1} more above", NOTE)
+        below = len(rest) - start - len(lines)
+        if below > 0 and len(lines) > 1:
+            hint = " (↑↓ scroll, z zoom)" if self.content_size.width >= 40 else " (↑↓)"
+            lines[-1] = Text(f"▾ {below + 1} more{hint}", NOTE)
+        return joined_lines([*pinned, *lines])
+
+    def action_scroll(self, delta: int) -> None:
+        drawn = self.drawn()
+        height = max(self.content_size.height - drawn.pinned, 0)
+        self.top = self.first_line(drawn, height) + delta
+
+    def action_scroll_home(self) -> None:
+        self.top = 0
+
+    def action_scroll_end(self) -> None:
+        self.top = len(self.drawn().lines)
+
+
+def selection_moved(old: Scope, new: Scope) -> bool:
+    a, b = old.settings, new.settings
+    return (a.layer, a.head, old.query) != (b.layer, b.head, new.query) or (
+        old.prompt_length != new.prompt_length
+    )
