@@ -109,10 +109,18 @@ def check_tensors(ckpt: Checkpoint, config: GPT2Config) -> None:
 
 
 def to_params(
-    ckpt: Checkpoint, config: GPT2Config, device: torch.device, dtype: torch.dtype
+    ckpt: Checkpoint,
+    config: GPT2Config,
+    device: torch.device,
+    dtype: torch.dtype,
+    copy: bool = True,
 ) -> Params:
+    """`copy` takes the tensors out of the file's memory map, so that a file deleted or
+    rewritten on disk cannot change or crash a running model; training passes False to
+    keep its own leaf tensors."""
+
     def tensor(name: str) -> torch.Tensor:
-        t = ckpt.tensors[name].to(device=device, dtype=dtype).contiguous()
+        t = ckpt.tensors[name].to(device=device, dtype=dtype, copy=copy).contiguous()
         if not torch.isfinite(t).all():
             raise EngineError(f"{ckpt.path}: {name} holds NaN or infinite values")
         return t
@@ -137,3 +145,26 @@ def to_params(
         blocks=tuple(block(i) for i in range(config.n_layer)),
         ln_f=LayerNorm(tensor("ln_f.weight"), tensor("ln_f.bias")),
     )
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says a new allocation can have (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> None:
+    """Refuse up front a model that cannot fit, rather than dying in the kernel's OOM killer."""
+    if device.type != "cpu":
+        return
+    needed = sum(t.numel() for t in ckpt.tensors.values()) * dtype.itemsize
+    free = available_memory()
+    if free is not None and needed > free:
+        raise EngineError(
+            f"{ckpt.path}: out of memory: the weights need {needed / 2**30:.1f} GiB "
+            f"as {str(dtype).removeprefix('torch.')}, only {free / 2**30:.1f} GiB is free"
+        )

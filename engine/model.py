@@ -9,7 +9,7 @@ import torch
 
 from engine.errors import EngineError
 from engine.gpt2 import GPT2Config, Params
-from engine.load import check_tensors, infer_config, to_params
+from engine.load import check_memory, check_tensors, infer_config, to_params
 from engine.run import Run
 from weights import WeightsError, load_checkpoint
 
@@ -51,8 +51,11 @@ def load_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch
         raise EngineError(str(e)) from e
     config = infer_config(ckpt)
     check_tensors(ckpt, config)
+    check_memory(ckpt, dtype, torch.device(device))
     try:
         params = to_params(ckpt, config, torch.device(device), dtype)
+    except MemoryError as e:
+        raise EngineError(f"{ckpt.path}: out of memory while loading the weights") from e
     except (RuntimeError, AssertionError) as e:
         raise EngineError(f"{ckpt.path}: cannot place the weights on {device}: {e}") from e
     return Model(config=config, params=params, source=ckpt.path)
