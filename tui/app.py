@@ -22,8 +22,10 @@ from engine import gpt2_tokenizer as default_tokenizer
 from engine.runner import Event
 from tui.cli import Options
 from tui.help import HelpScreen
+from tui.keep_tail import KeepTailScreen
 from tui.keys import KEYS, bindings, next_on_ladder
 from tui.models import OpenError, open_model
+from tui.screens import DeeperActions
 from tui.session import SAMPLE_PROMPT, ModelInfo, Scope, Session, check_settings, settings_from
 from tui.text import editable, from_editable, visible
 from tui.views import VIEWS
@@ -41,7 +43,7 @@ class EngineEvent(Message):
         self.event = event
 
 
-class ScopeApp(App[int]):
+class ScopeApp(DeeperActions, App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "gpt2scope"
     BINDINGS = bindings()
@@ -141,8 +143,24 @@ class ScopeApp(App[int]):
     # Commands.
 
     def run_prompt(self, text: str) -> None:
+        ids = self.session.pieces.tokenizer.encode(text)
+        if len(ids) > self.model.config.n_ctx:
+            self.offer_tail(ids)
+            return
         self.session.set_prompt(text)
         self.send(lambda r: r.start_prompt(text))
+
+    def offer_tail(self, ids: list[int]) -> None:
+        """Say how long the prompt is and the limit, and offer to run what fits: its end,
+        which is what the next token depends on most."""
+        tail = ids[-self.model.config.n_ctx :]
+
+        def answered(keep: bool | None) -> None:
+            if keep:
+                self.session.set_prompt(self.session.pieces.tokenizer.decode(tail))
+                self.send(lambda r: r.start_tokens(tail))
+
+        self.push_screen(KeepTailScreen(len(ids), len(tail)), answered)
 
     def send(self, command: Callable[[Runner], None]) -> None:
         if self.runner is not None:
@@ -157,7 +175,7 @@ class ScopeApp(App[int]):
         params = replace(self.session.settings.params, **changes)
         self.change(params=params)
         if self.runner is not None:
-            self.runner.set_params(params)
+            self.runner.set_params(self.session.settings.params)  # as clamped
 
     # Actions, one per key (see tui/keys.py).
 
@@ -255,7 +273,7 @@ def app_main(options: Options) -> int:
         check_settings(settings, model.config)
         tokenizer = default_tokenizer()
     except (ValueError, *OpenError) as e:
-        print(f"gpt2scope: error: {e}", file=sys.stderr)
+        print(f"gpt2scope: error: {visible(str(e))}", file=sys.stderr)
         return 1
     result = ScopeApp(model, info, options, tokenizer).run()
     return result or 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tui.text import visible
 from weights import MODEL_NAMES, WeightsError, download
 
 
@@ -31,7 +32,7 @@ def download_main(argv: list[str]) -> int:
     try:
         snapshot = download(name)
     except WeightsError as e:
-        print(f"gpt2scope: {e}", file=sys.stderr)
+        print(f"gpt2scope: {visible(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"gpt2scope: download of {name} interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.deeper import deeper_table
 from tui.keys import BUILT_IN, KEYS
 from tui.views import VIEWS
 
@@ -51,6 +52,8 @@ class HelpScreen(ModalScreen[None]):
             yield Static(keys_table())
             yield Static(Text("\nViews", style="bold underline"))
             yield Static(views_table())
+            yield Static(Text("\nScreens", style="bold underline"))
+            yield Static(deeper_table())
             yield Static(Text("\n" + INTRO, style="italic"))
             yield Static(Text("\nesc, ? or q closes this screen", style="dim"))
 

@@ -23,6 +23,7 @@ from engine import (
     gpt2_tokenizer,
 )
 from tui.cli import Options, add_run_options, options_from
+from tui.deeper import deeper_json, deeper_text
 from tui.models import OpenError, open_model
 from tui.session import (
     SAMPLE_PROMPT,
@@ -32,10 +33,11 @@ from tui.session import (
     check_settings,
     settings_from,
 )
-from tui.text import Piece, visible
+from tui.text import Pieces, token_json, visible
 from tui.views import VIEWS, render_header
 
 DEFAULT_WIDTH = 100
+MIN_WIDTH, MAX_WIDTH = 40, 1000  # --width is clamped to these: a view costs width x height
 CANDIDATE_LINES = 24  # the probabilities view: the top candidates, not all 64
 RUN_TIMEOUT = 600.0  # seconds per command: a long generation on a big model on a CPU
 
@@ -44,7 +46,8 @@ def inspect_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpt2scope inspect",
         description="Run the prompt and generate `length` tokens with no UI, then print the "
-        "six views as text, or everything as one JSON object. Same seed, same output.",
+        "six views and the deeper screens as text, or everything as one JSON object. Same "
+        "seed, same output.",
     )
     add_run_options(parser, editor=False)
     parser.add_argument(
@@ -58,11 +61,16 @@ def inspect_parser() -> argparse.ArgumentParser:
         "--format",
         choices=["text", "json"],
         default="text",
-        help="text: the six views (default); json: one object with model, tokens, "
-        "continuation, layer, head, query, attention, probabilities and qkv",
+        help="text: the six views and the deeper ones (default); json: one object with "
+        "model, tokens, continuation, layer, head, query, attention, probabilities, qkv, "
+        "stages, head_stats, logit_lens, block and history",
     )
     parser.add_argument(
-        "--width", metavar="N", type=int, default=DEFAULT_WIDTH, help="text width (default 100)"
+        "--width",
+        metavar="N",
+        type=int,
+        default=DEFAULT_WIDTH,
+        help=f"text width, {MIN_WIDTH}..{MAX_WIDTH} (default {DEFAULT_WIDTH})",
     )
     return parser
 
@@ -98,7 +106,7 @@ def select_query(session: Session, query: int) -> None:
     session.update(query=index)
 
 
-def as_text(scope: Scope, width: int) -> str:
+def as_text(scope: Scope, width: int, pieces: Pieces) -> str:
     lines = [line.plain for line in render_header(scope, width)]
     lines.append(f"prompt: {visible(scope.prompt)}")
     height = max(40, scope.n_tokens + 8)
@@ -106,12 +114,10 @@ def as_text(scope: Scope, width: int) -> str:
         view_height = CANDIDATE_LINES if view.id == "probabilities" else height
         lines += ["", f"== {view.title} ==".ljust(width, "=")]
         lines += [line.plain for line in view.render(scope, width, view_height).lines]
+    for title, drawn in deeper_text(scope, pieces, width, height):
+        lines += ["", f"== {title} ==".ljust(width, "=")]
+        lines += [line.plain for line in drawn.lines]
     return "\n".join(line.rstrip() for line in lines) + "\n"
-
-
-def token_json(piece: Piece) -> dict[str, Any]:
-    text = piece.text if piece.text is not None else piece.raw.decode("utf-8", "replace")
-    return {"id": piece.token_id, "text": text, "bytes": piece.raw.hex()}
 
 
 def prediction_json(p: Prediction) -> dict[str, Any]:
@@ -194,6 +200,11 @@ def as_json(scope: Scope) -> dict[str, Any]:
     }
 
 
+def run_json(scope: Scope, pieces: Pieces) -> dict[str, Any]:
+    """What `--format json` and the app's export write: as_json and the deeper views."""
+    return {**as_json(scope), **deeper_json(scope, pieces)}
+
+
 def record_json(record: SampleRecord) -> dict[str, Any]:
     return {
         "probability": record.probability,
@@ -208,13 +219,15 @@ def inspect_main(argv: list[str]) -> int:
     try:
         scope = inspected(options, args.query)
     except (ValueError, *OpenError) as e:
-        print(f"gpt2scope inspect: error: {e}", file=sys.stderr)
+        print(f"gpt2scope inspect: error: {visible(str(e))}", file=sys.stderr)
         return 1
+    pieces = Pieces(gpt2_tokenizer())
     if args.format == "json":
-        json.dump(as_json(scope), sys.stdout)  # ASCII: no raw bidi or C1 code reaches a tty
+        # ASCII: no raw bidi or C1 code reaches a tty
+        json.dump(run_json(scope, pieces), sys.stdout)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(as_text(scope, max(args.width, 40)))
+        sys.stdout.write(as_text(scope, min(max(args.width, MIN_WIDTH), MAX_WIDTH), pieces))
     return 0
 
 

@@ -39,9 +39,42 @@ KEYS = (
     Key("N", "N", "length(1)", "length+", "length up: tokens per `g`"),
     Key("r", "r", "new_seed", "seed", "new seed (the next prompt or token draws from it)"),
     Key("z", "z", "zoom", "zoom", "zoom the focused pane to full screen and back", True),
+    Key("a", "a", "open('stages')", "stages", "step-through: one attention row, stage by stage"),
+    Key("m", "m", "open('head_stats')", "map", "model map: every head's statistics; pick one"),
+    Key("l", "l", "open('logit_lens')", "lens", "logit lens: the prediction after every block"),
+    Key("b", "b", "open('block')", "block", "block internals: residual norms, LayerNorm, MLP"),
+    Key("h", "h", "open('history')", "history", "history: every step kept; branch from one"),
+    Key("less_than_sign", "<", "look(-1)", "step-", "history: every view shows the step before"),
+    Key("greater_than_sign", ">", "look(1)", "step+", "history: every view shows the step after"),
+    Key("f", "f", "follow", "live", "follow the run again: show its newest step"),
+    Key("e", "e", "export", "export", "export the screen (SVG) and the run (JSON) to ./"),
     Key("question_mark", "?", "help", "help", "help screen: every key and view", True),
     Key("q", "q", "quit", "quit", "quit", True),
 )
+# The deeper screens' own keys, on top of those above; the same key or esc goes back.
+BACK = Key("escape", "esc", "dismiss", "back", "back to the panes", True)
+SCREEN_KEYS = {
+    "stages": (
+        Key("down", "↓", "stage(1)", "stage+", "next stage", True),
+        Key("up", "↑", "stage(-1)", "stage-", "previous stage", True),
+    ),
+    "head_stats": (
+        Key("up", "↑", "app.layer(-1)", "layer-", "previous layer", True),
+        Key("down", "↓", "app.layer(1)", "layer+", "next layer", True),
+        Key("left", "←", "app.head(-1)", "head-", "previous head", True),
+        Key("right", "→", "app.head(1)", "head+", "next head", True),
+        Key("enter", "enter", "dismiss", "show", "show that head in the panes", True),
+    ),
+    "logit_lens": (),
+    "block": (),
+    "history": (
+        Key("left", "←", "app.look(-1)", "step-", "previous step", True),
+        Key("right", "→", "app.look(1)", "step+", "next step", True),
+        Key("up", "↑", "candidate(-1)", "cand-", "candidate above", True),
+        Key("down", "↓", "candidate(1)", "cand+", "candidate below", True),
+        Key("enter", "enter", "branch", "branch", "branch: put it here, generate the rest", True),
+    ),
+}
 # Keys Textual already provides, listed for completeness.
 BUILT_IN = (
     ("tab / shift+tab", "cycle focus between the prompt and the panes"),
@@ -70,12 +103,18 @@ def next_on_ladder(name: str, value: float, direction: int) -> float:
     return below[-1] if below else value
 
 
-def bindings() -> list[Binding]:
-    return [Binding(k.key, k.action, k.label, show=k.footer, key_display=k.shown) for k in KEYS]
+def bindings(keys: tuple[Key, ...] = KEYS) -> list[Binding]:
+    return [Binding(k.key, k.action, k.label, show=k.footer, key_display=k.shown) for k in keys]
 
 
 def keys_help() -> str:
     """The key list as plain text, two columns, for `gpt2scope --help`."""
     rows = [(k.shown, k.help) for k in KEYS] + list(BUILT_IN)
     width = max(len(shown) for shown, _ in rows)
-    return "keys:\n" + "\n".join(f"  {shown:<{width}}  {text}" for shown, text in rows) + "\n"
+    text = "keys:\n" + "\n".join(f"  {shown:<{width}}  {text}" for shown, text in rows) + "\n"
+    text += "in the screens these open (the same key or esc goes back):\n"
+    for k in KEYS:
+        own = next((v for name, v in SCREEN_KEYS.items() if k.action == f"open('{name}')"), None)
+        if own:
+            text += f"  {k.shown}  " + ", ".join(f"{o.shown} {o.help}" for o in own) + "\n"
+    return text

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 SAMPLE_PROMPT = "The trophy doesn't fit in the suitcase because it is too big."
 TOP_KEYS = 5
+# torch.Generator takes seeds below 2**64; staying below 2**63 leaves room for r to count up.
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class Settings:
 def settings_from(options: Options) -> Settings:
     """The command line's choices; raises ValueError for sampling values out of range."""
     params = SamplingParams(options.temperature, options.top_k, options.top_p)
+    if not 0 <= options.seed <= MAX_SEED:
+        raise ValueError(f"--seed {options.seed}: must be in 0..2**63-1")
     return Settings(options.layer, options.head, None, params, options.length, options.seed)
 
 
@@ -215,9 +219,13 @@ class Scope:
     pieces: tuple[Piece, ...] = ()
     prompt_length: int = 0
     sampled: tuple[SampleRecord, ...] = ()  # one per generated token, in order
+    # Every step of the run, also those after the one shown when looking back in history.
+    history: tuple[SampleRecord, ...] = ()
+    history_pieces: tuple[Piece, ...] = ()  # the token each of those steps chose
     finish: str | None = None  # why the last generation stopped
     attn: HeadData | None = None  # the selected layer and head
     prediction: Prediction | None = None
+    step_prediction: Prediction | None = None  # what the shown step sampled from
     # (token embedding row, positional embedding row, their sum) at the query
     embedding: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -239,6 +247,11 @@ class Scope:
     def steps(self) -> int:
         return len(self.sampled)
 
+    @property
+    def looking_back(self) -> bool:
+        """True when the views show a past step rather than the newest."""
+        return self.steps < len(self.history)
+
     def sampled_at(self, position: int) -> SampleRecord | None:
         """The record of the token at `position`, if it was generated rather than prompted."""
         i = position - self.prompt_length
@@ -257,10 +270,13 @@ class Session:
         self.prompt = ""
         self.prompt_length = 0
         self.sampled: list[SampleRecord] = []
+        self.views: list[RunView] = []  # the run after each step; 0 is the prompt alone
+        self.at_step: int | None = None  # the past step shown; None follows the run
         self.finish: str | None = None
         self.show_record = False  # the Probabilities view shows the last sampled step
         self._attn: HeadData | None = None
         self._prediction: Prediction | None = None
+        self._step_prediction: Prediction | None = None
         self._scope: Scope | None = None
 
     # The user's choices.
@@ -270,11 +286,13 @@ class Session:
         layer = min(max(s.layer, 0), c.n_layer - 1)
         head = min(max(s.head, 0), c.n_head - 1)
         length = min(max(s.length, 0), c.n_ctx)
+        # Keeping more than the vocabulary keeps all of it; the sampler refuses such a top-k.
+        params = replace(s.params, top_k=min(s.params.top_k, c.vocab_size))
         query = s.query
-        if query is not None and self.view is not None:
+        if query is not None and self.shown_view is not None:
             # Reaching the last token means following it as the run grows.
-            query = None if query >= self.view.n_tokens - 1 else max(query, 0)
-        return replace(s, layer=layer, head=head, length=length, query=query)
+            query = None if query >= self.shown_view.n_tokens - 1 else max(query, 0)
+        return replace(s, layer=layer, head=head, length=length, query=query, params=params)
 
     def update(self, **changes: object) -> Settings:
         """Change settings (clamped to the model and the run) and return them."""
@@ -287,10 +305,30 @@ class Session:
         return self.settings
 
     def move_query(self, delta: int) -> None:
-        if self.view is None:
+        view = self.shown_view
+        if view is None:
             return
-        current = self.view.n_tokens - 1 if self.settings.query is None else self.settings.query
+        current = view.n_tokens - 1 if self.settings.query is None else self.settings.query
         self.update(query=max(current + delta, 0))
+
+    def look_at_step(self, step: int) -> None:
+        """Show the run as it stood after generated token `step` (0: the prompt alone);
+        the newest step means following the run again."""
+        newest = len(self.sampled)
+        step = min(max(step, 0), newest)
+        at_step = None if step == newest else step
+        if at_step != self.at_step:
+            self.at_step = at_step
+            self._forget_run()
+            self._scope = None
+
+    @property
+    def shown_step(self) -> int:
+        return len(self.sampled) if self.at_step is None else self.at_step
+
+    @property
+    def shown_view(self) -> RunView | None:
+        return self.view if self.at_step is None else self.views[self.at_step]
 
     def set_prompt(self, text: str) -> None:
         self.prompt = text
@@ -304,20 +342,26 @@ class Session:
         elif isinstance(event, Prefilled):
             self.view, self.prompt_length = event.view, event.view.n_tokens
             self.sampled, self.finish, self.show_record = [], None, False
+            self.views, self.at_step = [event.view], None
             self.settings = replace(self.settings, query=None)
             self._forget_run()
         elif isinstance(event, Stepped):
             del self.sampled[event.index - 1 :]
             self.sampled.append(event.record)
+            del self.views[event.index :]
+            self.views.append(event.view)
             self.view, self.finish, self.show_record = event.view, None, True
-            self._forget_run()
+            if self.at_step is not None and self.at_step >= event.index:
+                self.at_step = None  # the step looked at was replaced by a branch
+            if self.at_step is None:
+                self._forget_run()
         elif isinstance(event, Finished):
             self.finish = event.reason
         # A Failed event changes nothing here: the app shows it, the last run stays on screen.
         self._scope = None
 
     def _forget_run(self) -> None:
-        self._attn = self._prediction = None
+        self._attn = self._prediction = self._step_prediction = None
 
     # The snapshot.
 
@@ -327,7 +371,7 @@ class Session:
         return self._scope
 
     def _build(self) -> Scope:
-        view = self.view
+        view = self.shown_view
         return Scope(
             info=self.info,
             settings=self.settings,
@@ -336,36 +380,50 @@ class Session:
             view=view,
             pieces=tuple(self.pieces(t) for t in view.tokens) if view is not None else (),
             prompt_length=self.prompt_length,
-            sampled=tuple(self.sampled),
+            sampled=tuple(self.sampled[: self.shown_step]),
+            history=tuple(self.sampled),
+            history_pieces=tuple(self.pieces(r.token_id) for r in self.sampled),
             finish=self.finish,
             attn=self._head_data(),
             prediction=self._next_prediction(),
+            step_prediction=self._shown_step_prediction(),
             embedding=self._embedding(),
         )
 
     def _embedding(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        if self.view is None:
+        view = self.shown_view
+        if view is None:
             return None
-        query = query_index(self.settings.query, self.view.n_tokens)
-        return tuple(r.detach().cpu().float().numpy() for r in self.view.embeddings(query))
+        query = query_index(self.settings.query, view.n_tokens)
+        return tuple(r.detach().cpu().float().numpy() for r in view.embeddings(query))
 
     def _head_data(self) -> HeadData | None:
-        if self.view is None:
+        view = self.shown_view
+        if view is None:
             return None
         layer, head = self.settings.layer, self.settings.head
         a = self._attn
         if a is None or (a.layer, a.head) != (layer, head):
-            self._attn = HeadData.of(self.view, layer, head)
+            self._attn = HeadData.of(view, layer, head)
         return self._attn
 
     def _next_prediction(self) -> Prediction | None:
-        if self.view is None:
+        view = self.shown_view
+        if view is None:
             return None
         if self._prediction is None:
-            if self.show_record and self.sampled:
-                record = self.sampled[-1]
-                self._prediction = Prediction.of_record(record, len(self.sampled), self.pieces)
+            step = self._shown_step_prediction()
+            # A past step always shows what it sampled, whatever the parameters are now.
+            if step is not None and (self.show_record or self.at_step is not None):
+                self._prediction = step
             else:
                 params = self.settings.params
-                self._prediction = Prediction.preview(self.view.logits, params, self.pieces)
+                self._prediction = Prediction.preview(view.logits, params, self.pieces)
         return self._prediction
+
+    def _shown_step_prediction(self) -> Prediction | None:
+        steps = self.shown_step
+        if steps and self._step_prediction is None:
+            record = self.sampled[steps - 1]
+            self._step_prediction = Prediction.of_record(record, steps, self.pieces)
+        return self._step_prediction if steps else None

@@ -37,7 +37,9 @@ def make_app(model: Model, name: str = "tiny", origin: str = "path", **changes: 
 
 
 def settled(app: ScopeApp) -> bool:
-    return not app.pending and app.session.state == "idle" and app.scope is app.session.scope()
+    idle = not app.pending and app.session.state == "idle"
+    # A deeper screen's figure is computed in a worker after the scope arrives.
+    return idle and app.scope is app.session.scope() and not getattr(app.screen, "computing", 0)
 
 
 async def settle(pilot: Pilot, timeout: float = SETTLE_TIMEOUT) -> None:

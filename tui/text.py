@@ -19,6 +19,7 @@ SPACE = "·"
 NEWLINE = "↵"
 TAB = "→"
 ESCAPE = "␛"
+MARK_BASE = "◌"  # what type specimens write a combining mark on when it stands alone
 # Categories that draw nothing or move the cursor: controls, format characters (bidi
 # overrides, zero-width joiners), line/paragraph separators, surrogates, unassigned.
 HIDDEN_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"}
@@ -65,11 +66,21 @@ class Piece:
     def label(self) -> str:
         if self.text is None:
             return "".join(f"\\x{b:02x}" for b in self.raw)
-        return visible(self.text, spaces=True)
+        label = visible(self.text, spaces=True)
+        if label and cell_len(label[0]) == 0:
+            # Alone, a combining mark would fuse with the cell before it and take no room.
+            label = MARK_BASE + label
+        return label
 
     @property
     def is_bytes(self) -> bool:
         return self.text is None
+
+
+def token_json(piece: Piece) -> dict[str, object]:
+    """A token for JSON: its id, its text (bytes that are not UTF-8 replaced) and its bytes."""
+    text = piece.text if piece.text is not None else piece.raw.decode("utf-8", "replace")
+    return {"id": piece.token_id, "text": text, "bytes": piece.raw.hex()}
 
 
 class Pieces:

@@ -67,6 +67,7 @@ class Pane(Widget, can_focus=True):
     windowed around the view's focus line (the selected token), or scrolled with the keys."""
 
     ALLOW_MAXIMIZE = True
+    SCROLL_HINTS = (" (↑↓ scroll, z zoom)", " (↑↓)")  # for wide and narrow panes
     BINDINGS = [
         Binding("up", "scroll(-1)", "scroll up", show=False),
         Binding("down", "scroll(1)", "scroll down", show=False),
@@ -93,6 +94,8 @@ class Pane(Widget, can_focus=True):
 
     def drawn(self) -> Drawn:
         width, height = self.content_size
+        if width <= 0 or height <= 0:  # squeezed to nothing by a tiny terminal
+            return Drawn()
         cached = self._drawn
         if cached is not None and cached[:3] == (self.scope, width, height):
             return cached[3]
@@ -121,7 +124,7 @@ class Pane(Widget, can_focus=True):
             lines[0] = Text(f"▴ {start + 1} more above", NOTE)
         below = len(rest) - start - len(lines)
         if below > 0 and len(lines) > 1:
-            hint = " (↑↓ scroll, z zoom)" if self.content_size.width >= 40 else " (↑↓)"
+            hint = self.SCROLL_HINTS[0 if self.content_size.width >= 40 else 1]
             lines[-1] = Text(f"▾ {below + 1} more{hint}", NOTE)
         return joined_lines([*pinned, *lines])
 

@@ -20,6 +20,7 @@ DEMO_NOTE = (
     "for GPT-2 small run `gpt2scope download` and restart"
 )
 DEMO_NOTE_SHORT = "demo model, not GPT-2 · get GPT-2 small: gpt2scope download"
+LOOKING_BACK = Style(color="black", bgcolor="yellow", bold=True)
 
 
 def model_label(scope: Scope) -> Text:
@@ -47,10 +48,18 @@ def sampling_label(scope: Scope) -> Text:
     )
 
 
+def history_label(scope: Scope) -> list[Text]:
+    """When the views show a past step, say so first: every number on screen is from then."""
+    if not scope.looking_back:
+        return []
+    return [Text(f"◂ step {scope.steps} of {len(scope.history)} · f: live", LOOKING_BACK)]
+
+
 def render_header(scope: Scope, width: int) -> list[Text]:
     s = scope.settings
     parts = [
         *([Text("gpt2scope", "bold")] if width >= 100 else []),
+        *history_label(scope),
         model_label(scope),
         Text(f"L{s.layer} H{s.head}", "bold"),
         query_label(scope, width),

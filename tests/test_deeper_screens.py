@@ -1,0 +1,305 @@
+"""Pilot tests for the deeper screens and history: every new key does what the help says."""
+
+from __future__ import annotations
+
+import html
+import json
+import threading
+
+import numpy as np
+import pytest
+
+import engine.runner
+from tui.help import HelpScreen
+from tui.keys import KEYS
+from tui.screens import HistoryScreen, LensScreen, MapScreen, StagesScreen
+from tui.testing import make_app, settle
+from tui.views.page import DEFERRED
+from tui.views.stages import N_STAGES
+from tui.widgets import PromptInput
+
+pytestmark = pytest.mark.anyio
+
+PROMPT = "Hello world, this is a test."
+LENGTH = 5
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def status(app) -> str:
+    return str(app.screen.query_one("#status").render())
+
+
+async def generated(pilot) -> list[int]:
+    """Generate LENGTH tokens and return the run's tokens."""
+    await settle(pilot)
+    await pilot.press("g")
+    await settle(pilot)
+    return list(pilot.app.scope.view.tokens)
+
+
+async def test_a_steps_through_the_stages_to_the_engines_head_output(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT, layer=1, head=2)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("a")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, StagesScreen) and screen.page.cursor == 0
+        await pilot.press(*["down"] * (N_STAGES + 2))
+        assert screen.page.cursor == N_STAGES - 1
+        await pilot.press("left", "left")  # the app's query keys work here too
+        await settle(pilot)
+        stages, scope = screen.page.figure, app.scope
+        assert (stages.layer, stages.head, stages.query) == (1, 2, scope.n_tokens - 3)
+        z = scope.view.head_output(1, 2)[stages.query].numpy()
+        np.testing.assert_allclose(stages.z, z, atol=1e-5, rtol=0)
+        assert "max |Δ|" in str(screen.query_one("#stages").render())
+        await pilot.press("up")
+        assert screen.page.cursor == N_STAGES - 2
+        await pilot.press("a")  # the same key goes back
+        await pilot.pause()
+        assert not isinstance(app.screen, StagesScreen)
+
+
+async def test_m_picks_a_head_that_the_panes_then_show(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("m")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, MapScreen)
+        assert len(screen.page.figure) == 2 * 4
+        await pilot.press("down", "right", "right")
+        await settle(pilot)
+        assert "L1 H2" in status(app)
+        assert "L1 H2" in str(screen.query_one("#head_stats").render())
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not isinstance(app.screen, MapScreen)
+        assert (app.scope.attn.layer, app.scope.attn.head) == (1, 2)
+        assert "L1 H2" in status(app)
+
+
+async def test_l_reads_the_lens_whose_last_row_is_the_output(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("l")
+        await settle(pilot)
+        lens = app.screen.page.figure
+        assert isinstance(app.screen, LensScreen) and len(lens.rows) == 2
+        top = app.scope.view.logits.topk(5).indices.tolist()
+        assert [piece.token_id for piece, _ in lens.rows[-1].top] == top
+        await pilot.press("left")
+        await settle(pilot)
+        lens = app.screen.page.figure
+        assert lens.position == app.scope.n_tokens - 2 and lens.target_is_next
+
+
+async def test_b_shows_the_selected_layer_and_token(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT, layer=1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("left", "b")
+        await settle(pilot)
+        block = app.screen.page.figure
+        assert (block.internals.layer, block.internals.position) == (1, app.scope.n_tokens - 2)
+        assert block.mlp_post.shape == (4 * 64,)
+        await pilot.press("left_square_bracket")
+        await settle(pilot)
+        assert app.screen.page.figure.internals.layer == 0
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is app.screen_stack[0]
+
+
+async def test_the_model_map_waits_for_the_generation_to_stop(tiny_model, monkeypatch):
+    second_sample = threading.Event()
+    release = threading.Event()
+    sample, calls = engine.runner.sample, []
+
+    def held_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            second_sample.set()
+            release.wait(timeout=10)
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(engine.runner, "sample", held_at_the_second)
+    app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("m")
+        await settle(pilot)
+        before = app.screen.page.source
+        await pilot.press("g")
+        while not second_sample.is_set():
+            await pilot.pause(0.01)
+        await pilot.pause(0.1)
+        page = app.screen.page
+        assert page.scope.steps == 1 and page.source is before and page.note == DEFERRED
+        assert not app.screen.computing
+        release.set()
+        await settle(pilot)
+        page = app.screen.page
+        assert page.note == "" and page.source.n_tokens == before.n_tokens + LENGTH
+
+
+async def test_one_deeper_screen_opens_another_in_its_place(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("a", "m")
+        await settle(pilot)
+        assert isinstance(app.screen, MapScreen) and len(app.screen_stack) == 2
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, MapScreen)
+
+
+async def test_p_on_a_deeper_screen_goes_back_to_edit_the_prompt(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("l", "p")
+        await settle(pilot)
+        assert isinstance(app.focused, PromptInput)
+
+
+async def test_resizing_on_a_deeper_screen(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("m")
+        await settle(pilot)
+        for size in ((160, 48), (50, 16), (120, 40)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.query_one("#attention").region.width > 30
+
+
+async def test_history_keys_show_a_past_step_in_every_view(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
+    async with app.run_test(size=(80, 24)) as pilot:
+        tokens = await generated(pilot)
+        n_prompt = len(tokens) - LENGTH
+        await pilot.press("less_than_sign", "less_than_sign")
+        scope = app.scope
+        assert scope.looking_back and scope.steps == LENGTH - 2
+        assert scope.view.tokens == tuple(tokens[: n_prompt + LENGTH - 2])
+        assert scope.prediction.step == LENGTH - 2
+        assert scope.prediction.chosen.token_id == tokens[n_prompt + LENGTH - 3]
+        assert f"step {LENGTH - 2} of {LENGTH}" in status(app)
+        await pilot.press("greater_than_sign")
+        assert app.scope.steps == LENGTH - 1
+        await pilot.press("f")
+        assert not app.scope.looking_back and "of 5" not in status(app)
+        await pilot.press(*["less_than_sign"] * (LENGTH + 3))
+        assert app.scope.steps == 0 and app.scope.prediction.step is None
+
+
+async def test_h_moves_through_steps_and_the_panes_keep_the_step(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
+    async with app.run_test(size=(80, 24)) as pilot:
+        tokens = await generated(pilot)
+        await pilot.press("h")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, HistoryScreen)
+        chosen = app.scope.prediction.chosen.token_id
+        candidates = [c.piece.token_id for c in app.scope.prediction.candidates]
+        assert candidates[screen.page.cursor] == chosen  # the cursor starts on the choice
+        await pilot.press("left", "left", "left")
+        assert app.scope.steps == LENGTH - 3
+        assert "looking back" in str(screen.query_one("#history").render())
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.scope.n_tokens == len(tokens) - 3
+        assert "step 2 chose" in str(app.query_one("#probabilities").render())
+
+
+async def test_history_shows_the_steps_record_after_the_parameters_change(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
+    async with app.run_test(size=(80, 24)) as pilot:
+        tokens = await generated(pilot)
+        await pilot.press("T", "h")  # the Probabilities pane now previews the next token
+        await settle(pilot)
+        assert app.scope.prediction.chosen is None
+        assert app.scope.step_prediction.chosen.token_id == tokens[-1]
+        assert f"step {LENGTH} chose" in str(app.screen.query_one("#history").render())
+
+
+async def test_looking_back_stays_put_while_the_run_grows(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await generated(pilot)
+        await pilot.press("less_than_sign", "g")
+        await settle(pilot)
+        assert app.scope.steps == LENGTH - 1 and len(app.scope.history) == 2 * LENGTH
+
+
+async def test_enter_branches_from_a_past_step_with_another_candidate(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
+    async with app.run_test(size=(80, 24)) as pilot:
+        before = await generated(pilot)
+        n_prompt = len(before) - LENGTH
+        await pilot.press("h", "left", "left", "left")  # step 2
+        await settle(pilot)
+        candidates = [c.piece.token_id for c in app.scope.prediction.candidates]
+        cursor = app.screen.page.cursor
+        pick = 1 if cursor == 0 else 0
+        await pilot.press(*(["down"] * (pick - cursor) if pick > cursor else ["up"] * cursor))
+        assert app.screen.page.cursor == pick
+        await pilot.press("enter")
+        await settle(pilot)
+        after = list(app.scope.view.tokens)
+        assert after[: n_prompt + 1] == before[: n_prompt + 1]
+        assert after[n_prompt + 1] == candidates[pick] != before[n_prompt + 1]
+        assert len(after) == len(before) and not app.scope.looking_back
+        assert app.scope.history[1].token_id == candidates[pick]
+
+
+async def test_e_exports_the_screen_and_the_run(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = make_app(tiny_model, prompt=PROMPT, length=3)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await generated(pilot)
+        await pilot.press("m")
+        await settle(pilot)
+        await pilot.press("e")
+        for _ in range(200):
+            if list(tmp_path.glob("*.json")):
+                break
+            await pilot.pause(0.05)
+        await pilot.pause(0.1)
+        (svg,) = tmp_path.glob("gpt2scope-*.svg")
+        (path,) = tmp_path.glob("gpt2scope-*.json")
+        assert svg.stem == path.stem
+        assert "Model map" in html.unescape(svg.read_text()).replace("\xa0", " ")
+        data = json.loads(path.read_text())
+        for key in ("tokens", "attention", "stages", "head_stats", "logit_lens", "block"):
+            assert key in data
+        assert len(data["history"]) == 3 and len(data["head_stats"]) == 8
+        notes = " ".join(str(t.render()) for t in app.screen.query("Toast"))
+        assert str(path) in notes.replace("\n", "")
+        await pilot.press("e")  # a second export in the same second gets its own name
+        for _ in range(200):
+            if len(list(tmp_path.glob("*.json"))) == 2:
+                break
+            await pilot.pause(0.05)
+        assert len(list(tmp_path.glob("*.svg"))) == 2
+
+
+def test_every_new_key_is_in_the_table_with_help():
+    actions = {k.action for k in KEYS}
+    for name in ("stages", "head_stats", "logit_lens", "block", "history"):
+        assert f"open('{name}')" in actions
+    assert {"look(-1)", "look(1)", "follow", "export"} <= actions

@@ -1,0 +1,106 @@
+"""Block internals: what one transformer block does to the selected token's row. The
+residual stream's norm before and after attention and the MLP, the norms of what each adds
+(attn_out, mlp_out), the LayerNorm statistics each sublayer normalised by, and the MLP's
+4·n_embd activations after GELU (mlp_post) as a strip, with the strongest neurons listed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from rich.text import Text
+
+from tui.figures import Block, Page
+from tui.views.common import Drawn, packed, piece_text
+from tui.views.page import not_ready, page_note
+from tui.views.style import DIM, HEADING, NOTE, bar, pooled, sequential_style, signed_strip
+
+NAME_WIDTH = 13
+INDEX_WIDTH = 5
+MAX_NORM_BAR = 40
+MIN_STRIP_ROWS = 2
+
+
+def title(page: Page[Block]) -> Text:
+    b = page.figure.internals
+    text = Text(f"block L{b.layer} · token {b.position} ", HEADING)
+    text.append_text(piece_text(page.source.pieces[b.position], 12))
+    text.append_text(page_note(page))
+    return text
+
+
+def norm_line(name: str, norm: float, largest: float, width: int) -> Text:
+    line = Text(f"{name:<{NAME_WIDTH}}", "" if name.startswith("+") else HEADING)
+    line.append(f"|x| {norm:8.2f} ")
+    bar_width = min(MAX_NORM_BAR, width - line.cell_len)
+    if bar_width > 0:
+        line.append(bar(norm / largest if largest else 0.0, bar_width), sequential_style(24))
+    return line
+
+
+def ln_line(name: str, stats: tuple[float, float], normalises: str) -> Text:
+    mean, std = stats
+    text = Text(f"  {name} mean {mean:+.4f} std {std:.4f}", DIM)
+    text.append(
+        f"  normalises {normalises} for the {'attention' if name == 'ln_1' else 'MLP'}", NOTE
+    )
+    return text
+
+
+def flow_lines(block: Block, width: int) -> list[Text]:
+    """resid_pre + attn_out = resid_mid; resid_mid + mlp_out = resid_post, with norms."""
+    b = block.internals
+    norms = [b.resid_pre_norm, b.attn_out_norm, b.resid_mid_norm, b.mlp_out_norm]
+    largest = max(*norms, b.resid_post_norm)
+    return [
+        norm_line("resid_pre", b.resid_pre_norm, largest, width),
+        ln_line("ln_1", b.ln_1, "resid_pre"),
+        norm_line("+ attn_out", b.attn_out_norm, largest, width),
+        norm_line("= resid_mid", b.resid_mid_norm, largest, width),
+        ln_line("ln_2", b.ln_2, "resid_mid"),
+        norm_line("+ mlp_out", b.mlp_out_norm, largest, width),
+        norm_line("= resid_post", b.resid_post_norm, largest, width),
+    ]
+
+
+def strip_lines(values: np.ndarray, width: int, rows: int) -> tuple[Text, list[Text]]:
+    """The activations in rows of equal length, each cell the value of largest |x| in its
+    group, each row labelled with its first neuron; at most `rows` rows."""
+    per_row = max(1, width - INDEX_WIDTH - 1)
+    n_rows = max(1, min(rows, math.ceil(len(values) / per_row)))
+    cells = min(len(values), per_row * n_rows)
+    pooled_values = pooled(values, cells)
+    per_cell = len(values) / cells
+    scale = float(np.abs(values).max()) or 1.0
+    lines = []
+    for r in range(n_rows):
+        start = r * per_row
+        line = Text(f"{round(start * per_cell):>{INDEX_WIDTH}} ", DIM)
+        line.append_text(signed_strip(pooled_values[start : start + per_row], scale))
+        lines.append(line)
+    group = "neuron" if per_cell == 1 else f"~{per_cell:.0f} neurons (largest |x|)"
+    about = Text(f"mlp_post: {len(values)} activations after GELU, a cell per {group}", HEADING)
+    about.append(f" · max |x| {scale:.2f}", DIM)
+    return about, lines
+
+
+def top_neurons(block: Block, width: int) -> list[Text]:
+    parts = [Text("top neurons", HEADING)]
+    parts += [Text(f"#{i} {a:+.2f}") for i, a in block.internals.top_neurons]
+    return packed(parts, width, " · ")
+
+
+def render_block(page: Page[Block], width: int, height: int) -> Drawn:
+    empty = not_ready(page, width)
+    if empty is not None:
+        return empty
+    block = page.figure
+    flow = flow_lines(block, width)
+    neurons = top_neurons(block, width)
+    room = height - 1 - len(flow) - len(neurons) - 1
+    about, strip = strip_lines(block.mlp_post, width, max(room, MIN_STRIP_ROWS))
+    drawn = Drawn([title(page), *flow, *neurons, about, *strip], pinned=1)
+    for line in drawn.lines:
+        line.truncate(width)
+    return drawn

@@ -1,0 +1,135 @@
+"""The history view: every generation step kept, shown one at a time. The text with the shown
+step's token highlighted; what that step chose against the argmax; where the query that made
+the prediction looked (the selected head's attention row of the token before); and the
+candidates, one of which can be put in the chosen token's place to branch from there.
+"""
+
+from __future__ import annotations
+
+from rich.cells import cell_len
+from rich.style import Style
+from rich.text import Text
+
+from tui.figures import Page
+from tui.session import Scope
+from tui.text import Piece, visible
+from tui.views.common import Drawn, no_run, packed, piece_text
+from tui.views.continuation import PROMPT_STYLE, band_style, wrapped
+from tui.views.probabilities import candidate_line
+from tui.views.style import CHOSEN, DIM, HEADING, MAX_BAR, NOTE, SELECTED, percent
+
+TIMELINE_LINES = 3
+ATTENDED_KEYS = 5
+LATER = Style(color="grey42")
+
+
+def token_text(piece: Piece) -> str:
+    """A token as running text; one of only spaces (or raw bytes) by its label instead."""
+    if piece.text is None or (piece.text and not piece.text.strip(" ")):
+        return piece.label
+    return visible(piece.text)
+
+
+def timeline(scope: Scope, width: int) -> list[Text]:
+    """The prompt and every generated token, the shown step's reversed, later steps grey;
+    only the lines around the shown step."""
+    tokens = [(token_text(p), PROMPT_STYLE, False) for p in scope.pieces[: scope.prompt_length]]
+    for i, (piece, record) in enumerate(zip(scope.history_pieces, scope.history, strict=True)):
+        step = i + 1
+        style = LATER if step > scope.steps else band_style(record.probability)
+        if step == scope.steps:
+            style = style + SELECTED
+        tokens.append((token_text(piece), style, bool(piece.text and piece.text.endswith("\n"))))
+    drawn = wrapped(tokens, width, scope.prompt_length + scope.steps - 1)
+    first = min(max(drawn.focus - TIMELINE_LINES // 2, 0), len(drawn.lines) - TIMELINE_LINES)
+    return drawn.lines[max(first, 0) : max(first, 0) + TIMELINE_LINES]
+
+
+def choice_lines(scope: Scope, width: int) -> list[Text]:
+    p, step = scope.step_prediction, scope.steps
+    argmax = p.candidates[0]
+    chose = Text(f"step {step} chose ", HEADING)
+    chose.append_text(piece_text(p.chosen, 14, style=CHOSEN))
+    parts = [chose, Text(f"p {percent(p.chosen_prob or 0.0).strip()} · rank {p.chosen_rank}")]
+    if p.chosen_rank == 0:
+        parts.append(Text("the argmax", DIM))
+    else:
+        best = Text("argmax ", DIM)
+        best.append_text(piece_text(argmax.piece, 14))
+        best.append(f" p {percent(argmax.prob_sampled).strip()}", DIM)
+        parts.append(best)
+    params = p.params
+    parts.append(
+        Text(
+            f"T {params.temperature:.2f} k {params.top_k or 'off'} p {params.top_p:.2f} · "
+            f"entropy {p.entropy:.2f} → {p.sampled_entropy:.2f} bits",
+            DIM,
+        )
+    )
+    return packed(parts, width, " · ")
+
+
+def attended(scope: Scope, width: int) -> list[Text]:
+    """Where the token before the chosen one looked: its row made this step's prediction."""
+    a, query = scope.attn, scope.n_tokens - 2
+    if a is None or query < 0:
+        return []
+    s = scope.settings
+    lead = Text(f"L{s.layer} H{s.head}: query {query} ", DIM)
+    lead.append_text(piece_text(scope.pieces[query], 10))
+    lead.append(" looked at:", DIM)
+    parts = [lead]
+    for j in a.top_keys(query, ATTENDED_KEYS):
+        key = piece_text(scope.pieces[j], 10)
+        key.append(f" {percent(float(a.pattern[query, j])).strip()}")
+        parts.append(key)
+    return packed(parts, width, "  ")
+
+
+def branch_hint(scope: Scope, cursor: int) -> Text:
+    candidate = scope.step_prediction.candidates[cursor]
+    later = len(scope.history) - scope.steps
+    text = Text("enter: put ", NOTE)
+    text.append_text(piece_text(candidate.piece, 14, style=CHOSEN))
+    text.append(f" at step {scope.steps}" + (f", then {later} more" if later else ""), NOTE)
+    return text
+
+
+def candidate_rows(scope: Scope, cursor: int, width: int) -> tuple[Text, list[Text]]:
+    p = scope.step_prediction
+    longest = max(cell_len(c.piece.label) for c in p.candidates)
+    label_width = max(4, min(longest, 14, (width - 2 - 12) // 2))
+    bar_width = min(width - 2 - label_width - 1 - 5 - 6 - 1, MAX_BAR)
+    bar_width = bar_width if bar_width >= 3 else 0
+    header = "  " + "token".ljust(label_width) + " "
+    header += ("after T".ljust(bar_width) + " " if bar_width else "") + "   p%  T=1"
+    rows = []
+    for i, c in enumerate(p.candidates):
+        row = candidate_line(c, c.piece == p.chosen, label_width, bar_width, True)
+        if i == cursor:
+            row.stylize(SELECTED)
+        rows.append(row)
+    return Text(header, DIM), rows
+
+
+def render_history(page: Page[None], width: int, height: int) -> Drawn:
+    scope = page.scope
+    if scope.view is None:
+        return no_run(width)
+    n = len(scope.history)
+    if not n:
+        return Drawn([Text("history · nothing generated yet: g generates, s steps", NOTE)])
+    title = Text(f"history · step {scope.steps} of {n}", HEADING)
+    title.append(" (newest)" if scope.steps == n else " (looking back)", DIM)
+    head = [title, *timeline(scope, width)]
+    if scope.steps == 0:
+        head.append(Text("step 0: the prompt alone, before the first token · → step 1", NOTE))
+        return Drawn(head)
+    cursor = min(max(page.cursor, 0), len(scope.step_prediction.candidates) - 1)
+    head += [*choice_lines(scope, width), *attended(scope, width), branch_hint(scope, cursor)]
+    header, rows = candidate_rows(scope, cursor, width)
+    head.append(header)
+    drawn = Drawn([*head, *rows], focus=len(head) + cursor, pinned=len(head))
+    for line in drawn.lines:
+        line.truncate(width)
+    return drawn
