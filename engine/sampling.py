@@ -64,25 +64,61 @@ def entropy_bits(probs: torch.Tensor) -> float:
     return float(-(probs * logp).sum())
 
 
-def keep_mask(sorted_probs: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Which of the probabilities (sorted descending) survive top-k, then top-p."""
-    keep = torch.ones_like(sorted_probs, dtype=torch.bool)
+def stable_top(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first k of `torch.sort(values, descending=True, stable=True)`: values and indices.
+
+    Sorting the whole vocabulary every token costs milliseconds; top-k finds the k-th value,
+    and only the values at or above it (k, plus any ties) are sorted, stably, so that ties
+    still come in index order.
+    """
+    if k >= values.shape[-1]:
+        top, order = torch.sort(values, descending=True, stable=True)
+        return top, order
+    threshold = torch.topk(values, k, sorted=False).values.min()
+    candidates = (values >= threshold).nonzero().squeeze(-1)
+    top, order = torch.sort(values[candidates], descending=True, stable=True)
+    return top[:k], candidates[order[:k]]
+
+
+def n_surviving(head: torch.Tensor, top_k: int, top_p: float, mass: torch.Tensor) -> int:
+    """How many of the most likely tokens survive top-k, then top-p. `head` holds the first
+    probabilities in descending order and `mass` the whole distribution's sum; what
+    survives is always a prefix, since top-p keeps tokens while the mass before them < p."""
     if top_k:
-        keep[top_k:] = False
-    if top_p < 1.0:
-        kept = sorted_probs * keep
-        kept = kept / kept.sum()
-        mass_before = torch.cumsum(kept, 0) - kept
-        keep &= mass_before < top_p
-        keep[0] = True
-    return keep
+        head = head[:top_k]
+        mass = head.sum()
+    if top_p >= 1.0:
+        return head.shape[-1]
+    share = head / mass
+    mass_before = torch.cumsum(share, 0) - share
+    return max(1, int((mass_before < top_p).sum()))
+
+
+def surviving_ids(
+    logits: torch.Tensor, probs_temperature: torch.Tensor, params: SamplingParams
+) -> torch.Tensor:
+    """The ids top-k and top-p keep, most likely first. Temperature does not reorder tokens,
+    so they are the head of the logits' order (tokens whose probabilities tie only by
+    underflowing to 0 may come in another order than a sort of the probabilities gives,
+    which changes neither the filtered distribution nor the count); without top-k, the
+    head grows until top-p cuts inside it."""
+    vocab = logits.shape[-1]
+    n_head = params.top_k or min(N_CANDIDATES, vocab)
+    mass = probs_temperature.sum()
+    while True:
+        _, ids = stable_top(logits, n_head)
+        n = n_surviving(probs_temperature[ids], params.top_k, params.top_p, mass)
+        if n < n_head or params.top_k or n_head == vocab:
+            return ids[:n]
+        n_head = min(4 * n_head, vocab)
 
 
 def distributions(logits: torch.Tensor, params: SamplingParams) -> Distributions:
     # float64 so that any temperature the range allows, however small, stays representable.
     logits = logits.double()
-    if params.top_k > logits.shape[-1]:
-        raise ValueError(f"top_k must be in 0..{logits.shape[-1]}, got {params.top_k}")
+    vocab = logits.shape[-1]
+    if params.top_k > vocab:
+        raise ValueError(f"top_k must be in 0..{vocab}, got {params.top_k}")
     probs = torch.softmax(logits, -1)
     if params.temperature == 0:
         probs_temperature = torch.zeros_like(probs)
@@ -90,11 +126,13 @@ def distributions(logits: torch.Tensor, params: SamplingParams) -> Distributions
     else:
         # Shifting by the max first keeps tiny temperatures from overflowing to inf - inf.
         probs_temperature = torch.softmax((logits - logits.max()) / params.temperature, -1)
-    sorted_probs, order = torch.sort(probs_temperature, descending=True, stable=True)
-    keep = torch.zeros_like(probs, dtype=torch.bool)
-    keep[order] = keep_mask(sorted_probs, params.top_k, params.top_p)
-    filtered = probs_temperature * keep
-    return Distributions(probs, probs_temperature, filtered / filtered.sum(), int(keep.sum()))
+    if params.top_k == 0 and params.top_p >= 1.0:
+        filtered, n_kept = probs_temperature, vocab
+    else:
+        kept = surviving_ids(logits, probs_temperature, params)
+        filtered, n_kept = torch.zeros_like(probs), kept.shape[-1]
+        filtered[kept] = probs_temperature[kept]
+    return Distributions(probs, probs_temperature, filtered / filtered.sum(), n_kept)
 
 
 def sample(
@@ -119,11 +157,10 @@ def choose(logits: torch.Tensor, params: SamplingParams, token_id: int) -> Sampl
 def describe_choice(
     logits: torch.Tensor, dist: Distributions, token_id: int, params: SamplingParams
 ) -> SampleRecord:
-    order = torch.sort(logits, descending=True, stable=True).indices
-    top = order[:N_CANDIDATES]
+    _, top = stable_top(logits, N_CANDIDATES)
     return SampleRecord(
         token_id=token_id,
-        rank=int((order == token_id).nonzero()[0, 0]),
+        rank=stable_rank(logits, token_id),
         probability=float(dist.probs_filtered[token_id]),
         model_probability=float(dist.probs[token_id]),
         entropy=entropy_bits(dist.probs),
@@ -135,3 +172,9 @@ def describe_choice(
         candidate_probs_filtered=tuple(dist.probs_filtered[top].tolist()),
         params=params,
     )
+
+
+def stable_rank(logits: torch.Tensor, token_id: int) -> int:
+    """The token's place in the stable descending sort of the logits, without sorting."""
+    value = logits[token_id]
+    return int((logits > value).sum()) + int((logits[:token_id] == value).sum())

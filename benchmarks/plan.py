@@ -1,0 +1,35 @@
+"""What a run of the benchmark measures, and the targets from issue 6."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Plan:
+    size: str  # a key of checkpoint.SIZES
+    decode_context: int  # prompt length before the timed decode steps
+    decode_pairs: int
+    decode_warmup: int
+    prefill_fractions: tuple[int, ...]  # prefill lengths as n_ctx // fraction
+    prefill_pairs: int
+    stream_bytes: int  # the buffer read to measure memory bandwidth
+    stream_repeats: int
+    ui_tokens: int  # length of the run the panes render
+    ui_presses: int  # key presses timed during generation
+
+
+PLANS = {
+    "full": Plan("small", 128, 30, 3, (8, 2, 1), 3, 1 << 30, 5, 256, 20),
+    # The smoke test's: every section, tiny sizes, a few seconds.
+    "quick": Plan("tiny", 16, 4, 1, (8, 2, 1), 1, 64 << 20, 2, 32, 3),
+}
+
+DECODE_RATIO = 0.6  # our step over transformers'
+FLOOR_MULTIPLE = 2.0  # our step over the bandwidth floor
+PREFILL_RATIO = 1.0
+PEAK_RSS_BYTES = 1.3e9
+PEAK_RSS_RATIO = 0.8  # "well under transformers with attentions", read as 80% at most
+PANE_RENDER_MS = 15.0
+KEY_REPAINT_MS = 50.0
+COLD_START_S = 4.0

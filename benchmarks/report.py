@@ -1,0 +1,167 @@
+"""The benchmark's results as a plain-text table, each figure beside its target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from benchmarks import plan as targets
+
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    ours: str
+    theirs: str = ""
+    ratio: str = ""
+    target: str = ""
+    met: bool | None = None
+
+
+def verdict(met: bool | None) -> str:
+    return "" if met is None else ("yes" if met else "NO")
+
+
+def header(results: dict) -> list[str]:
+    m, size = results["machine"], results["model"]
+    gpu = f", {m['gpu']}" if m.get("gpu") else ""
+    return [
+        f"machine: {m['cpu']} ({m['cores']} cores{gpu}), {m['platform']}",
+        f"torch {m['torch']}, transformers {m['transformers']}, textual {m['textual']}, "
+        f"python {m['python']}",
+        f"device {m['device']}, dtype {m['dtype']}, threads {m['threads']}",
+        f"model: random weights, GPT-2 '{size['size']}' shapes: {size['n_layer']} layers, "
+        f"{size['n_head']} heads, width {size['n_embd']}, context {size['n_positions']}, "
+        f"vocabulary {size['vocab_size']}",
+    ]
+
+
+def decode_rows(d: dict) -> list[Row]:
+    bw = d["bandwidth"]
+    floor = (
+        f"bandwidth floor: {bw['weight_bytes_per_token'] / MB:.0f} MB of weights "
+        f"/ {bw['stream_bytes_per_s'] / 1e9:.1f} GB/s"
+    )
+    return [
+        Row(
+            f"decode step, context {d['context']}, ours with sampling (median of {d['pairs']})",
+            f"{d['ours_ms']:.1f} ms",
+            f"{d['transformers_ms']:.1f} ms",
+            f"{d['ratio']:.2f}x",
+            f"<= {targets.DECODE_RATIO}x",
+            d["ratio"] <= targets.DECODE_RATIO,
+        ),
+        Row(
+            floor,
+            f"{bw['floor_ms']:.1f} ms",
+            "",
+            f"{bw['ours_over_floor']:.2f}x",
+            f"step <= {targets.FLOOR_MULTIPLE:.0f}x floor",
+            bw["ours_over_floor"] <= targets.FLOOR_MULTIPLE,
+        ),
+    ]
+
+
+def prefill_rows(rows: list[dict]) -> list[Row]:
+    out = []
+    for p in rows:
+        out.append(
+            Row(
+                f"prefill {p['tokens']} tokens, one pass",
+                f"{p['ours_ms']:.0f} ms",
+                f"{p['transformers_ms']:.0f} ms",
+                f"{p['ratio']:.2f}x",
+                f"<= {targets.PREFILL_RATIO:.0f}x",
+                p["ratio"] <= targets.PREFILL_RATIO,
+            )
+        )
+        out.append(
+            Row(
+                f"  in the runner's chunks ({p['tokens']} tokens)", f"{p['ours_chunked_ms']:.0f} ms"
+            )
+        )
+    return out
+
+
+def memory_rows(m: dict) -> list[Row]:
+    ours = m["ours_peak_rss_bytes"]
+    rows = [
+        Row(
+            f"peak RSS, {m['tokens']}-token run ({m['prompt']} prompt + generation)",
+            f"{ours / MB:.0f} MB",
+            f"{m['transformers_peak_rss_bytes'] / MB:.0f} MB",
+            f"{m['ratio']:.2f}x",
+            f"<= {targets.PEAK_RSS_BYTES / 1e9:.1f} GB, <= {targets.PEAK_RSS_RATIO}x",
+            ours <= targets.PEAK_RSS_BYTES and m["ratio"] <= targets.PEAK_RSS_RATIO,
+        ),
+        Row(
+            "  peak while loading the weights",
+            f"{m['ours_load_peak_rss_bytes'] / MB:.0f} MB",
+            f"{m['transformers_load_peak_rss_bytes'] / MB:.0f} MB",
+        ),
+    ]
+    if "ours_peak_cuda_bytes" in m:
+        rows.append(
+            Row(
+                "  peak CUDA memory allocated",
+                f"{m['ours_peak_cuda_bytes'] / MB:.0f} MB",
+                f"{m['transformers_peak_cuda_bytes'] / MB:.0f} MB",
+            )
+        )
+    return rows
+
+
+def ui_rows(u: dict) -> list[Row]:
+    rows = [
+        Row(
+            f"render {pane} pane at {u['width']}x{u['height']}, {u['tokens']} tokens",
+            f"{ms:.1f} ms",
+            target=f"<= {targets.PANE_RENDER_MS:.0f} ms",
+            met=ms <= targets.PANE_RENDER_MS,
+        )
+        for pane, ms in u["render_ms"].items()
+    ]
+    key = u["key_repaint_ms"]
+    rows.append(
+        Row(
+            f"key press to repaint while generating (median of {u['presses']})",
+            f"{key:.1f} ms",
+            target=f"<= {targets.KEY_REPAINT_MS:.0f} ms",
+            met=key <= targets.KEY_REPAINT_MS,
+        )
+    )
+    cold = u["cold_start_s"]
+    rows.append(
+        Row(
+            "cold start to the first full screen",
+            "no tmux" if cold is None else f"{cold:.2f} s",
+            target=f"<= {targets.COLD_START_S:.0f} s",
+            met=None if cold is None else cold <= targets.COLD_START_S,
+        )
+    )
+    return rows
+
+
+def table(results: dict) -> str:
+    rows = []
+    if "decode" in results:
+        rows += decode_rows(results["decode"])
+    if "prefill" in results:
+        rows += prefill_rows(results["prefill"])
+    if "memory" in results:
+        rows += memory_rows(results["memory"])
+    if "ui" in results:
+        rows += ui_rows(results["ui"])
+    cells = [["", "ours", "transformers", "ratio", "target", "met"]]
+    cells += [[r.label, r.ours, r.theirs, r.ratio, r.target, verdict(r.met)] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in cells
+    ]
+    took = ", ".join(f"{name} {s:.0f} s" for name, s in results["seconds"].items())
+    return "\n".join([*header(results), "", *lines, "", f"took: {took}"])

@@ -1,0 +1,49 @@
+"""A quick run of `python -m benchmarks` on a tiny model, so that the benchmark cannot rot.
+Timings are never asserted: only that every section is there with positive numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def numbers(node: object) -> list[float]:
+    """Every number in a JSON tree."""
+    if isinstance(node, dict):
+        return [x for value in node.values() for x in numbers(value)]
+    if isinstance(node, list):
+        return [x for value in node for x in numbers(value)]
+    if isinstance(node, bool) or not isinstance(node, int | float):
+        return []
+    return [node]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "decode step" in done.stdout
+    return json.loads(out.read_text())
+
+
+def test_every_section_is_reported(results):
+    for section in ("machine", "model", "decode", "prefill", "memory", "ui"):
+        assert section in results
+    assert results["machine"]["threads"] >= 1
+    assert len(results["prefill"]) == 3
+    assert len(results["ui"]["render_ms"]) == 6
+
+
+@pytest.mark.parametrize("section", ["decode", "prefill", "memory", "ui"])
+def test_every_figure_is_positive(results, section):
+    figures = numbers(results[section])
+    assert figures
+    assert all(x > 0 for x in figures)
