@@ -1,0 +1,330 @@
+"""Train the bundled demo model: a 4-layer GPT-2 small enough to ship with the project.
+
+Run it as `python -m weights.train_demo`; it writes `weights/demo/model.safetensors`,
+`config.json` (Hugging Face GPT-2 layout, float16, LM head tied to `wte`) and
+`metrics.json`. 2000 steps; 44 minutes on 2 CPU cores shared with other work.
+
+Corpus: the quotations of Debian's `fortunes` package (the data files of BSD fortune(6),
+distributed under the BSD licence given in the package's /usr/share/doc/fortunes/copyright).
+The script fetches the package itself with `apt-get download fortunes` and unpacks it with
+`dpkg-deb`, or reads an unpacked fortunes directory given with `--corpus`. Every 20th
+quotation is held out for evaluation and never trained on.
+
+The training runs the project's own GPT-2 maths (`engine.gpt2.forward`) over leaf tensors,
+so the engine that shows the model is the one that trained it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from engine import Model, gpt2_tokenizer, load_model
+from engine.gpt2 import GPT2Config, Params, forward
+from engine.load import expected_shapes, to_params
+from weights import Checkpoint
+
+OUT_DIR = Path(__file__).resolve().parent / "demo"
+FORTUNES_SUBDIR = Path("usr/share/games/fortunes")
+CONFIG = GPT2Config(n_layer=4, n_head=4, n_embd=128, n_ctx=256, vocab_size=50257)
+SEED = 1234
+HELDOUT_EVERY = 20  # every 20th quotation is held out: 5% of the text, from every file
+TOKENS_PER_STEP = 1024
+# Sequence-length warm-up: short windows first, where the previous token and the first
+# position already hold a large share of uniform attention, so the heads that attend there
+# get a strong gradient early; the last quarter trains every position embedding.
+CONTEXTS = (32, 64, 128, 256)
+STEPS = 2000
+LR = 3e-3
+WARMUP = 100
+WEIGHT_DECAY = 0.1
+EVAL_CONTEXT = 128
+EVAL_WINDOWS = 32  # windows for the head figures; the loss uses the whole held-out text
+MIN_HEAD_SCORE = 0.5
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to reuse freed memory instead of returning it to the system: each step
+    allocates ~200 MB of logits, and mapping it afresh every time (zeroed pages, page
+    faults) made a step about 1.5x slower. Elsewhere than glibc nothing changes."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    except (OSError, AttributeError):
+        pass
+
+
+def fetch_fortunes(workdir: Path) -> tuple[Path, str]:
+    """Download and unpack Debian's fortunes package; returns its text folder and version."""
+    try:
+        subprocess.run(["apt-get", "download", "fortunes"], cwd=workdir, check=True)
+        deb = next(workdir.glob("fortunes_*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(workdir / "root")], check=True)
+        version = subprocess.run(
+            ["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError, StopIteration) as e:
+        sys.exit(
+            f"cannot fetch Debian's fortunes package ({e}); on a Debian system run "
+            "`apt-get update`, or pass --corpus with an unpacked /usr/share/games/fortunes"
+        )
+    return workdir / "root" / FORTUNES_SUBDIR, version
+
+
+def read_quotations(folder: Path) -> list[str]:
+    """Every quotation of every fortune file, files in name order; `%` lines separate them."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix != ".dat")
+    if not files:
+        sys.exit(f"{folder}: no fortune files found")
+    quotations = []
+    for path in files:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        quotations += [q.strip() for q in text.split("\n%\n") if q.strip()]
+    return quotations
+
+
+def tokenize(quotations: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train ids, held-out ids), each quotation followed by <|endoftext|> as in GPT-2's data."""
+    tokenizer = gpt2_tokenizer()
+    train: list[int] = []
+    heldout: list[int] = []
+    for i, quotation in enumerate(quotations):
+        ids = tokenizer.encode(quotation) + [tokenizer.eot_id]
+        (heldout if i % HELDOUT_EVERY == HELDOUT_EVERY - 1 else train).extend(ids)
+    return torch.tensor(train), torch.tensor(heldout)
+
+
+def init_tensors(config: GPT2Config) -> dict[str, torch.Tensor]:
+    """GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)
+    so the residual stream's variance does not grow with depth; LayerNorms start as identity."""
+    tensors = {}
+    residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+    for name, shape in expected_shapes(config).items():
+        if name.endswith(".bias"):
+            t = torch.zeros(shape)
+        elif ".ln_" in name or name.startswith("ln_"):
+            t = torch.ones(shape)
+        else:
+            std = residual_std if name.endswith("c_proj.weight") else 0.02
+            t = torch.randn(shape) * std
+        tensors[name] = t.requires_grad_()
+    return tensors
+
+
+def as_params(tensors: dict[str, torch.Tensor], config: GPT2Config) -> Params:
+    """The engine's Params over these very tensors, so gradients reach the leaves we train."""
+    params = to_params(
+        Checkpoint(OUT_DIR, tensors), config, torch.device("cpu"), torch.float32, copy=False
+    )
+    if params.wte is not tensors["wte.weight"]:
+        raise RuntimeError("to_params copied the tensors; training would not update them")
+    return params
+
+
+def make_optimizer(tensors: dict[str, torch.Tensor]) -> torch.optim.AdamW:
+    """Weight decay on matrices and embeddings only, as in GPT-2: not on biases or gains."""
+    decayed = [t for t in tensors.values() if t.dim() == 2]
+    plain = [t for t in tensors.values() if t.dim() < 2]
+    groups = [
+        {"params": decayed, "weight_decay": WEIGHT_DECAY},
+        {"params": plain, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.95))
+
+
+def learning_rate(step: int, steps: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < WARMUP:
+        return LR * (step + 1) / WARMUP
+    progress = (step - WARMUP) / max(1, steps - WARMUP)
+    return LR * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+
+def context_at(step: int, steps: int) -> int:
+    """The window length at this step: CONTEXTS in equal shares of the run."""
+    return CONTEXTS[min(step * len(CONTEXTS) // steps, len(CONTEXTS) - 1)]
+
+
+def random_windows(ids: torch.Tensor, context: int, generator: torch.Generator) -> torch.Tensor:
+    """TOKENS_PER_STEP tokens as windows of `context` + 1 tokens at random offsets
+    (inputs plus the targets shifted by one)."""
+    batch = TOKENS_PER_STEP // context
+    starts = torch.randint(0, len(ids) - context - 1, (batch,), generator=generator)
+    return torch.stack([ids[s : s + context + 1] for s in starts.tolist()])
+
+
+def train(tensors: dict[str, torch.Tensor], ids: torch.Tensor, steps: int) -> float:
+    """AdamW over random windows of the training text; returns the last step's loss."""
+    params = as_params(tensors, CONFIG)
+    optimizer = make_optimizer(tensors)
+    generator = torch.Generator().manual_seed(SEED)
+    progress = tqdm(range(steps), desc="train", unit="step", mininterval=2.0)
+    loss = torch.tensor(float("nan"))
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, steps)
+        context = context_at(step, steps)
+        window = random_windows(ids, context, generator)
+        # bfloat16 matmuls halve the step time on CPUs with AVX-512 BF16; the weights, the
+        # softmax and the loss stay float32.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = forward(params, CONFIG.n_head, window[:, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1), window[:, 1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(tensors.values()), 1.0)
+        optimizer.step()
+        progress.set_postfix(loss=f"{loss.item():.3f}", context=context, refresh=False)
+    return loss.item()
+
+
+def save(tensors: dict[str, torch.Tensor], config: GPT2Config, out_dir: Path) -> None:
+    """float16 safetensors plus a Hugging Face GPT2 config.json; no lm_head, it is tied."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    half = {name: t.detach().to(torch.float16).contiguous() for name, t in tensors.items()}
+    save_file(half, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    hf_config = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.n_ctx,
+        "n_ctx": config.n_ctx,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.02,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "bos_token_id": 50256,
+        "eos_token_id": 50256,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float16",
+    }
+    (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+
+
+def unigram_loss(train_ids: torch.Tensor, heldout_ids: torch.Tensor, vocab_size: int) -> float:
+    """Held-out cross-entropy (nats/token) of add-one smoothed training token frequencies:
+    the loss of a model that ignores context, the bar the transformer has to clear."""
+    counts = torch.bincount(train_ids, minlength=vocab_size).double() + 1
+    log_probs = (counts / counts.sum()).log()
+    return -log_probs[heldout_ids].mean().item()
+
+
+def heldout_loss(model: Model, heldout_ids: torch.Tensor) -> float:
+    """Mean next-token cross-entropy (nats/token) over consecutive EVAL_CONTEXT windows."""
+    n = (len(heldout_ids) - 1) // EVAL_CONTEXT * EVAL_CONTEXT
+    inputs = heldout_ids[:n].view(-1, EVAL_CONTEXT)
+    targets = heldout_ids[1 : n + 1].view(-1, EVAL_CONTEXT)
+    total = 0.0
+    with torch.no_grad():
+        for x, y in zip(inputs.split(16), targets.split(16), strict=True):
+            logits = forward(model.params, model.config.n_head, x)
+            total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+    return total / n
+
+
+def head_pattern_scores(model: Model, token_windows: list[list[int]]) -> dict:
+    """The heads that most attend to the previous token and to the first position.
+
+    A head's score is its attention weight on that key averaged over query positions >= 1
+    (position 0 can only attend to itself) and over the windows. Returns
+    {"previous_token": {"layer", "head", "score"}, "first_token": {...}}.
+    """
+    L, H = model.config.n_layer, model.config.n_head
+    previous = torch.zeros(L, H)
+    first = torch.zeros(L, H)
+    for window in token_windows:
+        run = model.start(window)
+        for layer in range(L):
+            for head in range(H):
+                pattern = run.attention(layer, head)
+                previous[layer, head] += pattern.diagonal(-1).mean().item()
+                first[layer, head] += pattern[1:, 0].mean().item()
+    return {
+        "previous_token": best_head(previous / len(token_windows)),
+        "first_token": best_head(first / len(token_windows)),
+    }
+
+
+def best_head(scores: torch.Tensor) -> dict:
+    layer, head = divmod(int(scores.argmax()), scores.shape[1])
+    return {"layer": layer, "head": head, "score": round(scores[layer, head].item(), 4)}
+
+
+def evaluate(out_dir: Path, train_ids: torch.Tensor, heldout_ids: torch.Tensor) -> dict:
+    """Measure the saved float16 files through the engine, so what is measured is what ships."""
+    model = load_model(out_dir)
+    windows = heldout_ids[: EVAL_WINDOWS * EVAL_CONTEXT].view(-1, EVAL_CONTEXT).tolist()
+    return {
+        "heldout_loss": round(heldout_loss(model, heldout_ids), 4),
+        "unigram_loss": round(unigram_loss(train_ids, heldout_ids, model.config.vocab_size), 4),
+        "heads": head_pattern_scores(model, windows),
+    }
+
+
+def load_corpus(corpus: Path | None) -> tuple[list[str], str]:
+    if corpus is not None:
+        return read_quotations(corpus), f"fortunes (from {corpus})"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, version = fetch_fortunes(Path(tmp))
+        return read_quotations(folder), f"Debian fortunes {version}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--corpus", type=Path, help="an unpacked fortunes folder")
+    parser.add_argument("--out", type=Path, default=OUT_DIR)
+    args = parser.parse_args(argv)
+
+    start = time.monotonic()
+    torch.manual_seed(SEED)
+    torch.set_num_threads(2)
+    keep_freed_memory()
+    quotations, source = load_corpus(args.corpus)
+    train_ids, heldout_ids = tokenize(quotations)
+    print(f"{source}: {len(train_ids)} training, {len(heldout_ids)} held-out tokens")
+
+    tensors = init_tensors(CONFIG)
+    final_loss = train(tensors, train_ids, args.steps)
+    save(tensors, CONFIG, args.out)
+    metrics = {
+        "corpus": source,
+        "train_tokens": len(train_ids),
+        "heldout_tokens": len(heldout_ids),
+        "steps": args.steps,
+        "tokens_per_step": TOKENS_PER_STEP,
+        "contexts": list(CONTEXTS),
+        "seed": SEED,
+        "final_train_loss": round(final_loss, 4),
+        **evaluate(args.out, train_ids, heldout_ids),
+        "wall_time_s": round(time.monotonic() - start),
+    }
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(json.dumps(metrics, indent=2))
+    weak = [k for k, h in metrics["heads"].items() if h["score"] < MIN_HEAD_SCORE]
+    if weak:
+        sys.exit(f"no head scores {MIN_HEAD_SCORE} for: {', '.join(weak)}; train longer")
+
+
+if __name__ == "__main__":
+    main()
