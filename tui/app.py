@@ -7,6 +7,7 @@ it commands, so no key waits on the model.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
@@ -15,7 +16,7 @@ from textual.containers import Grid, Horizontal
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label
+from textual.widgets import Input, Label
 
 from engine import Failed, Finished, Model, Prefilled, Runner, Tokenizer
 from engine import gpt2_tokenizer as default_tokenizer
@@ -29,10 +30,11 @@ from tui.screens import DeeperActions
 from tui.session import SAMPLE_PROMPT, ModelInfo, Scope, Session, check_settings, settings_from
 from tui.text import editable, from_editable, visible
 from tui.views import VIEWS
-from tui.widgets import Pane, PromptInput, StatusLine
+from tui.widgets import LeanFooter, Pane, PromptInput, StatusLine
 
 NARROW = 120  # below this many columns the panes share the width evenly
 TERMINAL_EVENTS = (Prefilled, Finished, Failed)
+PUBLISH_INTERVAL = 0.1  # seconds: while generating, the panes follow at most 10 times a second
 
 
 class EngineEvent(Message):
@@ -67,6 +69,7 @@ class ScopeApp(DeeperActions, App[int]):
         self.runner: Runner | None = None
         self.pending = 0  # commands sent whose final event has not arrived yet
         self._publish_scheduled = False
+        self._last_publish = 0.0
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status").data_bind(ScopeApp.scope)
@@ -81,7 +84,7 @@ class ScopeApp(DeeperActions, App[int]):
         with Grid(id="panes"):
             for view in VIEWS:
                 yield Pane(view).data_bind(ScopeApp.scope)
-        yield Footer()
+        yield LeanFooter()
 
     def on_mount(self) -> None:
         s = self.session.settings
@@ -126,14 +129,20 @@ class ScopeApp(DeeperActions, App[int]):
         self.schedule_publish()
 
     def schedule_publish(self) -> None:
-        """Publish once after the events already queued: a fast model can step faster
-        than the screen needs to follow."""
+        """Publish once for all the events that arrive within PUBLISH_INTERVAL: a fast model
+        steps faster than the screen needs to follow, and repainting every pane per token
+        would leave key presses waiting behind the renders."""
         if not self._publish_scheduled:
             self._publish_scheduled = True
-            self.call_later(self.publish)
+            wait = self._last_publish + PUBLISH_INTERVAL - time.monotonic()
+            if wait > 0:
+                self.set_timer(wait, self.publish)
+            else:
+                self.call_later(self.publish)
 
     def publish(self) -> None:
         self._publish_scheduled = False
+        self._last_publish = time.monotonic()
         self.scope = self.session.scope()
 
     def close_runner(self) -> None:

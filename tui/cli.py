@@ -90,6 +90,14 @@ def app_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run_command(argv)
+    except KeyboardInterrupt:  # ctrl+c while a model loads or inspect runs
+        print("gpt2scope: interrupted", file=sys.stderr)
+        return 130
+
+
+def run_command(argv: list[str]) -> int:
     if argv[:1] == ["inspect"]:
         from tui.inspect import inspect_main
 

@@ -5,6 +5,7 @@ the app, so the same options and seed give what the app would show."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import queue
 import sys
@@ -227,6 +228,9 @@ def inspect_main(argv: list[str]) -> int:
         json.dump(run_json(scope, pieces), sys.stdout)
         sys.stdout.write("\n")
     else:
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            # A terminal that cannot show a glyph gets its \u escape, not a traceback.
+            sys.stdout.reconfigure(errors="backslashreplace")
         sys.stdout.write(as_text(scope, min(max(args.width, MIN_WIDTH), MAX_WIDTH), pieces))
     return 0
 

@@ -28,7 +28,7 @@ from tui.figures import Page
 from tui.inspect import run_json
 from tui.keys import BACK, SCREEN_KEYS, bindings
 from tui.session import Scope
-from tui.text import Pieces
+from tui.text import Pieces, visible
 from tui.views import View
 from tui.views.page import COMPUTING, DEFERRED
 from tui.views.stages import N_STAGES
@@ -159,7 +159,7 @@ class DeeperScreen(Screen[str | None]):
         self._figure = event.worker.result if event.state == WorkerState.SUCCESS else None
         if event.state == WorkerState.ERROR:
             self.notify(
-                f"{type(event.worker.error).__name__}: {event.worker.error}",
+                visible(f"{type(event.worker.error).__name__}: {event.worker.error}"),
                 title=f"{self.deeper.title}: could not compute",
                 severity="error",
                 markup=False,
@@ -276,11 +276,12 @@ class DeeperActions:
         try:
             svg = self.save_screenshot(f"{stem}.svg", str(directory))
         except OSError as e:
-            self.notify(str(e), title="Could not export", severity="error", markup=False)
+            self.notify(visible(str(e)), title="Could not export", severity="error", markup=False)
             return
         scope = self.scope
         if scope is None or scope.view is None:
-            self.notify(svg, title="Exported the screen; no run yet to export", markup=False)
+            notice = visible(svg)  # the path: the directory may be named with anything
+            self.notify(notice, title="Exported the screen; no run yet to export", markup=False)
             return
         path = directory / f"{stem}.json"
         work = partial(self.write_json, scope, self.session.pieces, path, svg)
@@ -292,7 +293,12 @@ class DeeperActions:
             path.write_text(json.dumps(run_json(scope, pieces)) + "\n", encoding="utf-8")
         except OSError as e:
             self.call_from_thread(
-                self.notify, str(e), title="Could not export", severity="error", markup=False
+                self.notify,
+                visible(str(e)),
+                title="Could not export",
+                severity="error",
+                markup=False,
             )
             return
-        self.call_from_thread(self.notify, f"{svg}\n{path}", title="Exported", markup=False)
+        notice = f"{visible(svg)}\n{visible(str(path))}"
+        self.call_from_thread(self.notify, notice, title="Exported", markup=False)

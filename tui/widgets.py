@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
-from textual.widgets import Input
+from textual.widgets import Footer, Input
 
 from tui.session import Scope
 from tui.text import editable
@@ -35,6 +35,17 @@ class StatusLine(Widget):
         if self.scope is None:
             return ""
         return joined_lines(render_header(self.scope, self.size.width))
+
+
+class LeanFooter(Footer):
+    """Textual's Footer without its leak (textual#6666): every focus change recomposes it,
+    and each new key binds itself to the footer's `compact`, a watcher that Textual only
+    drops when `compact` changes, which it never does. Drop those of removed keys."""
+
+    async def recompose(self) -> None:
+        await super().recompose()
+        for watchers in getattr(self, "__watchers", {}).values():
+            watchers[:] = [(node, callback) for node, callback in watchers if node.is_attached]
 
 
 class PromptInput(Input):

@@ -1,0 +1,148 @@
+"""Helpers shared by the tests/test_reliability_*.py files: what the terminal would receive,
+notices on screen, threads left behind, and sampling that follows a script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import unicodedata
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from textual.pilot import Pilot
+
+import engine.runner
+from engine.sampling import SampleRecord, SamplingParams, choose
+from tui.app import ScopeApp
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER_THREAD = "gpt2scope-runner"
+# Strings that act on a terminal when written raw: colours, clear-screen, the window title,
+# a hyperlink, the bracketed-paste markers, C1 controls, bidi overrides and isolates,
+# zero-width characters.
+NASTY = (
+    "colour \x1b[31mred\x1b[0m",
+    " clear \x1b[2J\x1b[H",
+    " title \x1b]0;pwned\x07",
+    " link \x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\",
+    " paste \x1b[200~ end \x1b[201~",
+    " c0 \x00\x07\x08\r\x0b\x0c\x7f c1 \x85\x9b\x9d\x9c",
+    " bidi \u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069 gnp.exe",
+    " zero \u200b\u200c\u200d\u200e\u200f\u2060\ufeff width",
+)
+NASTY_PROMPT = "".join(NASTY)
+
+
+def is_unsafe(char: str) -> bool:
+    """A character that must never reach a terminal raw: it moves the cursor, starts an
+    escape sequence, reorders the line or draws nothing."""
+    code = ord(char)
+    return (
+        code < 0x20
+        or 0x7F <= code <= 0x9F
+        or 0x200B <= code <= 0x200F
+        or 0x202A <= code <= 0x202E
+        or 0x2060 <= code <= 0x2069
+        or code == 0xFEFF
+        or unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp", "Cs"}
+    )
+
+
+def unsafe_in(text: str, allowed: str = "\n") -> list[str]:
+    return sorted({f"U+{ord(c):04X}" for c in text if is_unsafe(c) and c not in allowed})
+
+
+def screen_lines(app: ScopeApp) -> list[str]:
+    """The text a full repaint writes to the terminal, line by line: every segment Textual
+    writes raw between its own cursor moves and colour codes."""
+    update = app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    return [
+        "".join(seg.text for strip in line for seg in strip if not seg.control)
+        for line in update.strips
+    ]
+
+
+def screen_text(app: ScopeApp) -> str:
+    return "\n".join(screen_lines(app))
+
+
+async def notices(pilot: Pilot, tries: int = 50) -> str:
+    """The text of the notifications on screen, once they have been mounted."""
+    for _ in range(tries):
+        toasts = pilot.app.screen.query("Toast")
+        if toasts:
+            return " ".join(str(t.render()) for t in toasts)
+        await pilot.pause(0.02)
+    return ""
+
+
+def runner_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == RUNNER_THREAD and t.is_alive()}
+
+
+def new_runner_threads(before: set[threading.Thread], grace: float = 1.0) -> set:
+    """Runner threads started since `before` and still alive after `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while (left := runner_threads() - before) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return left
+
+
+class Script:
+    """Stands in for `engine.runner.sample`: the model 'chooses' the scripted ids in turn,
+    each with the record the real sampler would have made for it."""
+
+    def __init__(self, token_ids: list[int]) -> None:
+        self.token_ids = token_ids
+        self._next: Iterator[int] = iter(token_ids)
+
+    def __call__(
+        self, logits: torch.Tensor, params: SamplingParams, generator=None
+    ) -> SampleRecord:
+        return choose(logits, params, next(self._next))
+
+
+def script_sampling(monkeypatch, token_ids: list[int]) -> Script:
+    script = Script(token_ids)
+    monkeypatch.setattr(engine.runner, "sample", script)
+    return script
+
+
+def gpt2scope_process(*args: str, code: str = "", **env: str) -> subprocess.Popen:
+    """Start `gpt2scope ARGS` in a fresh process, running the Python `code` first."""
+    program = f"import sys\n{code}\nfrom tui.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen(
+        [sys.executable, "-c", program, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", **env},
+    )
+
+
+def gpt2scope(
+    *args: str, code: str = "", timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess:
+    """Run `gpt2scope ARGS` in a fresh process to its end."""
+    process = gpt2scope_process(*args, code=code, **env)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The single stderr line of a failed command; asserts that it is one, without a
+    traceback, with nothing on stdout."""
+    err = result.stderr.decode("utf-8", "replace")
+    assert result.returncode != 0, err
+    assert result.stdout == b"", result.stdout[:200]
+    assert "Traceback" not in err, err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    return err
