@@ -4,6 +4,7 @@ notices on screen, threads left behind, and sampling that follows a script."""
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -16,8 +17,10 @@ import torch
 from textual.pilot import Pilot
 
 import engine.runner
+from engine import Failed, Finished, Model, Runner, gpt2_tokenizer
 from engine.sampling import SampleRecord, SamplingParams, choose
 from tui.app import ScopeApp
+from tui.session import ModelInfo, Session, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER_THREAD = "gpt2scope-runner"
@@ -35,6 +38,11 @@ NASTY = (
     " zero \u200b\u200c\u200d\u200e\u200f\u2060\ufeff width",
 )
 NASTY_PROMPT = "".join(NASTY)
+# CJK and kana (two cells each), emoji split over byte tokens, Hangul, and tokens that are a
+# lone combining mark (a stroke overlay, an Arabic vowel sign, a variation selector) or a
+# Devanagari vowel sign: nothing of their own to draw on.
+WIDE_TEXT = "Hi 漢字の・ー 😀👍🏽 한국어 é"
+COMBINING_IDS = [48869, 24333, 37929, 48077, 44208]
 
 
 def is_unsafe(char: str) -> bool:
@@ -146,3 +154,21 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     assert "Traceback" not in err, err
     assert err.count("\n") == 1 and err.endswith("\n"), err
     return err
+
+
+def session_of(model: Model, token_ids: list[int], length: int) -> Session:
+    """Run the tokens and a generation through a real runner, as the app does."""
+    tok = gpt2_tokenizer()
+    session = Session(ModelInfo.of(model, "tiny", "path", "tiny"), tok, Settings())
+    events: queue.Queue = queue.Queue()
+    runner = Runner(model, events.put, SamplingParams(), 0, tok)
+    try:
+        runner.start_tokens(token_ids)
+        runner.generate(length)
+        while not isinstance(event := events.get(timeout=60), Finished):
+            assert not isinstance(event, Failed), event
+            session.apply(event)
+        session.apply(event)
+    finally:
+        runner.close()
+    return session

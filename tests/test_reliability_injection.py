@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from safetensors.torch import save_file
 from textual import events
 
@@ -130,7 +131,7 @@ async def test_generated_control_tokens_in_the_deeper_screens(tiny_model, monkey
         for key in "amlbh":  # stages, model map, logit lens, block, history
             await pilot.press(key)
             await wait_computed(pilot)
-            for _ in range(3):  # a few other steps of history, and back
+            for _ in range(3):  # left moves the query, or the step in history
                 assert not unsafe_in(screen_text(app)), key
                 await pilot.press("left")
             await pilot.press("escape", "f")
@@ -161,8 +162,10 @@ async def test_export_notices_show_a_nasty_directory_visibly(tiny_model, tmp_pat
     async with app.run_test(size=(160, 48), notifications=True) as pilot:
         await settle(pilot)
         await pilot.press("e")
-        while not list(directory.glob("*.json")):
+        for _ in range(200):  # the JSON is written by a worker thread
             await pilot.pause(0.05)
+            if list(directory.glob("*.json")):
+                break
         await pilot.pause(0.2)
         assert "out␛]0;pwned␇\\u202e" in await notices(pilot)
         assert not unsafe_in(screen_text(app))
@@ -199,8 +202,6 @@ def test_a_nasty_weights_path_is_echoed_visibly_on_one_line(tmp_path, command):
 
 
 def test_a_nasty_tensor_name_in_a_weights_file_is_echoed_visibly(tmp_path):
-    import torch
-
     weights = tmp_path / "model.safetensors"
     save_file({"\x1b[2J\x1b]0;pwned\x07": torch.zeros(2)}, str(weights))
     err = one_line_error(gpt2scope("inspect", "--weights", str(weights)))

@@ -15,8 +15,7 @@ from rich.cells import cell_len
 
 from engine import SamplingParams, gpt2_tokenizer, sample
 from engine.sampling import N_CANDIDATES, distributions
-from tests.reliability import NASTY_PROMPT, unsafe_in
-from tests.test_reliability_text import WIDE_TEXT, session_of
+from tests.reliability import COMBINING_IDS, NASTY_PROMPT, WIDE_TEXT, session_of, unsafe_in
 from tui.session import HeadData
 from tui.text import editable, from_editable
 from tui.views import VIEWS
@@ -97,7 +96,7 @@ def test_attention_rows_sum_to_one_with_the_mask_exact(tiny_model, ids, layer, h
 @pytest.fixture(scope="module")
 def awkward_session(tiny_model):
     """Controls, escapes, bidi, zero-width, wide and combining characters, and a run."""
-    ids = tok.encode(NASTY_PROMPT)[-80:] + tok.encode(WIDE_TEXT) + [48869, 37929, EOT]
+    ids = tok.encode(NASTY_PROMPT)[-80:] + tok.encode(WIDE_TEXT) + COMBINING_IDS + [EOT]
     return session_of(tiny_model, ids, 4)
 
 

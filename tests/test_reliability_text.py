@@ -3,17 +3,23 @@ combining characters in labels and axes, end-of-text typed and generated."""
 
 from __future__ import annotations
 
-import queue
-
 import pytest
 import torch
 from rich.cells import cell_len
 
-from engine import Failed, Finished, Runner, SamplingParams, gpt2_tokenizer, load_model
-from tests.reliability import gpt2scope, new_runner_threads, notices, runner_threads, screen_lines
+from engine import gpt2_tokenizer, load_model
+from tests.reliability import (
+    COMBINING_IDS,
+    WIDE_TEXT,
+    gpt2scope,
+    new_runner_threads,
+    notices,
+    runner_threads,
+    screen_lines,
+    session_of,
+)
 from tui.cli import main
 from tui.keep_tail import KeepTailScreen
-from tui.session import ModelInfo, Session, Settings
 from tui.testing import make_app, settle
 from tui.text import Pieces
 from tui.views.attention import key_label_rows, row_label, window
@@ -26,11 +32,6 @@ from tui.widgets import PromptInput
 pytestmark = pytest.mark.anyio
 
 PROMPT = "Hello world, this is a test."
-# CJK and kana (two cells each), emoji split over byte tokens, Hangul, and tokens that are a
-# lone combining mark (a stroke overlay, an Arabic vowel sign, a variation selector) or a
-# Devanagari vowel sign: nothing of their own to draw on.
-WIDE_TEXT = "Hi 漢字の・ー 😀👍🏽 한국어 é"
-COMBINING_IDS = [48869, 24333, 37929, 48077, 44208]
 
 
 @pytest.fixture
@@ -145,24 +146,6 @@ def test_a_lone_combining_mark_gets_something_to_sit_on():
     for token_id in COMBINING_IDS:
         label = pieces(token_id).label
         assert cell_len(label) >= 1 and cell_len(label[0]) == 1, repr(label)
-
-
-def session_of(model, token_ids: list[int], length: int) -> Session:
-    """Run the tokens and a generation through a real runner, as the app does."""
-    tok = gpt2_tokenizer()
-    session = Session(ModelInfo.of(model, "tiny", "path", "tiny"), tok, Settings())
-    events: queue.Queue = queue.Queue()
-    runner = Runner(model, events.put, SamplingParams(), 0, tok)
-    try:
-        runner.start_tokens(token_ids)
-        runner.generate(length)
-        while not isinstance(event := events.get(timeout=60), Finished):
-            assert not isinstance(event, Failed), event
-            session.apply(event)
-        session.apply(event)
-    finally:
-        runner.close()
-    return session
 
 
 def same_width(lines) -> bool:
