@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import torch
 from textual.pilot import Pilot
 
@@ -172,3 +173,16 @@ def session_of(model: Model, token_ids: list[int], length: int) -> Session:
     finally:
         runner.close()
     return session
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def no_runner_left_behind():
+    """Used by every reliability test: no case may leave the runner's thread alive."""
+    before = runner_threads()
+    yield
+    assert not new_runner_threads(before)

@@ -15,10 +15,12 @@ import engine.run
 import engine.runner
 from engine import load_model
 from tests.conftest import write_checkpoint
-from tests.reliability import (
+from tests.reliability import (  # noqa: F401 (fixtures)
+    anyio_backend,
     gpt2scope,
     gpt2scope_process,
     new_runner_threads,
+    no_runner_left_behind,
     notices,
     one_line_error,
     runner_threads,
@@ -30,18 +32,6 @@ pytestmark = pytest.mark.anyio
 
 PROMPT = "Hello world, this is a test."
 LONG_PROMPT = " one two three" * 36  # 108 tokens: two prefill chunks
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def no_runner_left_behind():
-    before = runner_threads()
-    yield
-    assert not new_runner_threads(before)
 
 
 def non_daemon_threads() -> set[threading.Thread]:

@@ -13,11 +13,13 @@ from textual import events
 
 import tui.deeper
 from engine import gpt2_tokenizer
-from tests.reliability import (
+from tests.reliability import (  # noqa: F401 (fixtures)
     NASTY,
     NASTY_PROMPT,
+    anyio_backend,
     gpt2scope,
     new_runner_threads,
+    no_runner_left_behind,
     notices,
     one_line_error,
     runner_threads,
@@ -35,18 +37,6 @@ pytestmark = pytest.mark.anyio
 # Generated ids that decode to controls on their own: ESC, BEL, CR, NUL, DEL, "\n\n",
 # a soft hyphen, zero-width space, left-to-right mark, and the halves of U+202E (RLO).
 CONTROL_TOKENS = [215, 195, 201, 188, 221, 628, 3907, 9525, 48261, 447, 106]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def no_runner_left_behind():
-    before = runner_threads()
-    yield
-    assert not new_runner_threads(before)
 
 
 def generated_script() -> list[int]:

@@ -7,7 +7,12 @@ import pytest
 
 from engine import load_model
 from tests.conftest import write_checkpoint
-from tests.reliability import gpt2scope, new_runner_threads, one_line_error, runner_threads
+from tests.reliability import (  # noqa: F401 (fixtures)
+    anyio_backend,
+    gpt2scope,
+    no_runner_left_behind,
+    one_line_error,
+)
 from tui.app import ScopeApp
 from tui.cli import main
 from tui.testing import make_app, settle
@@ -16,18 +21,6 @@ pytestmark = pytest.mark.anyio
 
 PROMPT = "Hello world, this is a test."
 PRESSES = 30  # more than any ladder has rungs
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def no_runner_left_behind():
-    before = runner_threads()
-    yield
-    assert not new_runner_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,13 @@ import torch
 from rich.cells import cell_len
 
 from engine import gpt2_tokenizer, load_model
-from tests.reliability import (
+from tests.reliability import (  # noqa: F401 (fixtures)
     COMBINING_IDS,
     WIDE_TEXT,
+    anyio_backend,
     gpt2scope,
     new_runner_threads,
+    no_runner_left_behind,
     notices,
     runner_threads,
     screen_lines,
@@ -32,18 +34,6 @@ from tui.widgets import PromptInput
 pytestmark = pytest.mark.anyio
 
 PROMPT = "Hello world, this is a test."
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def no_runner_left_behind():
-    before = runner_threads()
-    yield
-    assert not new_runner_threads(before)
 
 
 def words(n_tokens: int) -> str:
