@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from engine import Model, load_model
@@ -42,6 +43,18 @@ def write_checkpoint(
                 p.mul_(scale)
     hf.save_pretrained(directory)
     return hf
+
+
+def hub_tensors(directory: Path, n_layer: int, n_ctx: int) -> dict[str, torch.Tensor]:
+    """A save_pretrained file's tensors laid out as the hub's openai-community/gpt2 file: no
+    `transformer.` prefix, no LM head, and the attention mask buffers saved with the weights."""
+    tensors = load_file(directory / "model.safetensors")
+    hub = {k.removeprefix("transformer."): v.contiguous() for k, v in tensors.items()}
+    hub.pop("lm_head.weight", None)
+    for i in range(n_layer):
+        hub[f"h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, n_ctx, n_ctx))
+        hub[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    return hub
 
 
 @pytest.fixture(scope="session")

@@ -7,24 +7,10 @@ import torch
 from safetensors.torch import save_file
 
 from engine import EngineError, load_model
-from tests.conftest import write_checkpoint
+from tests.conftest import hub_tensors, write_checkpoint
 
 TOL = 1e-4
 N_LAYER, N_HEAD, N_EMBD, N_CTX, VOCAB = 3, 4, 64, 48, 512
-
-
-def strip_prefix_layout(directory) -> None:
-    """Rewrite a save_pretrained file the way the hub's openai-community/gpt2 file is laid
-    out: no `transformer.` prefix, with the attention mask buffers present."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(directory / "model.safetensors")
-    hub = {k.removeprefix("transformer."): v.contiguous() for k, v in tensors.items()}
-    hub.pop("lm_head.weight", None)
-    for i in range(N_LAYER):
-        hub[f"h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, N_CTX, N_CTX))
-        hub[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
-    save_file(hub, directory / "model.safetensors")
 
 
 @pytest.fixture(scope="module", params=["save_pretrained", "hub"])
@@ -32,7 +18,7 @@ def pair(request, tmp_path_factory):
     directory = tmp_path_factory.mktemp(request.param)
     hf = write_checkpoint(directory, N_LAYER, N_HEAD, N_EMBD, N_CTX, VOCAB, scale=8.0, seed=1)
     if request.param == "hub":
-        strip_prefix_layout(directory)
+        save_file(hub_tensors(directory, N_LAYER, N_CTX), directory / "model.safetensors")
     return hf, load_model(directory)
 
 

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 import weights.hub
 from engine import EngineError, load_model
-from tests.conftest import write_checkpoint
+from tests.conftest import hub_tensors, write_checkpoint
 from tui.download import download_main
 from weights import DownloadCancelled, WeightsError, download, is_cached, resolve
 
@@ -41,14 +41,8 @@ def save_pretrained(directory: Path) -> Path:
 
 
 def hub_layout(source: Path, directory: Path) -> Path:
-    """The layout of the hub's openai-community/gpt2 file: no `transformer.` prefix, no LM
-    head, and the attention mask buffers saved with the weights."""
-    tensors = load_file(source / "model.safetensors")
-    hub = {k.removeprefix("transformer."): v.contiguous() for k, v in tensors.items()}
-    hub.pop("lm_head.weight", None)
-    for i in range(N_LAYER):
-        hub[f"h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, N_CTX, N_CTX))
-        hub[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    """A copy of `source` in the layout of the hub's openai-community/gpt2 file."""
+    hub = hub_tensors(source, N_LAYER, N_CTX)
     directory.mkdir()
     save_file(hub, directory / "model.safetensors")
     shutil.copy(source / "config.json", directory / "config.json")
