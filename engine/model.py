@@ -54,6 +54,8 @@ def load_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch
     check_memory(ckpt, dtype, torch.device(device))
     try:
         params = to_params(ckpt, config, torch.device(device), dtype)
+    except WeightsError as e:
+        raise EngineError(str(e)) from e
     except MemoryError as e:
         raise EngineError(f"{ckpt.path}: out of memory while loading the weights") from e
     except (RuntimeError, AssertionError) as e:

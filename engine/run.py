@@ -11,34 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
 
 from engine import gpt2
 from engine.errors import EngineError
 from engine.gpt2 import GPT2Config, Params
 
 MIN_CAPACITY = 64
-
-# One [n_embd, vocab] copy of each token embedding in use, shared by every run over it.
-_lm_heads: WeakIdKeyDictionary = WeakIdKeyDictionary()
-
-
-def lm_head(wte: torch.Tensor) -> torch.Tensor:
-    """wte transposed into [n_embd, vocab] row-major order: a view if wte is stored that way
-    already, else a copy made once per embedding matrix.
-
-    A decode step multiplies one row by the LM head, a third of GPT-2 small's weights. The
-    BLAS kernel streams this layout at close to the memory bandwidth; over wte.T, the same
-    numbers with other strides, it runs about 1.7x slower. The copy costs one more wte
-    (154 MB for GPT-2 small) and is remade if wte is changed in place, as training does.
-    """
-    if wte.T.is_contiguous():
-        return wte.T
-    version, head = _lm_heads.get(wte, (None, None))
-    if version != wte._version:
-        head = wte.detach().T.contiguous()
-        _lm_heads[wte] = (wte._version, head)
-    return head
 
 
 def grown(buffer: torch.Tensor, capacity: int) -> torch.Tensor:
@@ -83,8 +61,7 @@ class Run:
             resid = gpt2.embed(self.params, ids, positions)
             self._resid_pre[0, self._start : self._end] = resid
             resid = gpt2.transformer(self.params, self.config.n_head, resid, cache=self)
-            final = gpt2.layer_norm(resid[-1], self.params.ln_f)
-            logits = final @ lm_head(self.params.wte)
+            logits = gpt2.unembed(self.params, resid[-1])
         if not torch.isfinite(logits).all():
             # Refused before anything changes, so the run stays as it was before the call.
             raise EngineError(

@@ -28,7 +28,8 @@ import weights.hub
 from engine import EngineError, load_model
 from tests.conftest import hub_tensors, write_checkpoint
 from tui.download import download_main
-from weights import DownloadCancelled, WeightsError, download, is_cached, resolve
+from weights import DownloadCancelled, WeightsError, download, is_cached, load_checkpoint, resolve
+from weights.checkpoint import canonical_name
 
 N_LAYER, N_HEAD, N_EMBD, N_CTX, VOCAB = 2, 2, 32, 64, 256
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -99,6 +100,32 @@ def test_config_less_file_infers_the_config_from_shapes(tmp_path):
     c = model.config
     assert (c.n_layer, c.n_head, c.n_embd, c.n_ctx, c.vocab_size) == (3, 2, 128, 32, 99)
     torch.testing.assert_close(model.start(IDS).logits, expected, atol=0, rtol=0)
+
+
+def test_tensors_are_read_as_stored_with_wte_in_the_lm_head_layout(good):
+    stored = {canonical_name(k): v for k, v in load_file(good / "model.safetensors").items()}
+    model = load_model(good)
+    # The decode step's largest matrix product streams wte.T; stored that way it needs no copy.
+    assert model.params.wte.T.is_contiguous()
+    torch.testing.assert_close(model.params.wte, stored["wte.weight"], atol=0, rtol=0)
+    block = model.params.blocks[1]
+    torch.testing.assert_close(block.c_fc.weight, stored["h.1.mlp.c_fc.weight"], atol=0, rtol=0)
+
+
+def test_a_range_of_rows_reads_those_rows(good):
+    ckpt = load_checkpoint(good)
+    stored = load_file(good / "model.safetensors")
+    wte = next(v for k, v in stored.items() if canonical_name(k) == "wte.weight")
+    torch.testing.assert_close(ckpt.read("wte.weight", slice(50000, 50257)), wte[50000:])
+
+
+def test_a_file_cut_short_after_its_header_was_read_fails_in_one_line(scratch):
+    ckpt = load_checkpoint(scratch)
+    file = scratch / "model.safetensors"
+    os.truncate(file, file.stat().st_size // 2)
+    with pytest.raises(WeightsError, match=r"model.safetensors: tensor .* ends early"):
+        for name in ckpt.tensors:
+            ckpt.read(name)
 
 
 # --- files that do not ------------------------------------------------------------------

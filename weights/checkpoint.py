@@ -33,9 +33,40 @@ class WeightsError(Exception):
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """`tensors` are views of the file's memory map: their shapes and dtypes cost nothing
+    to look at, and `read` makes the private copies a model keeps."""
+
     path: Path
     tensors: dict[str, torch.Tensor]
     config: dict = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
+
+    def read(
+        self, name: str, rows: slice = slice(None), out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Tensor `name` (or a range of its rows) in memory of its own, read with plain
+        file reads, into `out` if given (a buffer of the right shape and dtype to reuse).
+
+        Copying out of the memory map instead leaves every page of the file resident in the
+        process until the map closes: twice the model's size at the end of a load. The copy
+        also means a file rewritten or deleted later cannot change a loaded model.
+        """
+        tensor = self.tensors[name]
+        if out is None:
+            out = torch.empty(tensor[rows].shape, dtype=tensor.dtype)
+        buffer = out.view(-1).view(torch.uint8).numpy()
+        start = self.offsets[name]
+        if rows.start:
+            start += rows.start * (tensor.nbytes // tensor.shape[0])
+        try:
+            with self.path.open("rb") as f:
+                f.seek(start)
+                n_read = f.readinto(buffer)
+        except OSError as e:
+            raise WeightsError(f"{self.path}: cannot read tensor {name} ({e.strerror or e})") from e
+        if n_read != len(buffer):
+            raise WeightsError(f"{self.path}: tensor {name} ends early; the file changed on disk")
+        return out
 
 
 def canonical_name(name: str) -> str | None:
@@ -49,8 +80,14 @@ def canonical_name(name: str) -> str | None:
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Tensors (memory-mapped by safetensors) and config.json of a file or a directory."""
     file = weights_file(Path(path))
-    check_header(file)
-    return Checkpoint(path=file, tensors=read_tensors(file), config=read_config(file))
+    offsets = check_header(file)
+    tensors = read_tensors(file)
+    return Checkpoint(
+        path=file,
+        tensors=tensors,
+        config=read_config(file),
+        offsets={key: offsets[name] for name in offsets if (key := canonical_name(name))},
+    )
 
 
 def weights_file(path: Path) -> Path:
@@ -65,8 +102,9 @@ def weights_file(path: Path) -> Path:
     return file
 
 
-def check_header(file: Path) -> None:
-    """Read the header ourselves first: safetensors' own errors do not say what the file is."""
+def check_header(file: Path) -> dict[str, int]:
+    """Read the header ourselves first: safetensors' own errors do not say what the file is.
+    Returns where each tensor's data starts in the file."""
     try:
         size = file.stat().st_size
         with file.open("rb") as f:
@@ -79,9 +117,15 @@ def check_header(file: Path) -> None:
             header_bytes = f.read(length)
     except OSError as e:
         raise WeightsError(f"{file}: cannot read it ({e.strerror or e})") from e
-    data_size = check_entries(file, parse_header(file, header_bytes))
+    header = parse_header(file, header_bytes)
+    data_size = check_entries(file, header)
     if 8 + length + data_size > size:
         raise WeightsError(f"{file}: {truncated(8 + length + data_size, size)}")
+    return {
+        name: 8 + length + entry["data_offsets"][0]
+        for name, entry in header.items()
+        if name != "__metadata__"
+    }
 
 
 def truncated(needed: int, size: int) -> str:

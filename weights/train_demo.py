@@ -33,8 +33,7 @@ from tqdm import tqdm
 
 from engine import Model, gpt2_tokenizer, load_model
 from engine.gpt2 import GPT2Config, Params, forward
-from engine.load import expected_shapes, to_params
-from weights import Checkpoint
+from engine.load import assemble, expected_shapes
 
 OUT_DIR = Path(__file__).resolve().parent / "demo"
 FORTUNES_SUBDIR = Path("usr/share/games/fortunes")
@@ -127,12 +126,7 @@ def init_tensors(config: GPT2Config) -> dict[str, torch.Tensor]:
 
 def as_params(tensors: dict[str, torch.Tensor], config: GPT2Config) -> Params:
     """The engine's Params over these very tensors, so gradients reach the leaves we train."""
-    params = to_params(
-        Checkpoint(OUT_DIR, tensors), config, torch.device("cpu"), torch.float32, copy=False
-    )
-    if params.wte is not tensors["wte.weight"]:
-        raise RuntimeError("to_params copied the tensors; training would not update them")
-    return params
+    return assemble(tensors, config.n_layer)
 
 
 def make_optimizer(tensors: dict[str, torch.Tensor]) -> torch.optim.AdamW:
