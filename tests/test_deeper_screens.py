@@ -13,7 +13,7 @@ import engine.runner
 from tui.help import HelpScreen
 from tui.keys import KEYS
 from tui.screens import HistoryScreen, LensScreen, MapScreen, StagesScreen
-from tui.testing import make_app, settle
+from tui.testing import make_app, settle, shown
 from tui.views.page import DEFERRED
 from tui.views.stages import N_STAGES
 from tui.widgets import PromptInput
@@ -57,7 +57,7 @@ async def test_a_steps_through_the_stages_to_the_engines_head_output(tiny_model)
         assert (stages.layer, stages.head, stages.query) == (1, 2, scope.n_tokens - 3)
         z = scope.view.head_output(1, 2)[stages.query].numpy()
         np.testing.assert_allclose(stages.z, z, atol=1e-5, rtol=0)
-        assert "max |Δ|" in str(screen.query_one("#stages").render())
+        assert "max |Δ|" in shown(screen.query_one("#stages"))
         await pilot.press("up")
         assert screen.page.cursor == N_STAGES - 2
         await pilot.press("a")  # the same key goes back
@@ -77,7 +77,7 @@ async def test_m_picks_a_head_that_the_panes_then_show(tiny_model):
         await pilot.press("down", "right", "right")
         await settle(pilot)
         assert "L1 H2" in status(app)
-        assert "L1 H2" in str(screen.query_one("#head_stats").render())
+        assert "L1 H2" in shown(screen.query_one("#head_stats"))
         await pilot.press("enter")
         await pilot.pause()
         assert not isinstance(app.screen, MapScreen)
@@ -219,11 +219,11 @@ async def test_h_moves_through_steps_and_the_panes_keep_the_step(tiny_model):
         assert candidates[screen.page.cursor] == chosen  # the cursor starts on the choice
         await pilot.press("left", "left", "left")
         assert app.scope.steps == LENGTH - 3
-        assert "looking back" in str(screen.query_one("#history").render())
+        assert "looking back" in shown(screen.query_one("#history"))
         await pilot.press("escape")
         await pilot.pause()
         assert app.scope.n_tokens == len(tokens) - 3
-        assert "step 2 chose" in str(app.query_one("#probabilities").render())
+        assert "step 2 chose" in shown(app.query_one("#probabilities"))
 
 
 async def test_history_shows_the_steps_record_after_the_parameters_change(tiny_model):
@@ -234,7 +234,7 @@ async def test_history_shows_the_steps_record_after_the_parameters_change(tiny_m
         await settle(pilot)
         assert app.scope.prediction.chosen is None
         assert app.scope.step_prediction.chosen.token_id == tokens[-1]
-        assert f"step {LENGTH} chose" in str(app.screen.query_one("#history").render())
+        assert f"step {LENGTH} chose" in shown(app.screen.query_one("#history"))
 
 
 async def test_looking_back_stays_put_while_the_run_grows(tiny_model):

@@ -22,7 +22,7 @@ from tests.reliability import (  # noqa: F401 (fixtures)
 )
 from tui.cli import main
 from tui.keep_tail import KeepTailScreen
-from tui.testing import make_app, settle
+from tui.testing import make_app, settle, shown
 from tui.text import Pieces
 from tui.views.attention import key_label_rows, row_label, window
 from tui.views.continuation import steps_table
@@ -124,7 +124,7 @@ async def test_a_prompt_of_exactly_n_ctx_tokens_runs_and_says_the_context_is_ful
         await pilot.press("g")
         await settle(pilot)
         assert (app.scope.steps, app.scope.finish) == (0, "context limit")
-        assert "context full" in str(app.query_one("#continuation").render())
+        assert "context full" in shown(app.query_one("#continuation"))
 
 
 def wide_ids() -> list[int]:
@@ -198,7 +198,7 @@ async def test_end_of_text_from_the_model_stops_says_why_and_can_continue(tiny_c
         await pilot.press("g")
         await settle(pilot)
         assert (app.scope.steps, app.scope.finish) == (1, "end-of-text")
-        assert "stopped: <|endoftext|>" in str(app.query_one("#continuation").render())
+        assert "stopped: <|endoftext|>" in shown(app.query_one("#continuation"))
         await pilot.press("g")
         await settle(pilot)
         assert (app.scope.steps, app.scope.finish) == (2, "end-of-text")

@@ -12,7 +12,7 @@ from engine import gpt2_tokenizer
 from tui.app import ScopeApp
 from tui.help import HelpScreen
 from tui.session import SAMPLE_PROMPT
-from tui.testing import make_app, settle
+from tui.testing import make_app, settle, shown
 from tui.widgets import Pane, PromptInput
 
 pytestmark = pytest.mark.anyio
@@ -405,6 +405,7 @@ async def test_control_characters_never_reach_the_screen(tiny_model):
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
         assert app.query_one(PromptInput).value == "red \\x1b[31m bell \\x07 rlo \\u202e end\\n"
-        for widget in [*app.query(Pane), app.query_one("#status")]:
-            text = str(widget.render())
-            assert not any(c in text for c in "\x1b\x07\u202e\r"), widget.id
+        screen = {pane.id: shown(pane) for pane in app.query(Pane)}
+        screen["status"] = str(app.query_one("#status").render())
+        for name, text in screen.items():
+            assert not any(c in text for c in "\x1b\x07\u202e\r"), name

@@ -10,6 +10,7 @@ from engine import Model
 from tui.app import ScopeApp
 from tui.cli import Options
 from tui.session import ModelInfo
+from tui.widgets import Pane
 
 SETTLE_TIMEOUT = 20.0
 
@@ -51,3 +52,8 @@ async def settle(pilot: Pilot, timeout: float = SETTLE_TIMEOUT) -> None:
             raise TimeoutError(f"the runner did not settle: {app.pending} pending")
         await pilot.pause(0.02)
     await pilot.pause()
+
+
+def shown(pane: Pane) -> str:
+    """The text a pane shows now, one line per line."""
+    return "\n".join(map(str, pane.shown_lines()))
