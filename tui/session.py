@@ -120,7 +120,8 @@ class HeadData:
         in numpy: on the UI thread, small torch ops wait for the runner's thread pool."""
         q, k, v = (t.detach().cpu().float().numpy() for t in view.qkv(layer, head))
         scores = (q @ k.T) / np.float32(math.sqrt(q.shape[1]))
-        scores[np.triu_indices(len(q), 1)] = -np.inf
+        n = len(q)
+        scores[np.arange(n)[:, None] < np.arange(n)] = -np.inf  # keys after the query
         weights = np.exp(scores - scores.max(axis=1, keepdims=True))
         pattern = weights / weights.sum(axis=1, keepdims=True)
         return cls(layer, head, pattern, scores, q, k, v, pattern @ v)

@@ -148,11 +148,11 @@ class Pane(Widget, can_focus=True):
         if self.scope is None:
             return []
         drawn = self.drawn()
-        pinned = drawn.lines[: drawn.pinned]
+        pinned = list(drawn.lines[: drawn.pinned])
         rest = drawn.lines[drawn.pinned :]
         height = max(self.content_size.height - len(pinned), 0)
         start = self.first_line(drawn, height)
-        lines = rest[start : start + height]
+        lines = list(rest[start : start + height])
         if start > 0 and lines:
             lines[0] = Text(f"▴ {start + 1} more above", NOTE)
         below = len(rest) - start - len(lines)

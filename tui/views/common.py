@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 from rich.style import Style
 from rich.text import Text
@@ -14,13 +15,34 @@ from tui.views.style import BYTES, NOTE
 NO_RUN = "no run yet: type a prompt (p) and press enter"
 
 
+class Lines(Sequence[Text]):
+    """Lines drawn only when read, `draw(i)` making line i: a view with a line per key of a
+    1024-token run then pays for the twenty a pane shows, not for all of them."""
+
+    def __init__(self, draw: Callable[[int], Text], indices: range) -> None:
+        self.draw = draw
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @overload
+    def __getitem__(self, i: int) -> Text: ...
+    @overload
+    def __getitem__(self, i: slice) -> Lines: ...
+    def __getitem__(self, i: int | slice) -> Text | Lines:
+        if isinstance(i, slice):
+            return Lines(self.draw, self.indices[i])
+        return self.draw(self.indices[i])
+
+
 @dataclass
 class Drawn:
     """A view's lines, each at most the width it was drawn for. When they outgrow the pane,
     the first `pinned` lines (a heading) stay and the rest scroll, keeping line `focus` (the
     selected token's, say) in sight."""
 
-    lines: list[Text] = field(default_factory=list)
+    lines: list[Text] | Lines = field(default_factory=list)
     focus: int = 0
     pinned: int = 0
 

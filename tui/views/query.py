@@ -10,7 +10,7 @@ from rich.cells import cell_len
 from rich.text import Text
 
 from tui.session import TOP_KEYS, Scope
-from tui.views.common import Drawn, append_if_fits, no_run, piece_text
+from tui.views.common import Drawn, Lines, append_if_fits, no_run, piece_text
 from tui.views.style import DIM, HEADING, MAX_BAR, NOTE, bar, percent, sequential_style, signed
 
 TOP_STYLE = sequential_style(31) + HEADING
@@ -23,7 +23,6 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
         return no_run(width)
     n_keys = query + 1
     weights = a.pattern[query, :n_keys]
-    scores = a.scores[query, :n_keys]
     order = np.argsort(-weights, kind="stable")
     index_width = len(str(n_keys - 1))
     longest = max(cell_len(scope.pieces[j].label) for j in range(n_keys))
@@ -41,27 +40,38 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
     for part in (f" · {n_keys} keys", f" · L{s.layer} H{s.head}"):
         if not append_if_fits(title, Text(part, DIM), width):
             break
-    drawn = Drawn([title])
     header = "  " + "#".rjust(index_width) + " " + "key".ljust(label_width) + " "
     header += ("weight".ljust(bar_width) + " " if bar_width else "") + "   w%" + "score".rjust(7)
-    drawn.add(Text(header, DIM))
-    drawn.pinned = len(drawn.lines)
-    for rank, j in enumerate(order):
-        j = int(j)
-        top = rank < TOP_KEYS
-        line = Text("★ " if top else "  ", TOP_STYLE if top else DIM)
-        line.append(f"{j:>{index_width}} ", DIM)
-        line.append_text(piece_text(scope.pieces[j], label_width, pad=True))
-        line.append(" ")
-        if bar_width:
-            line.append(
-                bar(float(weights[j]), bar_width) + " ", sequential_style(31 if top else 12)
-            )
-        line.append(percent(float(weights[j])), TOP_STYLE if top else "")
-        line.append(" " + signed(float(scores[j]), SCORE_WIDTH))
-        drawn.add(line)
     d = scope.info.config.head_dim
-    drawn.add(Text(f"w = softmax(score); score = q·k / √{d} = q·k / {math.sqrt(d):.2f}", NOTE))
-    for line in drawn.lines:
+    note = f"w = softmax(score); score = q·k / √{d} = q·k / {math.sqrt(d):.2f}"
+    heading = [title, Text(header, DIM)]
+
+    def draw(i: int) -> Text:
+        rank = i - len(heading)
+        if rank < 0:
+            line = heading[i]
+        elif rank < n_keys:
+            line = key_line(scope, int(order[rank]), rank, widths)
+        else:
+            line = Text(note, NOTE)
         line.truncate(width)
-    return drawn
+        return line
+
+    widths = (index_width, label_width, bar_width)
+    return Drawn(Lines(draw, range(len(heading) + n_keys + 1)), pinned=len(heading))
+
+
+def key_line(scope: Scope, j: int, rank: int, widths: tuple[int, int, int]) -> Text:
+    """Key j's line: its index and token, a bar and percentage for its weight, its score."""
+    index_width, label_width, bar_width = widths
+    weights, scores = scope.attn.pattern[scope.query], scope.attn.scores[scope.query]
+    top = rank < TOP_KEYS
+    line = Text("★ " if top else "  ", TOP_STYLE if top else DIM)
+    line.append(f"{j:>{index_width}} ", DIM)
+    line.append_text(piece_text(scope.pieces[j], label_width, pad=True))
+    line.append(" ")
+    if bar_width:
+        line.append(bar(float(weights[j]), bar_width) + " ", sequential_style(31 if top else 12))
+    line.append(percent(float(weights[j])), TOP_STYLE if top else "")
+    line.append(" " + signed(float(scores[j]), SCORE_WIDTH))
+    return line
