@@ -4,7 +4,6 @@ views drawn at many sizes (never wider than asked, never a control character, fa
 from __future__ import annotations
 
 import queue
-import time
 import unicodedata
 
 import pytest
@@ -19,6 +18,7 @@ from tui.session import ModelInfo, Session, Settings
 from tui.text import Pieces, editable, from_editable, visible
 from tui.views import VIEWS, render_header
 from tui.views.attention import render_attention
+from tui.views.qkv import detailed, detailed_height
 from tui.views.style import MASKED
 
 INVISIBLE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"}
@@ -164,15 +164,11 @@ def long_session(tmp_path_factory):
     return session
 
 
-@pytest.mark.parametrize("view", VIEWS, ids=lambda v: v.id)
-def test_each_view_renders_a_256_token_run_at_120x40_in_15_ms(long_session, view):
+@pytest.mark.parametrize("width", [20, 40, 58, 70, 100, 150])
+@pytest.mark.parametrize("as_numbers", [True, False])
+def test_the_qkv_view_knows_each_layouts_height_before_drawing_it(long_session, width, as_numbers):
     scope = long_session.scope()
-    assert scope.n_tokens == 256
-    best = min(timed(view.render, scope, 120, 40) for _ in range(5))
-    assert best < 0.015, f"{view.title}: {best * 1000:.1f} ms"
-
-
-def timed(render, scope, width, height) -> float:
-    start = time.perf_counter()
-    render(scope, width, height)
-    return time.perf_counter() - start
+    a, query = scope.attn, scope.query
+    n_keys = len(a.top_keys(query))
+    expected = detailed_height(n_keys, a.q.shape[1], width, as_numbers)
+    assert len(detailed(scope, a, query, width, as_numbers)) == expected

@@ -53,7 +53,7 @@ class ScopeApp(DeeperActions, App[int]):
     ALLOW_IN_MAXIMIZED_VIEW = "StatusLine, Footer"
     AUTO_FOCUS = None  # on_mount focuses the editor or the panes, depending on --prompt
 
-    scope: reactive[Scope | None] = reactive(None)
+    scope: reactive[Scope | None] = reactive(None, repaint=False)
 
     def __init__(
         self,

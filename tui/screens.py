@@ -87,9 +87,9 @@ def screen_bindings(name: str) -> list[Binding]:
 class DeeperScreen(Screen[str | None]):
     """One deeper view; dismissed with the action to run next on the panes (or None)."""
 
-    scope: reactive[Scope | None] = reactive(None)
-    page: reactive[Page | None] = reactive(None)
-    cursor: reactive[int] = reactive(0)
+    scope: reactive[Scope | None] = reactive(None, repaint=False)
+    page: reactive[Page | None] = reactive(None, repaint=False)
+    cursor: reactive[int] = reactive(0, repaint=False)
 
     def __init__(self, deeper: Deeper) -> None:
         super().__init__(name=deeper.id)

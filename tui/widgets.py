@@ -4,6 +4,7 @@ the current `Scope` as a reactive attribute and draws it with a function from tu
 from __future__ import annotations
 
 from rich.console import Console, RenderableType
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
@@ -31,12 +32,22 @@ def joined_lines(lines: list[Text]) -> Text:
 class StatusLine(Widget):
     """Model, layer and head, query token, sampling settings and the runner's state."""
 
-    scope: reactive[Scope | None] = reactive(None, layout=True)
+    scope: reactive[Scope | None] = reactive(None)
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._lines: list[Text] = []
+
+    def watch_scope(self, scope: Scope | None) -> None:
+        # A new layout repaints the whole screen; only a change in the line count needs one.
+        lines = [] if scope is None else render_header(scope, self.content_size.width)
+        self.refresh(layout=len(lines) != len(self._lines))
+        self._lines = lines
 
     def render(self) -> RenderableType:
         if self.scope is None:
             return ""
-        return joined_lines(render_header(self.scope, self.size.width))
+        return joined_lines(render_header(self.scope, self.content_size.width))
 
 
 class LeanFooter(Footer):
@@ -177,7 +188,13 @@ def to_strip(line: Text, console: Console, base: Style, width: int) -> Strip:
     """One line of text as a strip `width` cells wide over the widget's `base` style. The
     line's own style goes under its spans as well: Rich leaves it out of a text without any."""
     style = base + console.get_style(line.style, default=Style.null())
-    return Strip(line.render(console)).apply_style(style).crop_extend(0, width, base)
+    segments = list(Segment.apply_style(line.render(console), style))
+    cells = line.cell_len
+    if cells > width:  # views draw within the width; this only guards against a stray line
+        return Strip(segments, cells).crop(0, width)
+    if cells < width:
+        segments.append(Segment(" " * (width - cells), base))
+    return Strip(segments, width)
 
 
 def selection_moved(old: Scope, new: Scope) -> bool:

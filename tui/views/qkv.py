@@ -8,7 +8,6 @@ vector; one line per key.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,9 +22,14 @@ NUMBER_WIDTH = 6
 NAME_WIDTH = 7
 
 
+def numbers_per_line(width: int) -> int:
+    """16, 8 or 4, whichever fits, so that dimensions line up by index."""
+    return next((n for n in (16, 8, 4) if n * NUMBER_WIDTH <= width), 1)
+
+
 def numbers(values: np.ndarray, width: int) -> list[Text]:
-    """The values in rows of 16, 8 or 4 (whichever fits), so dimensions line up by index."""
-    per_line = next((n for n in (16, 8, 4) if n * NUMBER_WIDTH <= width), 1)
+    """The values in rows of `numbers_per_line`."""
+    per_line = numbers_per_line(width)
     lines = []
     for start in range(0, len(values), per_line):
         chunk = values[start : start + per_line]
@@ -99,6 +103,12 @@ def detailed(scope: Scope, a: HeadData, query: int, width: int, as_numbers: bool
     return lines
 
 
+def detailed_height(n_keys: int, head_dim: int, width: int, as_numbers: bool) -> int:
+    """How many lines `detailed` makes, known without drawing them."""
+    vector_lines = math.ceil(head_dim / numbers_per_line(width - NAME_WIDTH)) if as_numbers else 1
+    return vector_lines + 2 + n_keys * (1 + 2 * vector_lines) + 1 + vector_lines
+
+
 def z_lines(a: HeadData, query: int, keys: list[int], width: int, as_numbers: bool) -> list[Text]:
     share = float(a.pattern[query, keys].sum())
     note = Text(f"z = Σ w·v over all {query + 1} keys; the top {len(keys)} carry ", NOTE)
@@ -130,15 +140,12 @@ def render_qkv(scope: Scope, width: int, height: int) -> Drawn:
     title.append(f"query {query} ", HEADING)
     title.append_text(piece_text(scope.query_piece, 12))
     title.append(f" · d_head {d}, √{d} = {math.sqrt(d):.2f}", DIM)
-    layouts: list[Callable[[], list[Text]]] = [
-        lambda: detailed(scope, a, query, width, True),
-        lambda: detailed(scope, a, query, width, False),
-        lambda: brief(scope, a, query, width),
-    ]
-    for layout in layouts:
-        body = layout()
-        if len(body) + 1 <= height:
-            break
+    n_keys = len(a.top_keys(query))
+    fits = [detailed_height(n_keys, d, width, numeric) + 1 <= height for numeric in (True, False)]
+    if any(fits):
+        body = detailed(scope, a, query, width, as_numbers=fits[0])
+    else:
+        body = brief(scope, a, query, width)
     drawn = Drawn([title, *body], pinned=1)
     for line in drawn.lines:
         line.truncate(width)
