@@ -409,3 +409,20 @@ async def test_control_characters_never_reach_the_screen(tiny_model):
         screen["status"] = str(app.query_one("#status").render())
         for name, text in screen.items():
             assert not any(c in text for c in "\x1b\x07\u202e\r"), name
+
+
+async def test_a_pane_scrolls_to_its_last_line_and_back(tiny_model):
+    prompt = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
+    app = make_app(tiny_model, prompt=prompt)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        pane = app.query_one("#query", Pane)
+        pane.focus()
+        n_keys = app.session.scope().n_tokens
+        assert "more above" not in shown(pane) and f"{n_keys} keys" in shown(pane)
+        await pilot.press("end")
+        assert "w = softmax(score)" in shown(pane) and "more above" in shown(pane)
+        await pilot.press("home")
+        assert "more above" not in shown(pane) and "w = softmax(score)" not in shown(pane)
+        await pilot.press("down")
+        assert "more above" in shown(pane)

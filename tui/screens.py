@@ -20,7 +20,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 from tui.deeper import BY_ID, Deeper, chosen_index
@@ -32,7 +31,7 @@ from tui.text import Pieces, visible
 from tui.views import View
 from tui.views.page import COMPUTING, DEFERRED
 from tui.views.stages import N_STAGES
-from tui.widgets import Pane, StatusLine, selection_moved
+from tui.widgets import LeanFooter, Pane, StatusLine, selection_moved
 
 PAGE_KEYS = [
     Binding("pageup", "scroll(-10)", "page up", show=False),
@@ -104,7 +103,7 @@ class DeeperScreen(Screen[str | None]):
         arrows = any(k.key in ("up", "down") for k in SCREEN_KEYS[self.deeper.id])
         sheet = PagedSheet if arrows else Sheet
         yield sheet(self.deeper).data_bind(scope=DeeperScreen.page)
-        yield Footer()
+        yield LeanFooter()
 
     def on_mount(self) -> None:
         self.query_one(Sheet).focus()
