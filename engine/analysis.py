@@ -141,7 +141,7 @@ class BlockInternals:
 
 def block_internals(view: RunView, layer: int, position: int, n_top: int = 8) -> BlockInternals:
     resid_pre = view.resid_pre[layer, position]
-    resid_mid = view.resid_mid[layer, position]
+    resid_mid = view.resid_mid(layer, position)
     resid_post = view.resid_pre[layer + 1, position]
     mlp_post = view.mlp_post(layer, position)
     top = mlp_post.topk(n_top)

@@ -69,9 +69,7 @@ class Cache(Protocol):
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def write_resid(
-        self, layer: int, resid_mid: torch.Tensor, resid_post: torch.Tensor
-    ) -> None: ...
+    def write_resid(self, layer: int, resid_post: torch.Tensor) -> None: ...
 
 
 def layer_norm(x: torch.Tensor, ln: LayerNorm) -> torch.Tensor:
@@ -160,7 +158,7 @@ def transformer(
         resid_mid = resid + attn_out(resid, block, n_head, cache, layer)
         resid = resid_mid + mlp_out(resid_mid, block)
         if cache is not None:
-            cache.write_resid(layer, resid_mid, resid)
+            cache.write_resid(layer, resid)
     return resid
 
 

@@ -1,9 +1,10 @@
 """A KV-cached run of GPT-2 over a growing token sequence, and read-only views of it.
 
 Per position the run keeps q, k and v of every head (the KV cache, plus q so attention
-patterns can be derived on demand) and the residual stream before, between and after the
-blocks: O(n_layer x T x n_embd) memory. Attention patterns, MLP activations and the logit
-lens are recomputed from those when a view asks, never stored per head as T x T.
+patterns can be derived on demand) and the residual stream entering each block and leaving
+the last: O(n_layer x T x n_embd) memory. Attention patterns, the residual stream between
+attention and MLP, MLP activations and the logit lens are recomputed from those when a view
+asks, never stored per head as T x T.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ class Run:
         self._k = new(L, H, MIN_CAPACITY, d)
         self._v = new(L, H, MIN_CAPACITY, d)
         self._resid_pre = new(L + 1, MIN_CAPACITY, C)
-        self._resid_mid = new(L, MIN_CAPACITY, C)
         self._start = self._end = 0
 
     @property
@@ -85,7 +85,6 @@ class Run:
             k=self._k[:, :, :T],
             v=self._v[:, :, :T],
             resid_pre=self._resid_pre[:, :T],
-            resid_mid=self._resid_mid[:, :T],
         )
 
     def attention(self, layer: int, head: int) -> torch.Tensor:
@@ -101,8 +100,7 @@ class Run:
         self._v[layer, :, s:e] = v
         return self._k[layer, :, :e], self._v[layer, :, :e]
 
-    def write_resid(self, layer, resid_mid, resid_post):
-        self._resid_mid[layer, self._start : self._end] = resid_mid
+    def write_resid(self, layer, resid_post):
         self._resid_pre[layer + 1, self._start : self._end] = resid_post
 
     def _check(self, token_ids: list[int]) -> None:
@@ -122,9 +120,11 @@ class Run:
         if n <= capacity:
             return
         capacity = min(max(n, 2 * capacity), self.config.n_ctx)
-        self._q, self._k, self._v = (grown(b, capacity) for b in (self._q, self._k, self._v))
+        # One at a time, so that at most one old buffer is alive beside the new ones.
+        self._q = grown(self._q, capacity)
+        self._k = grown(self._k, capacity)
+        self._v = grown(self._v, capacity)
         self._resid_pre = grown(self._resid_pre, capacity)
-        self._resid_mid = grown(self._resid_mid, capacity)
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,6 @@ class RunView:
     k: torch.Tensor
     v: torch.Tensor
     resid_pre: torch.Tensor  # [n_layer + 1, T, n_embd]; the last is the final residual stream
-    resid_mid: torch.Tensor  # [n_layer, T, n_embd]: after attention, before the MLP
 
     @property
     def n_tokens(self) -> int:
@@ -166,10 +165,21 @@ class RunView:
         token_row = self.params.wte[self.tokens[position]]
         return token_row, self.params.wpe[position], self.resid_pre[0, position]
 
+    def resid_mid(self, layer: int, position: int) -> torch.Tensor:
+        """[n_embd] the residual stream inside block `layer` (after attention, before the
+        MLP) at one position: resid_pre plus the attention output, worked out again from
+        the cached q, k and v rather than stored, which would cost another n_layer x T x
+        n_embd."""
+        q = self.q[layer, :, position : position + 1]
+        k, v = self.k[layer, :, : position + 1], self.v[layer, :, : position + 1]
+        z = gpt2.attend(q, k, v)  # [n_head, 1, head_dim]
+        attn_out = gpt2.linear(gpt2.merge_heads(z), self.params.blocks[layer].c_proj)
+        return self.resid_pre[layer, position] + attn_out[0]
+
     def mlp_post(self, layer: int, position: int) -> torch.Tensor:
         """[4 n_embd] the MLP's activations after GELU for one position."""
         block = self.params.blocks[layer]
-        x_ln = gpt2.layer_norm(self.resid_mid[layer, position], block.ln_2)
+        x_ln = gpt2.layer_norm(self.resid_mid(layer, position), block.ln_2)
         return gpt2.mlp_post(x_ln, block)
 
     def logit_lens(self, position: int) -> torch.Tensor:

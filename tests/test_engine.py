@@ -169,12 +169,12 @@ def test_prompt_longer_than_the_context_is_refused(pair):
 
 
 def test_memory_grows_with_layers_times_tokens_times_width(pair, ids):
-    """q, k, v and three residual streams per position and layer: O(L x T x C), with no
-    per-head T x T matrices kept."""
+    """q, k, v and the residual stream entering each block (and leaving the last) per
+    position: O(L x T x C), with no per-head T x T matrices kept."""
     _, model = pair
     run = model.start(ids.tolist())
     stored = sum(t.numel() for t in vars(run).values() if isinstance(t, torch.Tensor))
     capacity = run._q.shape[-2]
-    per_position = 3 * N_LAYER * N_EMBD + (2 * N_LAYER + 1) * N_EMBD
+    per_position = 3 * N_LAYER * N_EMBD + (N_LAYER + 1) * N_EMBD
     assert stored == per_position * capacity + VOCAB  # + the next-token logits
     assert len(ids) <= capacity <= max(64, 2 * len(ids))
