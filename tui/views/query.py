@@ -45,6 +45,7 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
     d = scope.info.config.head_dim
     note = f"w = softmax(score); score = q·k / √{d} = q·k / {math.sqrt(d):.2f}"
     heading = [title, Text(header, DIM)]
+    widths = (index_width, label_width, bar_width)
 
     def draw(i: int) -> Text:
         rank = i - len(heading)
@@ -57,7 +58,6 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
         line.truncate(width)
         return line
 
-    widths = (index_width, label_width, bar_width)
     return Drawn(Lines(draw, range(len(heading) + n_keys + 1)), pinned=len(heading))
 
 
