@@ -38,8 +38,8 @@ class Checkpoint:
 
     path: Path
     tensors: dict[str, torch.Tensor]
+    offsets: dict[str, int]  # where each tensor's data starts in the file
     config: dict = field(default_factory=dict)
-    offsets: dict[str, int] = field(default_factory=dict)
 
     def read(
         self, name: str, rows: slice = slice(None), out: torch.Tensor | None = None
@@ -85,8 +85,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(
         path=file,
         tensors=tensors,
-        config=read_config(file),
         offsets={key: offsets[name] for name in offsets if (key := canonical_name(name))},
+        config=read_config(file),
     )
 
 
