@@ -148,8 +148,8 @@ class Pane(Widget, can_focus=True):
         Rich's, and a pane of heat-map cells has hundreds of spans."""
         key = (self.scope, self.top, self.content_size, self.visual_style)
         if self._strips is None or self._strips[0] != key:
-            width, base = self.content_size.width, self.visual_style.rich_style
-            strips = [to_strip(line, self.app.console, base, width) for line in self.shown_lines()]
+            base = self.visual_style.rich_style
+            strips = [to_strip(line, self.app.console, base) for line in self.shown_lines()]
             self._strips = (key, strips)
         return self._strips[1]
 
@@ -184,17 +184,12 @@ class Pane(Widget, can_focus=True):
         self.top = len(self.drawn().lines)
 
 
-def to_strip(line: Text, console: Console, base: Style, width: int) -> Strip:
-    """One line of text as a strip `width` cells wide over the widget's `base` style. The
-    line's own style goes under its spans as well: Rich leaves it out of a text without any."""
+def to_strip(line: Text, console: Console, base: Style) -> Strip:
+    """One line of text as a strip over the widget's `base` style (Textual pads or crops it
+    to the pane's width). The line's own style goes under its spans as well: Rich leaves it
+    out of a text without any."""
     style = base + console.get_style(line.style, default=Style.null())
-    segments = list(Segment.apply_style(line.render(console), style))
-    cells = line.cell_len
-    if cells > width:  # views draw within the width; this only guards against a stray line
-        return Strip(segments, cells).crop(0, width)
-    if cells < width:
-        segments.append(Segment(" " * (width - cells), base))
-    return Strip(segments, width)
+    return Strip(Segment.apply_style(line.render(console), style), line.cell_len)
 
 
 def selection_moved(old: Scope, new: Scope) -> bool:
