@@ -76,9 +76,32 @@ def layer_norm(x: torch.Tensor, ln: LayerNorm) -> torch.Tensor:
     return F.layer_norm(x, (x.shape[-1],), ln.weight, ln.bias, LN_EPS)
 
 
+def inner_slices(n_in: int) -> int:
+    """The most slices, at most one per torch thread, that split n_in evenly."""
+    return max(d for d in range(1, torch.get_num_threads() + 1) if n_in % d == 0)
+
+
+def matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x [..., in] @ weight [in, out].
+
+    A decode step is nothing but one-row products, and MKL runs each on a single thread at
+    about half the memory bandwidth. Split into partial products over slices of `in`, the
+    batched kernel gives every thread its own slice of the weights; the partial sums add up
+    after, a pass over `out` floats, not over the weights.
+    """
+    one_row = x.numel() == x.shape[-1]
+    if not one_row or x.device.type != "cpu" or not weight.is_contiguous():
+        return x @ weight
+    n = inner_slices(x.shape[-1])
+    partial = torch.bmm(x.reshape(n, 1, -1), weight.view(n, -1, weight.shape[-1]))
+    return partial.sum(0).view(*x.shape[:-1], -1)
+
+
 def linear(x: torch.Tensor, lin: Linear) -> torch.Tensor:
+    if x.numel() == x.shape[-1]:
+        return matmul(x, lin.weight) + lin.bias
     # addmm adds the bias inside the matrix product: one kernel and one pass over the
-    # output instead of two, which counts when a decode step is 48 of these.
+    # output instead of two.
     rows = torch.addmm(lin.bias, x.reshape(-1, x.shape[-1]), lin.weight)
     return rows.view(*x.shape[:-1], rows.shape[-1])
 
@@ -164,7 +187,7 @@ def transformer(
 
 def unembed(params: Params, resid: torch.Tensor) -> torch.Tensor:
     """Final LayerNorm, then the LM head tied to the token embedding."""
-    return layer_norm(resid, params.ln_f) @ params.wte.T
+    return matmul(layer_norm(resid, params.ln_f), params.wte.T)
 
 
 def forward(params: Params, n_head: int, ids: torch.Tensor) -> torch.Tensor:

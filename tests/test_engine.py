@@ -57,6 +57,23 @@ def test_kv_cached_steps_match_full_forward_at_every_step(pair, ids):
     assert run.tokens == ids.tolist()
 
 
+@pytest.mark.parametrize("threads", [1, 3, 4])
+def test_decode_steps_match_whatever_the_thread_count(pair, ids, threads):
+    """A one-row product is split into one slice of the weights per thread (3 threads do
+    not divide the width, so it takes 2 slices): the logits must not depend on that."""
+    hf, model = pair
+    out = oracle(hf, ids)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        run = model.start(ids[:5].tolist())
+        for t in range(5, len(ids)):
+            run.step(int(ids[t]))
+            torch.testing.assert_close(run.logits, out.logits[0, t], atol=TOL, rtol=0)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_attention_pattern_matches_and_is_causal(pair, ids):
     hf, model = pair
     out = oracle(hf, ids)
