@@ -65,6 +65,8 @@ def test_record_describes_the_choice():
     expected_entropy = float(-(probs * torch.log2(probs)).sum())
     assert record.entropy == pytest.approx(expected_entropy)
     assert sum(record.candidate_probs_filtered[: record.n_kept]) == pytest.approx(1.0)
+    kept = torch.softmax(LOGITS[:4], -1)
+    assert record.sampled_entropy == pytest.approx(float(-(kept * torch.log2(kept)).sum()))
 
 
 def test_same_seed_same_choices():
