@@ -2,7 +2,7 @@
 
 Run it as `python -m weights.train_demo`; it writes `weights/demo/model.safetensors`,
 `config.json` (Hugging Face GPT-2 layout, float16, LM head tied to `wte`) and
-`metrics.json`. 6000 steps; about 25 minutes on 2 CPU cores.
+`metrics.json`. 6000 steps; about 22 minutes on 2 CPU cores.
 
 Corpus: the quotations of Debian's `fortunes` package (the data files of BSD fortune(6),
 distributed under the BSD licence given in the package's /usr/share/doc/fortunes/copyright).
