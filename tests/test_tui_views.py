@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import unicodedata
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -123,6 +124,22 @@ def test_header_shows_model_head_query_and_settings(session):
     text = "\n".join(line.plain for line in render_header(session.scope(), 160))
     for part in ("tiny", "(path)", "L1 H3", "query", "T 0.80", "k 5", "p 1.00", "length", "seed 0"):
         assert part in text
+
+
+@pytest.mark.parametrize("width", range(40, 161, 4))
+def test_the_header_breaks_its_lines_in_the_same_places_whatever_the_token(session, width):
+    """The query token and the runner's state change at every step of a generation; if
+    they moved the header's line breaks, its height would change and every pane would be
+    laid out and drawn again."""
+    layouts = set()
+    for query in (None, *range(session.scope().n_tokens)):
+        session.update(query=query)  # the last token is "following" too
+        following = session.settings.query is None
+        for state in ("idle", "prefilling", "generating"):
+            lines = render_header(replace(session.scope(), state=state), width)
+            layouts.add((following, tuple(line.plain.count("│") for line in lines)))
+    assert len({layout for following, layout in layouts if following}) == 1
+    assert len({layout for following, layout in layouts if not following}) == 1
 
 
 def test_attention_draws_the_masked_triangle_and_the_query_row(session):

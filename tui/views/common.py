@@ -80,19 +80,26 @@ def joined(parts: Iterable[Text | str], separator: str = " · ") -> Text:
     return Text(separator).join(p if isinstance(p, Text) else Text(p) for p in parts)
 
 
-def packed(parts: list[Text], width: int, separator: str = " │ ") -> list[Text]:
-    """Parts laid out left to right, wrapping to a new line instead of splitting a part."""
+def packed(
+    parts: list[Text], width: int, separator: str = " │ ", room: Sequence[int] | None = None
+) -> list[Text]:
+    """Parts laid out left to right, wrapping to a new line instead of splitting a part.
+    `room` is the width to lay each part out as, when it is wider than the part: the widest
+    the part can grow to, so that a part that changes with every token keeps the breaks put."""
     lines: list[Text] = []
     line = Text()
-    for part in parts:
+    used = 0
+    for part, size in zip(parts, room or [p.cell_len for p in parts], strict=True):
+        size = max(size, part.cell_len)
         extra = len(separator) if line.plain else 0
-        if line.plain and line.cell_len + extra + part.cell_len > width:
+        if line.plain and used + extra + size > width:
             lines.append(line)
             line = Text()
-            extra = 0
+            used = extra = 0
         if extra:
             line.append(separator, style="grey50")
         line.append_text(part)
+        used += extra + size
     if line.plain or not lines:
         lines.append(line)
     for text in lines:

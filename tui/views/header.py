@@ -33,10 +33,17 @@ def query_label(scope: Scope, width: int) -> Text:
     if piece is None:
         return Text("query -")
     label = Text(f"query {scope.query} ")
-    label.append_text(piece_text(piece, max(6, width // 8), style=SELECTED))
-    if scope.settings.query is None:
-        label.append(" (last)", DIM)
+    label.append_text(piece_text(piece, piece_width(width), style=SELECTED))
+    label.append(following(scope), DIM)
     return label
+
+
+def following(scope: Scope) -> str:
+    return " (last)" if scope.settings.query is None else ""
+
+
+def piece_width(width: int) -> int:
+    return max(6, width // 8)
 
 
 def sampling_label(scope: Scope) -> Text:
@@ -56,17 +63,26 @@ def history_label(scope: Scope) -> list[Text]:
 
 
 def render_header(scope: Scope, width: int) -> list[Text]:
-    s = scope.settings
-    parts = [
-        *([Text("gpt2scope", "bold")] if width >= 100 else []),
-        *history_label(scope),
-        model_label(scope),
-        Text(f"L{s.layer} H{s.head}", "bold"),
-        query_label(scope, width),
-        sampling_label(scope),
-        Text("● " + scope.state, STATE_STYLES.get(scope.state, Style())),
+    s, c = scope.settings, scope.info.config
+    # Each part with the most cells it can take while a run goes on (0: its own width), so
+    # the line breaks, and with them the panes' layout, stay put from one token to the next.
+    laid_out = [
+        *([(Text("gpt2scope", "bold"), 0)] if width >= 100 else []),
+        *((part, 0) for part in history_label(scope)),
+        (model_label(scope), 0),
+        (Text(f"L{s.layer} H{s.head}", "bold"), len(f"L{c.n_layer - 1} H{c.n_head - 1}")),
+        (
+            query_label(scope, width),
+            len(f"query {c.n_ctx - 1} ") + piece_width(width) + len(following(scope)),
+        ),
+        (sampling_label(scope), 0),
+        (
+            Text("● " + scope.state, STATE_STYLES.get(scope.state, Style())),
+            max(len("● " + state) for state in STATE_STYLES),
+        ),
     ]
-    lines = packed(parts, width)
+    parts, room = zip(*laid_out, strict=True)
+    lines = packed(list(parts), width, room=room)
     if scope.info.is_demo:
         note = DEMO_NOTE if len(DEMO_NOTE) <= width else DEMO_NOTE_SHORT
         lines += packed([Text(note, Style(color="yellow"))], width)
