@@ -155,12 +155,12 @@ def qkv_json(scope: Scope) -> dict[str, Any]:
                 "k": a.k[j].tolist(),
                 "v": a.v[j].tolist(),
                 "dot": float(np.dot(a.q[query].astype(np.float64), a.k[j])),
-                "score": float(a.scores[query, j]),
-                "weight": float(a.pattern[query, j]),
+                "score": float(a.scores_row(query)[j]),
+                "weight": float(a.pattern_row(query)[j]),
             }
             for j in keys
         ],
-        "z": a.z[query].tolist(),
+        "z": a.z_row(query).tolist(),
     }
 
 

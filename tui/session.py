@@ -103,32 +103,59 @@ def check_settings(settings: Settings, config: GPT2Config) -> None:
 
 @dataclass(frozen=True, eq=False)
 class HeadData:
-    """One attention head over the whole run, as numpy arrays."""
+    """One attention head over the whole run, as numpy arrays. A query's row (its scores,
+    pattern and z) is worked out when a view first reads it: a pane shows a few dozen rows
+    of a run's up to 1024, and the whole matrix at every token would cost the UI thread
+    milliseconds that key presses wait behind."""
 
     layer: int
     head: int
-    pattern: np.ndarray  # [T, T] softmax weights; row = query, column = key
-    scores: np.ndarray  # [T, T] q.k / sqrt(d_head), -inf above the diagonal
     q: np.ndarray  # [T, d_head]
     k: np.ndarray
     v: np.ndarray
-    z: np.ndarray  # [T, d_head] pattern @ v: what the head writes per query
+    _rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict, repr=False
+    )
 
     @classmethod
     def of(cls, view: RunView, layer: int, head: int) -> HeadData:
-        """The engine's pattern and scores (RunView.attention, .attention_scores), worked out
-        in numpy: on the UI thread, small torch ops wait for the runner's thread pool."""
+        """The engine's q, k and v; the pattern and scores are RunView.attention and
+        .attention_scores, worked out in numpy: on the UI thread, small torch ops wait for
+        the runner's thread pool."""
         q, k, v = (t.detach().cpu().float().numpy() for t in view.qkv(layer, head))
-        scores = (q @ k.T) / np.float32(math.sqrt(q.shape[1]))
-        n = len(q)
-        scores[np.arange(n)[:, None] < np.arange(n)] = -np.inf  # keys after the query
-        weights = np.exp(scores - scores.max(axis=1, keepdims=True))
-        pattern = weights / weights.sum(axis=1, keepdims=True)
-        return cls(layer, head, pattern, scores, q, k, v, pattern @ v)
+        return cls(layer, head, q, k, v)
+
+    def row(self, query: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores [T], pattern [T], z [d_head]) of one query: q.k / sqrt(d_head), -inf for
+        the keys after the query; their softmax; and z = pattern @ v, what the head writes."""
+        row = self._rows.get(query)
+        if row is None:
+            n, T = query + 1, len(self.q)
+            scores = np.full(T, -np.inf, np.float32)
+            scores[:n] = self.k[:n] @ self.q[query] / np.float32(math.sqrt(self.q.shape[1]))
+            weights = np.exp(scores[:n] - scores[:n].max())
+            pattern = np.zeros(T, np.float32)
+            pattern[:n] = weights / weights.sum()
+            row = self._rows[query] = (scores, pattern, pattern[:n] @ self.v[:n])
+        return row
+
+    def scores_row(self, query: int) -> np.ndarray:
+        return self.row(query)[0]
+
+    def pattern_row(self, query: int) -> np.ndarray:
+        return self.row(query)[1]
+
+    def z_row(self, query: int) -> np.ndarray:
+        return self.row(query)[2]
+
+    @cached_property
+    def pattern(self) -> np.ndarray:
+        """[T, T] softmax weights, row = query, column = key: every row, for JSON."""
+        return np.stack([self.pattern_row(i) for i in range(len(self.q))])
 
     def top_keys(self, query: int, n: int = TOP_KEYS) -> list[int]:
         """The keys the query attends to most, heaviest first (ties: earlier key first)."""
-        weights = self.pattern[query, : query + 1]
+        weights = self.pattern_row(query)[: query + 1]
         order = np.argsort(-weights, kind="stable")
         return [int(i) for i in order[:n]]
 

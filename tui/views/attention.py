@@ -150,7 +150,7 @@ def row_label(scope: Scope, i: int, w: Window) -> Text:
 
 
 def pattern_cells(a: HeadData, i: int, w: Window) -> Text:
-    row = a.pattern[i]
+    row = a.pattern_row(i)
     return cells(
         (MASKED * w.cell_width, MASK_STYLE) if j > i else weight_cell(float(row[j]), w.cell_width)
         for j in range(w.c0, w.c1)

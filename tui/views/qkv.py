@@ -68,8 +68,8 @@ class KeyColumns:
         line.append_text(piece_text(scope.pieces[key], self.label_width, pad=True))
         if self.show_dot:
             line.append(" " + signed(float(a.q[query] @ a.k[key])))
-        line.append(" " + signed(float(a.scores[query, key])) + " ")
-        line.append(percent(float(a.pattern[query, key])), HEADING)
+        line.append(" " + signed(float(a.scores_row(query)[key])) + " ")
+        line.append(percent(float(a.pattern_row(query)[key])), HEADING)
         return line
 
 
@@ -110,10 +110,10 @@ def detailed_height(n_keys: int, head_dim: int, width: int, as_numbers: bool) ->
 
 
 def z_lines(a: HeadData, query: int, keys: list[int], width: int, as_numbers: bool) -> list[Text]:
-    share = float(a.pattern[query, keys].sum())
+    share = float(a.pattern_row(query)[keys].sum())
     note = Text(f"z = Σ w·v over all {query + 1} keys; the top {len(keys)} carry ", NOTE)
     note.append(percent(share).strip(), NOTE)
-    return [note, *vector(f"z[{query}]", a.z[query], width, as_numbers)]
+    return [note, *vector(f"z[{query}]", a.z_row(query), width, as_numbers)]
 
 
 def brief(scope: Scope, a: HeadData, query: int, width: int) -> list[Text]:
@@ -125,9 +125,10 @@ def brief(scope: Scope, a: HeadData, query: int, width: int) -> list[Text]:
     columns = KeyColumns.fit(scope.n_tokens, width)
     lines = [q_line, columns.header()]
     lines += [columns.row(scope, a, query, j) for j in keys]
-    z_scale = float(np.abs(a.z[query]).max()) or 1.0
-    z_line = Text(f"z[{query}] |z| {np.linalg.norm(a.z[query]):.2f} ", HEADING)
-    z_line.append_text(signed_strip(pooled(a.z[query], max(1, width - z_line.cell_len)), z_scale))
+    z = a.z_row(query)
+    z_scale = float(np.abs(z).max()) or 1.0
+    z_line = Text(f"z[{query}] |z| {np.linalg.norm(z):.2f} ", HEADING)
+    z_line.append_text(signed_strip(pooled(z, max(1, width - z_line.cell_len)), z_scale))
     return [*lines, z_line]
 
 

@@ -22,7 +22,7 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
     if a is None or query is None:
         return no_run(width)
     n_keys = query + 1
-    weights = a.pattern[query, :n_keys]
+    weights = a.pattern_row(query)[:n_keys]
     order = np.argsort(-weights, kind="stable")
     index_width = len(str(n_keys - 1))
     longest = max(cell_len(scope.pieces[j].label) for j in range(n_keys))
@@ -64,7 +64,7 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
 def key_line(scope: Scope, j: int, rank: int, widths: tuple[int, int, int]) -> Text:
     """Key j's line: its index and token, a bar and percentage for its weight, its score."""
     index_width, label_width, bar_width = widths
-    weights, scores = scope.attn.pattern[scope.query], scope.attn.scores[scope.query]
+    weights, scores = scope.attn.pattern_row(scope.query), scope.attn.scores_row(scope.query)
     top = rank < TOP_KEYS
     line = Text("★ " if top else "  ", TOP_STYLE if top else DIM)
     line.append(f"{j:>{index_width}} ", DIM)
