@@ -72,9 +72,22 @@ class Piece:
             label = MARK_BASE + label
         return label
 
+    @cached_property
+    def running_text(self) -> str:
+        """The token as it reads in running text: spaces as spaces, other invisible
+        characters shown. A token of nothing but spaces would vanish there, and bytes that
+        are not UTF-8 have no text: those read as their label."""
+        if self.text is None or (self.text and not self.text.strip(" ")):
+            return self.label
+        return visible(self.text)
+
     @property
     def is_bytes(self) -> bool:
         return self.text is None
+
+    @property
+    def ends_line(self) -> bool:
+        return self.text is not None and self.text.endswith("\n")
 
 
 def token_json(piece: Piece) -> dict[str, object]:

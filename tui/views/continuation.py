@@ -3,13 +3,16 @@ was sampled with, and where the generation stands."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
 from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 
 from tui.session import Scope
-from tui.text import visible
-from tui.views.common import Drawn, no_run, packed, piece_text
+from tui.text import Piece
+from tui.views.common import Drawn, Lines, no_run, packed, piece_text
 from tui.views.style import BYTES, DIM, HEADING, SELECTED, percent
 
 # Sampled probability bands; each band has a text attribute as well as a colour, so the
@@ -52,42 +55,59 @@ def legend(width: int) -> Text:
     return text
 
 
-def token_texts(scope: Scope) -> list[tuple[str, Style, bool]]:
-    """(visible text, style, ends a line) per token."""
-    out = []
-    for i, piece in enumerate(scope.pieces):
-        record = scope.sampled_at(i)
-        style = PROMPT_STYLE if record is None else band_style(record.probability)
-        if piece.is_bytes:
-            style = style + BYTES
-        if i == scope.query:
-            style = style + SELECTED
-        # A token of nothing but spaces would be invisible in running text.
-        only_spaces = piece.text is not None and piece.text.strip(" ") == "" and piece.text != ""
-        text = piece.label if piece.is_bytes or only_spaces else visible(piece.text)
-        out.append((text, style, piece.text is not None and piece.text.endswith("\n")))
-    return out
+@dataclass(frozen=True)
+class Wrapped:
+    """Tokens as running text wrapped at token boundaries, a token wider than the line split
+    by character: each line's (token index, text) parts, and the line each token ends on.
+    A line's Text is made only when it is drawn: a pane shows a dozen lines of hundreds."""
+
+    rows: list[list[tuple[int, str]]]
+    line_of: list[int]
+
+    def line(self, i: int, style_of: Callable[[int], Style]) -> Text:
+        text = Text()
+        for token, part in self.rows[i]:
+            text.append(part, style_of(token))
+        return text
 
 
-def wrapped(tokens: list[tuple[str, Style, bool]], width: int, query: int | None) -> Drawn:
-    """Greedy wrap at token boundaries; a token wider than the line is split by character."""
-    drawn = Drawn([Text()])
-    for i, (text, style, breaks) in enumerate(tokens):
-        line = drawn.lines[-1]
-        if line.cell_len and line.cell_len + cell_len(text) > width:
-            drawn.add()
-        if drawn.lines[-1].cell_len + cell_len(text) <= width:
-            drawn.lines[-1].append(text, style)
+def wrap(pieces: Sequence[Piece], width: int) -> Wrapped:
+    rows: list[list[tuple[int, str]]] = [[]]
+    line_of = []
+    used = 0
+    for i, piece in enumerate(pieces):
+        text = piece.running_text
+        size = cell_len(text)
+        if used and used + size > width:
+            rows.append([])
+            used = 0
+        if used + size <= width:
+            rows[-1].append((i, text))
+            used += size
         else:
             for char in text:
-                if drawn.lines[-1].cell_len + cell_len(char) > width:
-                    drawn.add()
-                drawn.lines[-1].append(char, style)
-        if i == query:
-            drawn.focus = len(drawn.lines) - 1
-        if breaks:
-            drawn.add()
-    return drawn
+                if used and used + cell_len(char) > width:
+                    rows.append([])
+                    used = 0
+                rows[-1].append((i, char))
+                used += cell_len(char)
+        line_of.append(len(rows) - 1)
+        if piece.ends_line:
+            rows.append([])
+            used = 0
+    return Wrapped(rows, line_of)
+
+
+def token_style(scope: Scope, i: int) -> Style:
+    """Token i's style in running text: the prompt's, or the band of the probability it was
+    sampled with; raw bytes and the selected query marked as well."""
+    record = scope.sampled_at(i)
+    style = PROMPT_STYLE if record is None else band_style(record.probability)
+    if scope.pieces[i].is_bytes:
+        style = style + BYTES
+    if i == scope.query:
+        style = style + SELECTED
+    return style
 
 
 def steps_table(scope: Scope, rows: int, width: int) -> list[Text]:
@@ -110,13 +130,22 @@ def steps_table(scope: Scope, rows: int, width: int) -> list[Text]:
 def render_continuation(scope: Scope, width: int, height: int) -> Drawn:
     if not scope.pieces:
         return no_run(width)
-    body = wrapped(token_texts(scope), width, scope.query)
+    body = wrap(scope.pieces, width)
     head = [*status(scope, width), legend(width)]
-    drawn = Drawn([*head, *body.lines], focus=body.focus + len(head), pinned=len(head))
-    room = height - len(drawn.lines) - 1
+    tail: list[Text] = []
+    room = height - len(head) - len(body.rows) - 1
     if room >= 3:
-        drawn.add()
-        drawn.lines += steps_table(scope, room, width)
-    for line in drawn.lines:
+        tail = [Text(), *steps_table(scope, room, width)]
+
+    def draw(i: int) -> Text:
+        if i < len(head):
+            line = head[i]
+        elif i < len(head) + len(body.rows):
+            line = body.line(i - len(head), lambda token: token_style(scope, token))
+        else:
+            line = tail[i - len(head) - len(body.rows)]
         line.truncate(width)
-    return drawn
+        return line
+
+    lines = Lines(draw, range(len(head) + len(body.rows) + len(tail)))
+    return Drawn(lines, focus=body.line_of[scope.query] + len(head), pinned=len(head))

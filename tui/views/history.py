@@ -12,9 +12,8 @@ from rich.text import Text
 
 from tui.figures import Page
 from tui.session import Scope
-from tui.text import Piece, visible
 from tui.views.common import Drawn, no_run, packed, piece_text
-from tui.views.continuation import PROMPT_STYLE, band_style, wrapped
+from tui.views.continuation import PROMPT_STYLE, band_style, wrap
 from tui.views.probabilities import candidate_line
 from tui.views.style import CHOSEN, DIM, HEADING, MAX_BAR, NOTE, SELECTED, percent
 
@@ -23,26 +22,23 @@ ATTENDED_KEYS = 5
 LATER = Style(color="grey42")
 
 
-def token_text(piece: Piece) -> str:
-    """A token as running text; one of only spaces (or raw bytes) by its label instead."""
-    if piece.text is None or (piece.text and not piece.text.strip(" ")):
-        return piece.label
-    return visible(piece.text)
-
-
 def timeline(scope: Scope, width: int) -> list[Text]:
     """The prompt and every generated token, the shown step's reversed, later steps grey;
     only the lines around the shown step."""
-    tokens = [(token_text(p), PROMPT_STYLE, False) for p in scope.pieces[: scope.prompt_length]]
-    for i, (piece, record) in enumerate(zip(scope.history_pieces, scope.history, strict=True)):
-        step = i + 1
-        style = LATER if step > scope.steps else band_style(record.probability)
-        if step == scope.steps:
-            style = style + SELECTED
-        tokens.append((token_text(piece), style, bool(piece.text and piece.text.endswith("\n"))))
-    drawn = wrapped(tokens, width, scope.prompt_length + scope.steps - 1)
-    first = min(max(drawn.focus - TIMELINE_LINES // 2, 0), len(drawn.lines) - TIMELINE_LINES)
-    return drawn.lines[max(first, 0) : max(first, 0) + TIMELINE_LINES]
+    prompt = scope.pieces[: scope.prompt_length]
+    body = wrap([*prompt, *scope.history_pieces], width)
+
+    def style_of(i: int) -> Style:
+        step = i - len(prompt) + 1
+        if step <= 0:
+            return PROMPT_STYLE
+        style = LATER if step > scope.steps else band_style(scope.history[step - 1].probability)
+        return style + SELECTED if step == scope.steps else style
+
+    focus = body.line_of[len(prompt) + scope.steps - 1]
+    first = max(min(focus - TIMELINE_LINES // 2, len(body.rows) - TIMELINE_LINES), 0)
+    shown = range(first, min(first + TIMELINE_LINES, len(body.rows)))
+    return [body.line(i, style_of) for i in shown]
 
 
 def choice_lines(scope: Scope, width: int) -> list[Text]:
@@ -81,7 +77,7 @@ def attended(scope: Scope, width: int) -> list[Text]:
     parts = [lead]
     for j in a.top_keys(query, ATTENDED_KEYS):
         key = piece_text(scope.pieces[j], 10)
-        key.append(f" {percent(float(a.pattern[query, j])).strip()}")
+        key.append(f" {percent(float(a.pattern_row(query)[j])).strip()}")
         parts.append(key)
     return packed(parts, width, "  ")
 
