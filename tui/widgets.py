@@ -189,7 +189,28 @@ def to_strip(line: Text, console: Console, base: Style) -> Strip:
     to the pane's width). The line's own style goes under its spans as well: Rich leaves it
     out of a text without any."""
     style = base + console.get_style(line.style, default=Style.null())
-    return Strip(Segment.apply_style(line.render(console), style), line.cell_len)
+    segments = side_by_side(line, style)
+    if segments is None:
+        segments = list(Segment.apply_style(line.render(console), style))
+    return Strip(segments, line.cell_len)
+
+
+def side_by_side(line: Text, style: Style) -> list[Segment] | None:
+    """The segments of a line whose spans are in order and do not overlap, as the views'
+    cell maps are: a segment per span and per gap, without Rich's general renderer, which
+    works out a style stack at every span boundary. None for any other line."""
+    text, segments, at = line.plain, [], 0
+    for span in line.spans:
+        if span.start < at or span.end > len(text) or not isinstance(span.style, Style):
+            return None
+        if span.start > at:
+            segments.append(Segment(text[at : span.start], style))
+        if span.end > span.start:
+            segments.append(Segment(text[span.start : span.end], style + span.style))
+        at = max(at, span.end)
+    if at < len(text):
+        segments.append(Segment(text[at:], style))
+    return segments
 
 
 def selection_moved(old: Scope, new: Scope) -> bool:
