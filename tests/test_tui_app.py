@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 import engine.runner
+import tui.app
 from engine import gpt2_tokenizer
 from tui.app import ScopeApp
 from tui.help import HelpScreen
@@ -213,6 +215,21 @@ async def test_keys_work_while_generating(tiny_model, gate):
         await settle(pilot)
         assert (app.scope.finish, app.scope.steps) == ("length", 10)
         assert app.scope.prediction.params.temperature == 1.0
+
+
+async def test_a_publish_due_within_a_microsecond_still_reaches_the_screen(tiny_model, monkeypatch):
+    """Textual drops a one-shot timer of a delay that small, unfired: the screen would show
+    a stale run until the next event."""
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        now = time.monotonic()
+        monkeypatch.setattr(tui.app, "time", SimpleNamespace(monotonic=lambda: now))
+        app._last_publish = now - tui.app.PUBLISH_INTERVAL + 1e-8
+        app.session.update(seed=7)
+        app.schedule_publish()
+        await pilot.pause(0.2)
+        assert app.scope.settings.seed == 7
 
 
 async def test_resizing_mid_generation(tiny_model, gate):

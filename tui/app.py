@@ -35,6 +35,8 @@ from tui.widgets import LeanFooter, Pane, PromptInput, StatusLine
 NARROW = 120  # below this many columns the panes share the width evenly
 TERMINAL_EVENTS = (Prefilled, Finished, Failed)
 PUBLISH_INTERVAL = 0.1  # seconds: while generating, the panes follow at most 10 times a second
+# Textual (8.2) drops a one-shot timer whose delay is below about a microsecond, unfired.
+SHORTEST_TIMER = 0.001
 
 
 class EngineEvent(Message):
@@ -134,14 +136,20 @@ class ScopeApp(DeeperActions, App[int]):
         would leave key presses waiting behind the renders."""
         if not self._publish_scheduled:
             self._publish_scheduled = True
-            wait = self._last_publish + PUBLISH_INTERVAL - time.monotonic()
-            if wait > 0:
-                self.set_timer(wait, self.publish)
-            else:
-                self.call_later(self.publish)
+            self.publish_when_due()
+
+    def publish_when_due(self) -> None:
+        """Publish once PUBLISH_INTERVAL has passed since the last publish. A key publishes
+        at once, so the token after it waits its turn instead of adding its renders to the
+        key's repaint."""
+        wait = self._last_publish + PUBLISH_INTERVAL - time.monotonic()
+        if wait > SHORTEST_TIMER:
+            self.set_timer(wait, self.publish_when_due)
+        else:
+            self._publish_scheduled = False
+            self.publish()
 
     def publish(self) -> None:
-        self._publish_scheduled = False
         self._last_publish = time.monotonic()
         self.scope = self.session.scope()
 
