@@ -15,6 +15,7 @@ from tui.app import ScopeApp
 from tui.help import HelpScreen
 from tui.session import SAMPLE_PROMPT
 from tui.testing import make_app, settle, shown
+from tui.text import editable
 from tui.widgets import Pane, PromptInput
 
 pytestmark = pytest.mark.anyio
@@ -160,6 +161,7 @@ async def test_esc_leaves_the_editor_without_running(tiny_model):
         await settle(pilot)
         assert isinstance(app.focused, Pane)
         assert tokens(app) == before
+        assert app.query_one(PromptInput).value == editable(SAMPLE_PROMPT)
 
 
 async def test_newline_escape_in_the_editor_is_a_newline(tiny_model):

@@ -214,6 +214,8 @@ class ScopeApp(DeeperActions, App[int]):
         self.focus_panes()
 
     def on_prompt_input_left(self) -> None:
+        # esc drops an edit that was not run: the bar shows the prompt of the run on screen.
+        self.query_one(PromptInput).value = editable(self.session.prompt)
         self.focus_panes()
 
     def focus_panes(self) -> None:
