@@ -36,18 +36,25 @@ class StatusLine(Widget):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._lines: list[Text] = []
+        self._header: tuple[tuple, list[Text]] | None = None
+        self._height = 0
 
-    def watch_scope(self, scope: Scope | None) -> None:
+    def header(self) -> list[Text]:
+        """The lines for this scope and width, worked out once for the watcher and render."""
+        key = (self.scope, self.content_size.width)
+        if self._header is None or self._header[0] != key:
+            lines = [] if self.scope is None else render_header(self.scope, key[1])
+            self._header = (key, lines)
+        return self._header[1]
+
+    def watch_scope(self) -> None:
         # A new layout repaints the whole screen; only a change in the line count needs one.
-        lines = [] if scope is None else render_header(scope, self.content_size.width)
-        self.refresh(layout=len(lines) != len(self._lines))
-        self._lines = lines
+        height = len(self.header())
+        self.refresh(layout=height != self._height)
+        self._height = height
 
     def render(self) -> RenderableType:
-        if self.scope is None:
-            return ""
-        return joined_lines(render_header(self.scope, self.content_size.width))
+        return joined_lines(self.header())
 
 
 class LeanFooter(Footer):
