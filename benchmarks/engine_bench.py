@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from benchmarks.timing import Comparison, alternate, timed
-from engine import Model, SamplingParams, sample
+from engine import Model, Run, SamplingParams, sample
 from engine.runner import PREFILL_CHUNK
 
 if TYPE_CHECKING:
@@ -64,17 +64,18 @@ def prefill(model: Model, hf: GPT2LMHeadModel, length: int, pairs: int, device: 
     return alternate(ours, theirs, pairs, device)
 
 
-def chunked_prefill_ms(model: Model, length: int, repeats: int, device: str) -> float:
+def prefill_in_chunks(model: Model, ids: list[int]) -> Run:
     """The runner's path: the prompt in PREFILL_CHUNK pieces, so that a stop lands quickly."""
+    run = model.new_run()
+    for i in range(0, len(ids), PREFILL_CHUNK):
+        run.extend(ids[i : i + PREFILL_CHUNK])
+    return run
+
+
+def chunked_prefill_ms(model: Model, length: int, repeats: int, device: str) -> float:
     ids = random_ids(length, model.config.vocab_size, seed=length)
-
-    def chunked() -> None:
-        run = model.new_run()
-        for i in range(0, length, PREFILL_CHUNK):
-            run.extend(ids[i : i + PREFILL_CHUNK])
-
-    chunked()
-    return min(timed(chunked, device) for _ in range(repeats)) * 1e3
+    prefill_in_chunks(model, ids)
+    return min(timed(lambda: prefill_in_chunks(model, ids), device) for _ in range(repeats)) * 1e3
 
 
 def weight_bytes_per_token(model: Model) -> int:

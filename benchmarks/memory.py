@@ -34,15 +34,13 @@ def peak_rss_bytes() -> int:
 def run_ours(weights: str, prompt: list[int], device: str, dtype: torch.dtype) -> int:
     """As the app's runner does: prefill in its chunks, then sample and step to the context
     limit, keeping the latest view. Returns the peak RSS of loading alone."""
+    from benchmarks.engine_bench import prefill_in_chunks
     from engine import SamplingParams, load_model, sample
-    from engine.runner import PREFILL_CHUNK
 
     model = load_model(weights, device=device, dtype=dtype)
     loaded = peak_rss_bytes()
     params, generator = SamplingParams(), torch.Generator().manual_seed(0)
-    run = model.new_run()
-    for start in range(0, len(prompt), PREFILL_CHUNK):
-        run.extend(prompt[start : start + PREFILL_CHUNK])
+    run = prefill_in_chunks(model, prompt)
     while run.n_tokens < model.config.n_ctx:
         run.step(sample(run.logits, params, generator).token_id)
         run.view()
