@@ -119,15 +119,15 @@ class HeadData:
 
     @classmethod
     def of(cls, view: RunView, layer: int, head: int) -> HeadData:
-        """The engine's q, k and v; the pattern and scores are RunView.attention and
-        .attention_scores, worked out in numpy: on the UI thread, small torch ops wait for
-        the runner's thread pool."""
+        """The engine's q, k and v for one head; the rest follows from them in `row`."""
         q, k, v = (t.detach().cpu().float().numpy() for t in view.qkv(layer, head))
         return cls(layer, head, q, k, v)
 
     def row(self, query: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scores [T], pattern [T], z [d_head]) of one query: q.k / sqrt(d_head), -inf for
-        the keys after the query; their softmax; and z = pattern @ v, what the head writes."""
+        the keys after the query; their softmax; and z = pattern @ v, what the head writes.
+        The engine's RunView.attention and .attention_scores, worked out in numpy: on the UI
+        thread, small torch ops wait for the runner's thread pool."""
         row = self._rows.get(query)
         if row is None:
             n, T = query + 1, len(self.q)
