@@ -11,7 +11,6 @@ from engine.gpt2 import Block, GPT2Config, LayerNorm, Linear, Params
 from weights import Checkpoint
 
 LAYER_NAME = re.compile(r"^h\.(\d+)\.")
-WTE_ROWS_PER_READ = 4096
 BLOCK_TENSORS = {
     "ln_1": ("ln_1.weight", "ln_1.bias"),
     "c_attn": ("attn.c_attn.weight", "attn.c_attn.bias"),
@@ -20,6 +19,7 @@ BLOCK_TENSORS = {
     "c_fc": ("mlp.c_fc.weight", "mlp.c_fc.bias"),
     "mlp_proj": ("mlp.c_proj.weight", "mlp.c_proj.bias"),
 }
+LINEARS = ("c_attn", "c_proj", "c_fc", "mlp_proj")
 
 
 def infer_config(ckpt: Checkpoint) -> GPT2Config:
@@ -113,39 +113,39 @@ def to_params(
     ckpt: Checkpoint, config: GPT2Config, device: torch.device, dtype: torch.dtype
 ) -> Params:
     """Every tensor read into memory of its own (see `Checkpoint.read`), in `dtype` on
-    `device`, with wte stored in the LM head's layout (see `read_wte`)."""
+    `device`, the Conv1D weights held transposed (see `Linear`)."""
+    names = expected_shapes(config)
+    weights = conv1d_weights(config.n_layer)
+    largest = max((ckpt.tensors[name].nbytes for name in weights), default=0)
+    buffer = torch.empty(largest, dtype=torch.uint8)
 
     def tensor(name: str) -> torch.Tensor:
+        if name in weights:
+            return read_transposed(ckpt, name, buffer, device, dtype)
         t = ckpt.read(name).to(device=device, dtype=dtype).contiguous()
         check_finite(ckpt, name, t)
         return t
 
-    tensors = {name: tensor(name) for name in expected_shapes(config) if name != "wte.weight"}
-    tensors["wte.weight"] = read_wte(ckpt, device, dtype)
-    return assemble(tensors, config.n_layer)
+    return assemble({name: tensor(name) for name in names}, config.n_layer)
 
 
-def read_wte(ckpt: Checkpoint, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """wte as the transpose of an [n_embd, vocab] row-major matrix.
+def conv1d_weights(n_layer: int) -> set[str]:
+    return {f"h.{i}.{BLOCK_TENSORS[field][0]}" for i in range(n_layer) for field in LINEARS}
 
-    A decode step multiplies one row by wte.T, a third of GPT-2 small's weights, and the
-    BLAS kernel streams this layout at close to the memory bandwidth; over a row-major wte
-    it runs about 1.7x slower. Looking up a token's embedding then reads strided memory,
-    microseconds once per token. Read a slice of rows at a time, so that the load never
-    holds a second whole copy (154 MB for GPT-2 small)."""
-    wte = ckpt.tensors["wte.weight"]
-    vocab_size, n_embd = wte.shape
-    head = torch.empty(n_embd, vocab_size, device=device, dtype=dtype)
-    # One buffer for every slice: a fresh one each time left the freed slices behind as
-    # holes in the heap, 90 MB of resident memory that was never given back.
-    buffer = torch.empty(WTE_ROWS_PER_READ, n_embd, dtype=wte.dtype)
-    for start in range(0, vocab_size, WTE_ROWS_PER_READ):
-        rows = slice(start, min(start + WTE_ROWS_PER_READ, vocab_size))
-        part = ckpt.read("wte.weight", rows, buffer[: rows.stop - start])
-        part = part.to(device=device, dtype=dtype)
-        check_finite(ckpt, "wte.weight", part)
-        head[:, rows] = part.T
-    return head.T
+
+def read_transposed(
+    ckpt: Checkpoint, name: str, buffer: torch.Tensor, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """A Conv1D weight [in, out] as the transpose of an [out, in] row-major matrix.
+
+    The file is read through one buffer shared by every weight: a fresh copy each time
+    would leave the freed copies behind as holes in the heap."""
+    stored = ckpt.tensors[name]
+    part = ckpt.read(name, buffer[: stored.nbytes].view(stored.dtype).view(stored.shape))
+    held = torch.empty(stored.shape[::-1], device=device, dtype=dtype)
+    held.copy_(part.T)
+    check_finite(ckpt, name, held)
+    return held.T
 
 
 def check_finite(ckpt: Checkpoint, name: str, t: torch.Tensor) -> None:
@@ -157,21 +157,16 @@ def check_finite(ckpt: Checkpoint, name: str, t: torch.Tensor) -> None:
 
 
 def assemble(tensors: dict[str, torch.Tensor], n_layer: int) -> Params:
-    """GPT-2's parameters from tensors under the checkpoint's names, the very tensors given."""
+    """GPT-2's parameters from tensors under the checkpoint's names and in its layout:
+    the very tensors given, the Conv1D weights as views of their transposes (see `Linear`)."""
 
     def block(i: int) -> Block:
         parts = {
             field: (tensors[f"h.{i}.{w}"], tensors[f"h.{i}.{b}"])
             for field, (w, b) in BLOCK_TENSORS.items()
         }
-        return Block(
-            ln_1=LayerNorm(*parts["ln_1"]),
-            c_attn=Linear(*parts["c_attn"]),
-            c_proj=Linear(*parts["c_proj"]),
-            ln_2=LayerNorm(*parts["ln_2"]),
-            c_fc=Linear(*parts["c_fc"]),
-            mlp_proj=Linear(*parts["mlp_proj"]),
-        )
+        linears = {field: Linear(parts[field][0].T, parts[field][1]) for field in LINEARS}
+        return Block(ln_1=LayerNorm(*parts["ln_1"]), ln_2=LayerNorm(*parts["ln_2"]), **linears)
 
     return Params(
         wte=tensors["wte.weight"],

@@ -59,8 +59,9 @@ def test_kv_cached_steps_match_full_forward_at_every_step(pair, ids):
 
 @pytest.mark.parametrize("threads", [1, 3, 4])
 def test_decode_steps_match_whatever_the_thread_count(pair, ids, threads):
-    """A one-row product is split into one slice of the weights per thread (3 threads do
-    not divide the width, so it takes 2 slices): the logits must not depend on that."""
+    """A one-row product is split into one block of weight rows per thread; with 3 threads
+    the widths 64 and 256 and the vocabulary of 512 leave rows over, which take a product
+    of their own. The logits must not depend on any of that."""
     hf, model = pair
     out = oracle(hf, ids)
     before = torch.get_num_threads()

@@ -41,11 +41,9 @@ class Checkpoint:
     offsets: dict[str, int]  # where each tensor's data starts in the file
     config: dict = field(default_factory=dict)
 
-    def read(
-        self, name: str, rows: slice = slice(None), out: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Tensor `name` (or a range of its rows) in memory of its own, read with plain
-        file reads, into `out` if given (a buffer of the right shape and dtype to reuse).
+    def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Tensor `name` in memory of its own, read with plain file reads, into `out` if
+        given (a buffer of the right shape and dtype to reuse).
 
         Copying out of the memory map instead leaves every page of the file resident in the
         process until the map closes: twice the model's size at the end of a load. The copy
@@ -53,14 +51,11 @@ class Checkpoint:
         """
         tensor = self.tensors[name]
         if out is None:
-            out = torch.empty(tensor[rows].shape, dtype=tensor.dtype)
+            out = torch.empty(tensor.shape, dtype=tensor.dtype)
         buffer = out.view(-1).view(torch.uint8).numpy()
-        start = self.offsets[name]
-        if rows.start:
-            start += rows.start * (tensor.nbytes // tensor.shape[0])
         try:
             with self.path.open("rb") as f:
-                f.seek(start)
+                f.seek(self.offsets[name])
                 n_read = f.readinto(buffer)
         except OSError as e:
             raise WeightsError(f"{self.path}: cannot read tensor {name} ({e.strerror or e})") from e
