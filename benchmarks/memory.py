@@ -36,6 +36,9 @@ def run_ours(weights: str, prompt: list[int], device: str, dtype: torch.dtype) -
     limit, keeping the latest view. Returns the peak RSS of loading alone."""
     from benchmarks.engine_bench import prefill_in_chunks
     from engine import SamplingParams, load_model, sample
+    from engine.heap import return_freed_memory
+
+    return_freed_memory()  # as the gpt2scope command does
 
     model = load_model(weights, device=device, dtype=dtype)
     loaded = peak_rss_bytes()

@@ -20,6 +20,7 @@ from textual.widgets import Input, Label
 
 from engine import Failed, Finished, Model, Prefilled, Runner, Tokenizer
 from engine import gpt2_tokenizer as default_tokenizer
+from engine.heap import return_freed_memory
 from engine.runner import Event
 from tui.cli import Options
 from tui.help import HelpScreen
@@ -286,6 +287,7 @@ class ScopeApp(DeeperActions, App[int]):
 
 
 def app_main(options: Options) -> int:
+    return_freed_memory()
     try:
         settings = settings_from(options)
         model, info = open_model(options.weights, options.device)

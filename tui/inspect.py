@@ -23,6 +23,7 @@ from engine import (
     StateChanged,
     gpt2_tokenizer,
 )
+from engine.heap import return_freed_memory
 from tui.cli import Options, add_run_options, options_from
 from tui.deeper import deeper_json, deeper_text
 from tui.models import OpenError, open_model
@@ -217,6 +218,7 @@ def record_json(record: SampleRecord) -> dict[str, Any]:
 def inspect_main(argv: list[str]) -> int:
     args = inspect_parser().parse_args(argv)
     options = options_from(args)
+    return_freed_memory()
     try:
         scope = inspected(options, args.query)
     except (ValueError, *OpenError) as e:

@@ -17,7 +17,6 @@ so the engine that shows the model is the one that trained it.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import subprocess
@@ -33,6 +32,7 @@ from tqdm import tqdm
 
 from engine import Model, gpt2_tokenizer, load_model
 from engine.gpt2 import GPT2Config, Params, embed, forward, layer_norm, transformer
+from engine.heap import keep_freed_memory
 from engine.load import assemble, expected_shapes
 
 OUT_DIR = Path(__file__).resolve().parent / "demo"
@@ -57,19 +57,6 @@ WEIGHT_DECAY = 0.1
 EVAL_CONTEXT = 128
 EVAL_WINDOWS = 32  # windows for the head figures; the loss uses the whole held-out text
 MIN_HEAD_SCORE = 0.5
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
-
-
-def keep_freed_memory() -> None:
-    """Ask glibc to reuse freed memory instead of returning it to the system: each step
-    allocates ~200 MB of logits, and mapping it afresh every time (zeroed pages, page
-    faults) made a step about 1.5x slower. Elsewhere than glibc nothing changes."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
-        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-    except (OSError, AttributeError):
-        pass
 
 
 def fetch_fortunes(workdir: Path) -> tuple[Path, str]:
