@@ -17,12 +17,13 @@ class Plan:
     stream_repeats: int
     ui_tokens: int  # length of the run the panes render
     ui_presses: int  # key presses timed during generation
+    cold_starts: int  # launches of the command; the median is reported
 
 
 PLANS = {
-    "full": Plan("small", 128, 30, 3, (8, 2, 1), 3, 1 << 30, 5, 256, 20),
+    "full": Plan("small", 128, 30, 3, (8, 2, 1), 3, 1 << 30, 5, 256, 20, 3),
     # The smoke test's: every section, tiny sizes, a few seconds.
-    "quick": Plan("tiny", 16, 4, 1, (8, 2, 1), 1, 64 << 20, 2, 32, 3),
+    "quick": Plan("tiny", 16, 4, 1, (8, 2, 1), 1, 64 << 20, 2, 32, 3, 1),
 }
 
 DECODE_RATIO = 0.6  # our step over transformers'

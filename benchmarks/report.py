@@ -134,7 +134,7 @@ def ui_rows(u: dict) -> list[Row]:
     cold = u["cold_start_s"]
     rows.append(
         Row(
-            "cold start to the first full screen",
+            f"cold start to the first full screen (median of {len(u['cold_starts_s'])})",
             "no tmux" if cold is None else f"{cold:.2f} s",
             target=f"<= {targets.COLD_START_S:.0f} s",
             met=None if cold is None else cold <= targets.COLD_START_S,
