@@ -87,7 +87,10 @@ def matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     do not split evenly (wte has 50257) take one small product after.
     """
     one_row = x.numel() == x.shape[-1]
-    if not one_row or x.device.type != "cpu" or not weight.is_contiguous():
+    # bfloat16 goes another way than MKL's sgemv, and unsplit it is faster (16.6 against
+    # 26.2 ms for GPT-2 small's products).
+    split = x.device.type == "cpu" and weight.dtype == torch.float32 and weight.is_contiguous()
+    if not (one_row and split):
         return x @ weight.T
     n_out, n_in = weight.shape
     n = torch.get_num_threads()
