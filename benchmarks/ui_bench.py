@@ -45,8 +45,10 @@ def measure(model: Model, model_dir: Path, plan: Plan, device: str) -> dict:
     """`model` is the app's; `model_dir` holds it on disk for the cold start."""
     in_app = asyncio.run(app_timings(model, plan))
     # Cold start needs a terminal to draw in; without tmux it is left out, not guessed.
-    # The median of a few launches: right after the in-app runs' minute of load on both
-    # cores, the first launch on this machine took 3.0 to 4.0 s, and the next ones 2.2-2.5.
+    # The median of a few launches: right after the in-app runs, the first launch here took
+    # 3.0-5.1 s and the next ones 2.1-2.7 s. This VM pages out memory left untouched for a
+    # while, page cache included, so the first reads the weights and torch's libraries
+    # from disk again.
     launches = range(plan.cold_starts) if shutil.which("tmux") else []
     cold = [cold_start_s(model_dir, device) for _ in launches]
     return {
