@@ -2,7 +2,7 @@
 
 Run it as `python -m weights.train_demo`; it writes `weights/demo/model.safetensors`,
 `config.json` (Hugging Face GPT-2 layout, float16, LM head tied to `wte`) and
-`metrics.json`. 6000 steps; about 21 minutes on 2 CPU cores.
+`metrics.json`. 7000 steps; about 23 minutes on 2 CPU cores.
 
 Corpus: the quotations of Debian's `fortunes` package (the data files of BSD fortune(6),
 distributed under the BSD licence given in the package's /usr/share/doc/fortunes/copyright).
@@ -47,13 +47,19 @@ TOKENS_PER_STEP = 1024
 # otherwise identical 6000-step runs, the best previous-token head reached 0.17 with windows
 # from 32 tokens and 0.26 with windows from 8.
 CONTEXTS = (8, 16, 32, 64, 128, 256)
-STEPS = 6000
+STEPS = 7000
 # In 6000-step runs on a GPU (the same recipe otherwise), the best previous-token head reached
 # 0.30-0.31 at 6e-3 (two seeds) against 0.25 at 3e-3, with the same held-out loss; 1e-2 was
 # behind both when last measured (0.17 at step 5000).
 LR = 6e-3
 WARMUP = 100
 WEIGHT_DECAY = 0.1
+# A quarter of the windows repeat their first half, so copying what came before pays off; a
+# previous-token head is how a model finds what followed the earlier copy. In two otherwise
+# identical 6000-step runs the best previous-token head reached 0.48 this way against 0.31
+# with plain text; repeating half of the windows instead gave 0.15. With 7000 steps it
+# reached 0.93 (the committed model), as an induction head began to form in layer 3.
+REPEATED_SHARE = 0.25
 EVAL_CONTEXT = 128
 EVAL_WINDOWS = 32  # windows for the head figures; the loss uses the whole held-out text
 MIN_HEAD_SCORE = 0.5
@@ -151,10 +157,18 @@ def context_at(step: int, steps: int) -> int:
 
 def random_windows(ids: torch.Tensor, context: int, generator: torch.Generator) -> torch.Tensor:
     """TOKENS_PER_STEP tokens as windows of `context` + 1 tokens at random offsets
-    (inputs plus the targets shifted by one)."""
+    (inputs plus the targets shifted by one), the first REPEATED_SHARE of them repeated."""
     batch = TOKENS_PER_STEP // context
     starts = torch.randint(0, len(ids) - context - 1, (batch,), generator=generator)
-    return torch.stack([ids[s : s + context + 1] for s in starts.tolist()])
+    windows = torch.stack([ids[s : s + context + 1] for s in starts.tolist()])
+    repeat_first_half(windows[: round(REPEATED_SHARE * batch)])
+    return windows
+
+
+def repeat_first_half(windows: torch.Tensor) -> None:
+    """Overwrite each window's second half with the start of its first half, in place."""
+    half = (windows.shape[1] + 1) // 2
+    windows[:, half:] = windows[:, : windows.shape[1] - half]
 
 
 def silence_unused_tokens(tensors: dict[str, torch.Tensor], used: torch.Tensor) -> None:
