@@ -58,7 +58,8 @@ WEIGHT_DECAY = 0.1
 # previous-token head is how a model finds what followed the earlier copy. In two otherwise
 # identical 6000-step runs the best previous-token head reached 0.48 this way against 0.31
 # with plain text; repeating half of the windows instead gave 0.15. With 7000 steps it
-# reached 0.93 (the committed model), as an induction head began to form in layer 3.
+# reached 0.93 (the committed model), as an induction head began to form in layer 3; a
+# rerun reached 0.56, since CPU training here is not bit-for-bit repeatable.
 REPEATED_SHARE = 0.25
 EVAL_CONTEXT = 128
 EVAL_WINDOWS = 32  # windows for the head figures; the loss uses the whole held-out text
