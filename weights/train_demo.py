@@ -320,7 +320,7 @@ def best_head(scores: torch.Tensor) -> dict:
 
 
 def describe_heads(heads: dict) -> str:
-    """'previous token: L0 H2 0.93, first position: L1 H1 0.04'"""
+    """'previous token: L0 H2 0.93, first position: L3 H0 0.38'"""
     return ", ".join(
         f"{PATTERN_NAMES[pattern]}: L{h['layer']} H{h['head']} {h['score']:.2f}"
         for pattern, h in heads.items()
