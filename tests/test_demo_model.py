@@ -11,6 +11,7 @@ import torch
 
 from engine import Model, gpt2_tokenizer, load_model
 from engine.gpt2 import forward
+from weights import train_demo
 from weights.train_demo import (
     CONFIG,
     MIN_HEAD_SCORE,
@@ -138,14 +139,16 @@ def test_a_quarter_of_the_training_windows_repeat_their_start_at_varied_periods(
 
 
 @pytest.fixture
-def restore_torch_settings():
+def restore_process_settings(monkeypatch):
+    """The script sets process-wide state; the tests that follow run with the defaults."""
+    monkeypatch.setattr(train_demo, "keep_freed_memory", lambda: None)
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     yield
     torch.use_deterministic_algorithms(deterministic)
     torch.set_num_threads(threads)
 
 
-def test_retraining_with_the_same_seed_writes_the_same_file(tmp_path, restore_torch_settings):
+def test_retraining_with_the_same_seed_writes_the_same_file(tmp_path, restore_process_settings):
     """The README promises that a rerun of the script gives the committed file again."""
     words = PARAGRAPH.split()
     rng = random.Random(0)
