@@ -192,8 +192,11 @@ def test_inspect_says_in_one_line_that_a_model_overflows(overflowing_checkpoint)
 
 def test_ctrl_c_during_inspect_is_one_line_and_exit_130(tiny_checkpoint, tmp_path):
     started = tmp_path / "started"
+    # A shell without job control starts background commands with SIGINT ignored, and the
+    # child would inherit that; ctrl+c from a terminal arrives with the default handler.
     code = (
-        "import time, engine.runner\n"
+        "import signal, time, engine.runner\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "def stuck(*args, **kwargs):\n"
         f"    open({str(started)!r}, 'w').close()\n"
         "    time.sleep(30)\n"
