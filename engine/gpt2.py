@@ -197,7 +197,12 @@ def unembed(params: Params, resid: torch.Tensor) -> torch.Tensor:
     return matmul(layer_norm(resid, params.ln_f), params.wte)
 
 
+def final_resid(params: Params, n_head: int, ids: torch.Tensor) -> torch.Tensor:
+    """The residual stream after the last block for a batch of token ids [..., T], no cache."""
+    positions = torch.arange(ids.shape[-1], device=ids.device)
+    return transformer(params, n_head, embed(params, ids, positions))
+
+
 def forward(params: Params, n_head: int, ids: torch.Tensor) -> torch.Tensor:
     """Logits for every position of a batch of token ids [..., T], with no cache."""
-    positions = torch.arange(ids.shape[-1], device=ids.device)
-    return unembed(params, transformer(params, n_head, embed(params, ids, positions)))
+    return unembed(params, final_resid(params, n_head, ids))
