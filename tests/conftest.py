@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import constants
 from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
+import weights.hub
 from engine import Model, load_model
+
+REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
 def write_checkpoint(
@@ -68,3 +75,73 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_checkpoint: Path) -> Model:
     return load_model(tiny_checkpoint)
+
+
+# --- a Hugging Face cache and hub of our own ----------------------------------------------
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face cache. huggingface_hub read HF_HOME at import, so its
+    constants are what it will use now; the environment is set for subprocesses."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    cache = tmp_path / "hf" / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(weights.hub, "DEMO_DIR", tmp_path / "no-demo")
+    return cache
+
+
+def blob_name(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class FakeHub(BaseHTTPRequestHandler):
+    """Answers `resolve/main/<file>` for openai-community/gpt2 the way the hub does for a
+    plain (non-Xet) file: commit and etag headers on HEAD, the bytes on GET."""
+
+    files: dict[str, bytes] = {}
+
+    def do_HEAD(self) -> None:
+        data = self.found()
+        if data is not None:
+            self.end_headers()
+
+    def do_GET(self) -> None:
+        data = self.found()
+        if data is not None:
+            self.end_headers()
+            for start in range(0, len(data), 4096):
+                self.wfile.write(data[start : start + 4096])
+
+    def found(self) -> bytes | None:
+        name = self.path.removeprefix("/openai-community/gpt2/resolve/main/")
+        data = self.files.get(name)
+        if data is None:
+            self.send_response(404)
+            self.end_headers()
+            return None
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", REVISION)
+        self.send_header("ETag", f'"{blob_name(data)}"')
+        self.send_header("Content-Length", str(len(data)))
+        return data
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_hub(hub_cache, tiny_checkpoint, monkeypatch):
+    files = ("config.json", "model.safetensors")
+    FakeHub.files = {f: (tiny_checkpoint / f).read_bytes() for f in files}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    # Read once at import by huggingface_hub, like HF_ENDPOINT itself.
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    template = url + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 4096)
+    yield hub_cache
+    server.shutdown()
+    server.server_close()

@@ -8,15 +8,14 @@ huggingface_hub reads HF_HOME / HF_HUB_OFFLINE once at import, so in-process tes
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,13 +25,12 @@ from safetensors.torch import load_file, save_file
 
 import weights.hub
 from engine import EngineError, load_model
-from tests.conftest import hub_tensors, write_checkpoint
+from tests.conftest import REVISION, blob_name, hub_tensors, write_checkpoint
 from tui.download import download_main
 from weights import DownloadCancelled, WeightsError, download, is_cached, load_checkpoint, resolve
 from weights.checkpoint import canonical_name
 
 N_LAYER, N_HEAD, N_EMBD, N_CTX, VOCAB = 2, 2, 32, 64, 256
-REVISION = "0123456789abcdef0123456789abcdef01234567"
 IDS = [3, 1, 4, 1, 5, 9, 2, 6]
 
 
@@ -287,21 +285,6 @@ def test_bad_files_give_one_line_naming_the_file_and_the_problem(scratch, damage
 # --- where a checkpoint comes from ------------------------------------------------------
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch) -> Path:
-    """An empty Hugging Face cache. huggingface_hub read HF_HOME at import, so its
-    constants are what it will use now; the environment is set for subprocesses."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    cache = tmp_path / "hf" / "hub"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(weights.hub, "DEMO_DIR", tmp_path / "no-demo")
-    return cache
-
-
-def blob_name(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def cache_snapshot(cache: Path, name: str, source: Path) -> Path:
     """What `hf_hub_download` leaves behind: blobs named by etag, a snapshot directory of
     relative symlinks to them, and refs/main naming the snapshot's commit."""
@@ -413,64 +396,13 @@ def test_download_rejects_unknown_names(hub_cache):
         download("gpt3")
 
 
-class FakeHub(BaseHTTPRequestHandler):
-    """Answers `resolve/main/<file>` for openai-community/gpt2 the way the hub does for a
-    plain (non-Xet) file: commit and etag headers on HEAD, the bytes on GET."""
-
-    files: dict[str, bytes] = {}
-
-    def do_HEAD(self) -> None:
-        data = self.found()
-        if data is not None:
-            self.end_headers()
-
-    def do_GET(self) -> None:
-        data = self.found()
-        if data is not None:
-            self.end_headers()
-            for start in range(0, len(data), 4096):
-                self.wfile.write(data[start : start + 4096])
-
-    def found(self) -> bytes | None:
-        name = self.path.removeprefix("/openai-community/gpt2/resolve/main/")
-        data = self.files.get(name)
-        if data is None:
-            self.send_response(404)
-            self.end_headers()
-            return None
-        self.send_response(200)
-        self.send_header("X-Repo-Commit", REVISION)
-        self.send_header("ETag", f'"{blob_name(data)}"')
-        self.send_header("Content-Length", str(len(data)))
-        return data
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def fake_hub(hub_cache, good, monkeypatch):
-    FakeHub.files = {f: (good / f).read_bytes() for f in ("config.json", "model.safetensors")}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}"
-    # Read once at import by huggingface_hub, like HF_ENDPOINT itself.
-    monkeypatch.setattr(constants, "ENDPOINT", url)
-    template = url + "/{repo_id}/resolve/{revision}/{filename}"
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
-    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 4096)
-    yield hub_cache
-    server.shutdown()
-    server.server_close()
-
-
-def test_download_fills_the_cache_that_resolve_reads(fake_hub, good):
+def test_download_fills_the_cache_that_resolve_reads(fake_hub, tiny_checkpoint):
     seen = []
     snapshot = download("gpt2", progress=False, on_progress=lambda *a: seen.append(a))
     assert snapshot == fake_hub / "models--openai-community--gpt2" / "snapshots" / REVISION
     assert resolve(None) == weights.Resolved(snapshot, "gpt2", "hub cache")
-    torch.testing.assert_close(logits(snapshot), logits(good), atol=0, rtol=0)
-    size = (good / "model.safetensors").stat().st_size
+    torch.testing.assert_close(logits(snapshot), logits(tiny_checkpoint), atol=0, rtol=0)
+    size = (tiny_checkpoint / "model.safetensors").stat().st_size
     assert seen[-1] == ("model.safetensors", size, size)
 
 
@@ -501,6 +433,34 @@ def test_download_command_offline_prints_one_line_and_fails(hub_cache, monkeypat
     assert out == ""
     assert err.startswith("gpt2scope: cannot reach the Hugging Face hub to download gpt2-medium")
     assert err.count("\n") == 1
+
+
+def test_download_command_without_a_network_says_what_it_fetches_then_one_line(tmp_path):
+    """No network and HF_HUB_OFFLINE unset, the case of a user behind no connection: the hub
+    retries (its sleeps skipped here, counted into a file) without printing its warnings."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env |= {"HF_HOME": str(tmp_path), "HF_ENDPOINT": f"http://127.0.0.1:{port}"}
+    sleeps = tmp_path / "sleeps"
+    command = (
+        "import sys, time; naps = []; time.sleep = naps.append; from tui.cli import main; "
+        f"code = main(['download']); open({str(sleeps)!r}, 'w').write(str(len(naps))); "
+        "sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", command], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert int(sleeps.read_text()) >= 1
+    assert (
+        done.stdout
+        == f"fetching gpt2 (openai-community/gpt2) into {tmp_path / 'hub'}; ctrl-c stops\n"
+    )
+    assert done.stderr.startswith("gpt2scope: cannot reach the Hugging Face hub to download gpt2;")
+    assert done.stderr.count("\n") == 1
+    assert loadable_files(tmp_path) == []
 
 
 def test_download_command_in_a_fresh_process_never_shows_a_traceback(tmp_path):

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from tui.text import visible
-from weights import MODEL_NAMES, WeightsError, download
+from weights import MODEL_NAMES, WeightsError, download, fetch_notice
 
 
 def download_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,9 @@ def download_parser() -> argparse.ArgumentParser:
 
 def download_main(argv: list[str]) -> int:
     name = download_parser().parse_args(argv).name
+    notice = fetch_notice(name)
+    if notice is not None:
+        print(notice)
     try:
         snapshot = download(name)
     except WeightsError as e:

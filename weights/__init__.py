@@ -10,6 +10,7 @@ from weights.hub import (
     ProgressFn,
     Resolved,
     download,
+    fetch_notice,
     is_cached,
     resolve,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Resolved",
     "WeightsError",
     "download",
+    "fetch_notice",
     "is_cached",
     "load_checkpoint",
     "resolve",

@@ -118,20 +118,29 @@ def download(
     """Fetch config.json and model.safetensors of a GPT-2 size into the Hugging Face cache
     and return the snapshot directory. Files already cached are not fetched again.
 
-    `progress=False` hides the hub's progress bar and its retry warnings (for a UI that owns
-    the terminal). Setting `cancel` from another thread stops the transfer at its next chunk
-    with `DownloadCancelled`. Runs one download at a time: it switches process-wide hub
-    settings while it runs.
+    `progress=False` hides the hub's progress bar (for a UI that owns the terminal). The
+    hub's logged warnings are always silenced: with no network they are a dozen lines of
+    retries, and every failure ends in one WeightsError line anyway. Setting `cancel` from
+    another thread stops the transfer at its next chunk with `DownloadCancelled`. Runs one
+    download at a time: it switches process-wide hub settings while it runs.
     """
     if name not in MODEL_NAMES:
         raise WeightsError(f"{name}: not one of {', '.join(MODEL_NAMES)}")
-    with hub_quiet(not progress), http_only(cancel is not None):
+    with hub_quiet(), http_only(cancel is not None):
         for filename in HUB_FILES:
             if cancel is not None and cancel.is_set():
                 raise DownloadCancelled(f"download of {name} cancelled")
             bar = progress_bar(name, filename, progress, cancel, on_progress)
             path = fetch(name, filename, bar)
     return path.parent
+
+
+def fetch_notice(name: str) -> str | None:
+    """What a command says before `download`: without a network the hub retries quietly for
+    about half a minute before giving up. None when HF_HUB_OFFLINE is set: it fails at once."""
+    if constants.is_offline_mode():
+        return None
+    return f"fetching {name} ({repo_id(name)}) into {constants.HF_HUB_CACHE}; ctrl-c stops"
 
 
 def fetch(name: str, filename: str, bar: type[hub_tqdm]) -> Path:
@@ -206,13 +215,11 @@ def http_only(enabled: bool) -> Iterator[None]:
 
 
 @contextmanager
-def hub_quiet(enabled: bool) -> Iterator[None]:
-    """Silence huggingface_hub's logged warnings (such as its retries) while `enabled`: they
-    go to stderr, which a full-screen UI does not own."""
+def hub_quiet() -> Iterator[None]:
+    """Silence huggingface_hub's logged warnings (such as its retries) for the duration."""
     logger = logging.getLogger("huggingface_hub")
     saved = logger.level
-    if enabled:
-        logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
