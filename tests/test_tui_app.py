@@ -7,16 +7,21 @@ import time
 from types import SimpleNamespace
 
 import pytest
+import torch
+from huggingface_hub import constants
 
 import engine.runner
 import tui.app
-from engine import gpt2_tokenizer
+import tui.download_screen
+from engine import gpt2_tokenizer, load_model
 from tui.app import ScopeApp
+from tui.download_screen import DownloadScreen
 from tui.help import HelpScreen
 from tui.session import SAMPLE_PROMPT
-from tui.testing import make_app, settle, shown
+from tui.testing import HeldDownload, make_app, settle, shown
 from tui.text import editable
 from tui.widgets import Pane, PromptInput
+from weights import DEMO_DIR
 
 pytestmark = pytest.mark.anyio
 
@@ -416,7 +421,93 @@ async def test_the_demo_model_says_how_to_get_gpt2(tiny_model):
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         status = str(app.query_one("#status").render())
-        assert "demo" in status and "gpt2scope download" in status
+        assert "demo model, not GPT-2 · D: download GPT-2 small" in status
+
+
+async def wait_for(pilot, done, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+async def test_d_downloads_gpt2_small_and_switches_to_it(tiny_model, fake_hub):
+    """The fake hub serves the tiny checkpoint as openai-community/gpt2: D on the bundled
+    demo model downloads it, and the app runs the prompt on screen again on it."""
+    app = make_app(load_model(DEMO_DIR), name="demo", origin="demo", prompt=PROMPT, layer=1, head=3)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await settle(pilot)
+        await pilot.press("D")
+        await wait_for(pilot, lambda: app.session.info.origin == "hub cache")
+        await settle(pilot)
+        assert not isinstance(app.screen, DownloadScreen)
+        assert "now running gpt2 (hub cache)" in await notices(pilot)
+        assert (app.session.info.name, app.session.info.n_params) == ("gpt2", tiny_model.n_params)
+        assert "demo" not in str(app.query_one("#status").render())
+        assert (app.session.settings.layer, app.session.settings.head) == (1, 3)
+        assert tokens(app) == gpt2_tokenizer().encode(PROMPT)
+        expected = tiny_model.start(tokens(app)).logits
+        torch.testing.assert_close(app.scope.view.logits, expected)
+        await pilot.press("g")
+        await settle(pilot)
+        assert len(tokens(app)) > len(gpt2_tokenizer().encode(PROMPT))
+
+
+async def test_the_download_shows_its_progress_and_esc_cancels_it(tiny_model, monkeypatch):
+    held = HeldDownload()
+    monkeypatch.setattr(tui.download_screen, "download", held)
+    app = make_app(tiny_model, name="demo", origin="demo", prompt=PROMPT)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await settle(pilot)
+        await pilot.press("D")
+        assert isinstance(app.screen, DownloadScreen)
+
+        def file_line() -> str:
+            return str(app.screen.query_one("#file").render())
+
+        await wait_for(pilot, lambda: file_line() == "model.safetensors: 5.0 MB of 10.0 MB")
+        await pilot.press("question_mark", "g", "D")  # nothing but esc and q while it runs
+        assert isinstance(app.screen, DownloadScreen)
+        assert app.pending == 0 and not held.cancelled.is_set()
+        await pilot.press("escape")
+        assert "download of GPT-2 small cancelled" in await notices(pilot)
+        await wait_for(pilot, lambda: app.fetching.is_finished)
+        assert held.cancelled.is_set()
+        assert not isinstance(app.screen, DownloadScreen)
+        assert app.session.info.is_demo
+
+
+async def test_quitting_during_a_download_cancels_it(tiny_model, monkeypatch):
+    held = HeldDownload()
+    monkeypatch.setattr(tui.download_screen, "download", held)
+    app = make_app(tiny_model, name="demo", origin="demo", prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("D")
+        await pilot.press("q")
+    assert held.cancelled.wait(timeout=2)
+
+
+async def test_d_without_the_hub_says_so_and_stays_on_the_demo(tiny_model, hub_cache, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    app = make_app(tiny_model, name="demo", origin="demo", prompt=PROMPT)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await settle(pilot)
+        await pilot.press("D")
+        said = await notices(pilot)
+        assert "GPT-2 small could not be downloaded" in said
+        assert "cannot reach the Hugging Face hub" in said
+        assert not isinstance(app.screen, DownloadScreen)
+        assert app.session.info.is_demo
+
+
+async def test_d_on_another_model_downloads_nothing(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await settle(pilot)
+        await pilot.press("D")
+        assert "in place of the demo" in await notices(pilot)
+        assert app.fetching is None
 
 
 async def test_control_characters_never_reach_the_screen(tiny_model):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tui.testing import make_app, settle
+import tui.download_screen
+from tui.testing import HeldDownload, make_app, settle
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 PROMPT = "The cat sat on the mat because it was tired."
@@ -59,3 +60,17 @@ def test_zoomed_attention(snap_compare, tiny_model, size):
 def test_demo_model_banner(snap_compare, tiny_model):
     app = make_app(tiny_model, name="demo", origin="demo", prompt=PROMPT)
     assert snap_compare(app, terminal_size=(80, 24), run_before=then())
+
+
+def test_download_dialog(snap_compare, tiny_model, monkeypatch):
+    """D on the demo model, halfway through the weights file."""
+    monkeypatch.setattr(tui.download_screen, "download", HeldDownload())
+    app = make_app(tiny_model, name="demo", origin="demo", prompt=PROMPT)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("D")
+        while "MB" not in str(app.screen.query_one("#file").render()):
+            await pilot.pause(0.02)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

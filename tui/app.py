@@ -7,9 +7,11 @@ it commands, so no key waits on the model.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from functools import partial
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Grid, Horizontal
@@ -17,12 +19,14 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Input, Label
+from textual.worker import Worker
 
 from engine import Failed, Finished, Model, Prefilled, Runner, Tokenizer
 from engine import gpt2_tokenizer as default_tokenizer
 from engine.heap import return_freed_memory
 from engine.runner import Event
 from tui.cli import Options
+from tui.download_screen import DownloadScreen, Fetched, FetchFailed, FetchProgress, fetch_gpt2
 from tui.help import HelpScreen
 from tui.keep_tail import KeepTailScreen
 from tui.keys import KEYS, bindings, next_on_ladder
@@ -41,11 +45,13 @@ SHORTEST_TIMER = 0.001
 
 
 class EngineEvent(Message):
-    """A runner event, carried from the worker thread to the UI thread."""
+    """A runner event, carried from the worker thread to the UI thread; `generation` tells
+    the events of a runner replaced by a model switch from those of the current one."""
 
-    def __init__(self, event: Event) -> None:
+    def __init__(self, event: Event, generation: int) -> None:
         super().__init__()
         self.event = event
+        self.generation = generation
 
 
 class ScopeApp(DeeperActions, App[int]):
@@ -70,6 +76,9 @@ class ScopeApp(DeeperActions, App[int]):
         self.options = options
         self.session = Session(info, tokenizer or default_tokenizer(), settings_from(options))
         self.runner: Runner | None = None
+        self.generation = 0  # counts the runners started, one per model
+        self.fetching: Worker | None = None  # the download of GPT-2 small, once asked for
+        self.fetch_cancel = threading.Event()
         self.pending = 0  # commands sent whose final event has not arrived yet
         self._publish_scheduled = False
         self._last_publish = 0.0
@@ -90,10 +99,7 @@ class ScopeApp(DeeperActions, App[int]):
         yield LeanFooter()
 
     def on_mount(self) -> None:
-        s = self.session.settings
-        self.runner = Runner(
-            self.model, self.receive, s.params, s.seed, self.session.pieces.tokenizer
-        )
+        self.start_runner()
         self.publish()
         self.run_prompt(self.first_prompt)
         if self.options.prompt is None:
@@ -109,15 +115,25 @@ class ScopeApp(DeeperActions, App[int]):
         self.query_one("#panes").set_class(self.size.width < NARROW, "-narrow")
 
     def on_unmount(self) -> None:
+        self.fetch_cancel.set()
         self.close_runner()
 
     # Between the threads.
 
-    def receive(self, event: Event) -> None:
-        """Called on the runner's thread: hand the event over, never wait."""
-        self.post_message(EngineEvent(event))
+    def start_runner(self) -> None:
+        self.generation += 1
+        generation = self.generation
+        s = self.session.settings
+
+        def receive(event: Event) -> None:
+            """Called on the runner's thread: hand the event over, never wait."""
+            self.post_message(EngineEvent(event, generation))
+
+        self.runner = Runner(self.model, receive, s.params, s.seed, self.session.pieces.tokenizer)
 
     def on_engine_event(self, message: EngineEvent) -> None:
+        if message.generation != self.generation:
+            return  # from the runner of the model before a switch
         event = message.event
         self.session.apply(event)
         if isinstance(event, TERMINAL_EVENTS):
@@ -268,11 +284,70 @@ class ScopeApp(DeeperActions, App[int]):
         screen.maximize(pane)
         pane.focus()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """While the download dialog is up only quitting works: the other keys act on a model
+        that is about to be replaced, and another screen would hide the dialog."""
+        if isinstance(self.screen, DownloadScreen):
+            return action == "quit"
+        return super().check_action(action, parameters)
+
+    def action_download(self) -> None:
+        if not self.session.info.is_demo:
+            name = self.session.info.name
+            self.notify(f"D fetches GPT-2 small in place of the demo; this is {name}", markup=False)
+            return
+        if self.fetching is not None and not self.fetching.is_finished:
+            self.notify("the cancelled download is still stopping; try again in a moment")
+            return
+        self.fetch_cancel = cancel = threading.Event()
+        self.push_screen(DownloadScreen(cancel), lambda _: self.said_cancelled(cancel))
+        self.fetching = self.run_worker(
+            partial(fetch_gpt2, self.post_message, cancel, self.options.device),
+            name="download GPT-2 small",
+            thread=True,
+        )
+
+    def said_cancelled(self, cancel: threading.Event) -> None:
+        if cancel.is_set():
+            self.notify("download of GPT-2 small cancelled; still on the demo model")
+
+    def on_fetch_progress(self, message: FetchProgress) -> None:
+        if isinstance(self.screen, DownloadScreen):
+            self.screen.show_progress(message.file, message.done, message.total)
+
+    def on_fetch_failed(self, message: FetchFailed) -> None:
+        if isinstance(self.screen, DownloadScreen):
+            self.screen.dismiss(None)
+        self.notify(
+            visible(message.reason),
+            title="GPT-2 small could not be downloaded",
+            severity="error",
+            markup=False,
+        )
+
+    def on_fetched(self, message: Fetched) -> None:
+        if isinstance(self.screen, DownloadScreen):
+            self.screen.dismiss(None)
+        self.switch_model(message.model, message.info)
+
+    def switch_model(self, model: Model, info: ModelInfo) -> None:
+        """Run `model` from now on, with the same settings, the prompt on screen run again."""
+        prompt = self.session.prompt or self.first_prompt
+        self.close_runner()
+        self.model = model
+        self.session = Session(info, self.session.pieces.tokenizer, self.session.settings)
+        self.pending = 0
+        self.start_runner()
+        self.publish()
+        self.run_prompt(prompt)
+        self.notify(f"now running {info.description}, {info.size} parameters", markup=False)
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
+        self.fetch_cancel.set()
         self.close_runner()
         self.exit(0)
 

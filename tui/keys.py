@@ -48,6 +48,7 @@ KEYS = (
     Key("greater_than_sign", ">", "look(1)", "step+", "history: every view shows the step after"),
     Key("f", "f", "follow", "live", "follow the run again: show its newest step"),
     Key("e", "e", "export", "export", "export the screen (SVG) and the run (JSON) to ./"),
+    Key("D", "D", "download", "download", "download GPT-2 small and switch to it (on the demo)"),
     Key("question_mark", "?", "help", "help", "help screen: every key and view", True),
     Key("q", "q", "quit", "quit", "quit", True),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from textual.pilot import Pilot
@@ -11,6 +12,7 @@ from tui.app import ScopeApp
 from tui.cli import Options
 from tui.session import ModelInfo
 from tui.widgets import Pane
+from weights import DownloadCancelled
 
 SETTLE_TIMEOUT = 20.0
 
@@ -57,3 +59,16 @@ async def settle(pilot: Pilot, timeout: float = SETTLE_TIMEOUT) -> None:
 def shown(pane: Pane) -> str:
     """The text a pane shows now, one line per line."""
     return "\n".join(map(str, pane.shown_lines()))
+
+
+class HeldDownload:
+    """Stands in for `download`: reports half of a 10 MB file, then waits to be cancelled."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+
+    def __call__(self, name, progress, cancel, on_progress):
+        on_progress("model.safetensors", 5_000_000, 10_000_000)
+        if cancel.wait(timeout=10):
+            self.cancelled.set()
+        raise DownloadCancelled(f"download of {name} cancelled")

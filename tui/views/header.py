@@ -17,9 +17,9 @@ STATE_STYLES = {
 }
 DEMO_NOTE = (
     "demo model: a tiny GPT-2 trained for this app, not OpenAI's GPT-2; "
-    "for GPT-2 small run `gpt2scope download` and restart"
+    "D downloads GPT-2 small and switches to it (or run `gpt2scope download`)"
 )
-DEMO_NOTE_SHORT = "demo model, not GPT-2 · get GPT-2 small: gpt2scope download"
+DEMO_NOTE_SHORT = "demo model, not GPT-2 · D: download GPT-2 small"
 LOOKING_BACK = Style(color="black", bgcolor="yellow", bold=True)
 
 

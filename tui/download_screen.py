@@ -1,0 +1,124 @@
+"""Getting GPT-2 small from inside the app, while it runs the demo model: huggingface_hub's
+download on a worker thread, a progress bar here, esc to cancel. The thread posts what
+happens as messages; the app switches to GPT-2 small once it is downloaded and loaded."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import ProgressBar, Static
+
+from engine import Model
+from tui.models import OpenError, open_model
+from tui.session import ModelInfo
+from weights import DownloadCancelled, download
+from weights.hub import repo_id
+
+GPT2_SMALL = "gpt2"
+
+
+class FetchProgress(Message):
+    def __init__(self, file: str, done: int, total: int | None) -> None:
+        super().__init__()
+        self.file, self.done, self.total = file, done, total
+
+
+class FetchFailed(Message):
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+class Fetched(Message):
+    """GPT-2 small is in the cache and loaded."""
+
+    def __init__(self, model: Model, info: ModelInfo) -> None:
+        super().__init__()
+        self.model, self.info = model, info
+
+
+def fetch_gpt2(post: Callable[[Message], object], cancel: threading.Event, device: str) -> None:
+    """On a worker thread: download GPT-2 small, load it, and post the outcome. After a
+    cancel it posts nothing: the dialog is gone, and nothing partial is ever loaded."""
+
+    def progress(file: str, done: int, total: int | None) -> None:
+        post(FetchProgress(file, done, total))
+
+    try:
+        download(GPT2_SMALL, progress=False, cancel=cancel, on_progress=progress)
+        if not cancel.is_set():
+            post(Fetched(*open_model(GPT2_SMALL, device)))
+    except DownloadCancelled:
+        pass
+    except OpenError as e:
+        if not cancel.is_set():
+            post(FetchFailed(str(e)))
+
+
+class DownloadScreen(ModalScreen[None]):
+    """The download's progress; esc cancels it and closes the dialog at once."""
+
+    DEFAULT_CSS = """
+    DownloadScreen {
+        align: center middle;
+    }
+    DownloadScreen > Vertical {
+        width: 72;
+        max-width: 100%;
+        height: auto;
+        padding: 1 2;
+        border: thick $accent;
+        background: $panel;
+    }
+    DownloadScreen ProgressBar {
+        margin-top: 1;
+    }
+    DownloadScreen .keys {
+        color: $text-muted;
+        margin-top: 1;
+    }
+    """
+    BINDINGS = [Binding("escape", "cancel", "cancel", key_display="esc")]
+
+    def __init__(self, cancel: threading.Event) -> None:
+        super().__init__()
+        self.cancel = cancel
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(
+                f"Downloading GPT-2 small ({repo_id(GPT2_SMALL)}) into the Hugging Face cache",
+                markup=False,
+            )
+            yield ProgressBar(total=None, show_eta=False)
+            yield Static(
+                "connecting to the Hugging Face hub (with no network it gives up after about "
+                "half a minute)",
+                id="file",
+                markup=False,
+            )
+            yield Static(
+                "esc: cancel · when it is done the app switches to GPT-2 small",
+                classes="keys",
+                markup=False,
+            )
+
+    def show_progress(self, file: str, done: int, total: int | None) -> None:
+        self.query_one(ProgressBar).update(total=total, progress=done)
+        of_total = f" of {size(total)}" if total else ""
+        self.query_one("#file", Static).update(f"{file}: {size(done)}{of_total}")
+
+    def action_cancel(self) -> None:
+        self.cancel.set()
+        self.dismiss(None)
+
+
+def size(n_bytes: int) -> str:
+    """1.2 kB, 548.1 MB: config.json is a few hundred bytes, the weights hundreds of MB."""
+    return f"{n_bytes / 1e3:.1f} kB" if n_bytes < 1e5 else f"{n_bytes / 1e6:.1f} MB"
