@@ -18,7 +18,7 @@ from tui.app import ScopeApp
 from tui.download_screen import DownloadScreen
 from tui.help import HelpScreen
 from tui.session import SAMPLE_PROMPT
-from tui.testing import HeldDownload, make_app, settle, shown
+from tui.testing import HeldDownload, make_app, settle, shown, wait_for
 from tui.text import editable
 from tui.widgets import Pane, PromptInput
 from weights import DEMO_DIR
@@ -422,13 +422,6 @@ async def test_the_demo_model_says_how_to_get_gpt2(tiny_model):
         await settle(pilot)
         status = str(app.query_one("#status").render())
         assert "demo model, not GPT-2 · D: download GPT-2 small" in status
-
-
-async def wait_for(pilot, done, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "timed out"
-        await pilot.pause(0.05)
 
 
 async def test_d_downloads_gpt2_small_and_switches_to_it(tiny_model, fake_hub):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 import tui.download_screen
-from tui.testing import HeldDownload, make_app, settle
+from tui.testing import HeldDownload, make_app, settle, wait_for
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 PROMPT = "The cat sat on the mat because it was tired."
@@ -70,7 +70,6 @@ def test_download_dialog(snap_compare, tiny_model, monkeypatch):
     async def run_before(pilot) -> None:
         await settle(pilot)
         await pilot.press("D")
-        while "MB" not in str(app.screen.query_one("#file").render()):
-            await pilot.pause(0.02)
+        await wait_for(pilot, lambda: "MB" in str(app.screen.query_one("#file").render()))
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from textual.pilot import Pilot
 
@@ -54,6 +55,15 @@ async def settle(pilot: Pilot, timeout: float = SETTLE_TIMEOUT) -> None:
             raise TimeoutError(f"the runner did not settle: {app.pending} pending")
         await pilot.pause(0.02)
     await pilot.pause()
+
+
+async def wait_for(pilot: Pilot, done: Callable[[], bool], timeout: float = SETTLE_TIMEOUT) -> None:
+    """Wait until `done()` is true, failing after `timeout` seconds instead of hanging."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still waiting after {timeout} s")
+        await pilot.pause(0.02)
 
 
 def shown(pane: Pane) -> str:
