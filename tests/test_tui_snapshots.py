@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 
 import tui.download_screen
+from tui.keep_tail import KeepTailScreen
 from tui.testing import HeldDownload, make_app, settle, wait_for
+from tui.widgets import PromptInput
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 PROMPT = "The cat sat on the mat because it was tired."
@@ -71,5 +73,21 @@ def test_download_dialog(snap_compare, tiny_model, monkeypatch):
         await settle(pilot)
         await pilot.press("D")
         await wait_for(pilot, lambda: "MB" in str(app.screen.query_one("#file").render()))
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_keep_tail_dialog(snap_compare, tiny_model):
+    """A typed prompt longer than the model's context: the offer to run its last n_ctx."""
+    app = make_app(tiny_model, prompt=PROMPT)
+    too_long = " word" * (tiny_model.config.n_ctx + 20)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        editor = app.query_one(PromptInput)
+        editor.value = too_long
+        editor.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, KeepTailScreen))
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

@@ -17,6 +17,7 @@ from textual.widgets import ProgressBar, Static
 from engine import Model
 from tui.models import OpenError, open_model
 from tui.session import ModelInfo
+from tui.widgets import LeanFooter
 from weights import DownloadCancelled, download
 from weights.hub import repo_id
 
@@ -84,7 +85,11 @@ class DownloadScreen(ModalScreen[None]):
         margin-top: 1;
     }
     """
-    BINDINGS = [Binding("escape", "cancel", "cancel", key_display="esc")]
+    # The app's own keys are off while the dialog is up; quit still works, so it is listed.
+    BINDINGS = [
+        Binding("escape", "cancel", "cancel", key_display="esc"),
+        Binding("q", "app.quit", "quit"),
+    ]
 
     def __init__(self, cancel: threading.Event) -> None:
         super().__init__()
@@ -108,6 +113,7 @@ class DownloadScreen(ModalScreen[None]):
                 classes="keys",
                 markup=False,
             )
+        yield LeanFooter()
 
     def show_progress(self, file: str, done: int, total: int | None) -> None:
         self.query_one(ProgressBar).update(total=total, progress=done)

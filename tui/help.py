@@ -13,6 +13,7 @@ from textual.widgets import Static
 from tui.deeper import deeper_table
 from tui.keys import BUILT_IN, KEYS
 from tui.views import VIEWS
+from tui.widgets import LeanFooter
 
 INTRO = (
     "gpt2scope runs GPT-2 in a background thread and shows what happens inside it. "
@@ -56,6 +57,7 @@ class HelpScreen(ModalScreen[None]):
             yield Static(deeper_table())
             yield Static(Text("\n" + INTRO, style="italic"))
             yield Static(Text("\nesc, ? or q closes this screen", style="dim"))
+        yield LeanFooter()
 
     def on_mount(self) -> None:
         self.query_one("#help").border_title = "Help"

@@ -8,6 +8,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.widgets import LeanFooter
+
 
 class KeepTailScreen(ModalScreen[bool]):
     """Says how long the prompt is and the limit; dismissed with True to keep the tail."""
@@ -51,6 +53,7 @@ class KeepTailScreen(ModalScreen[bool]):
                 classes="keys",
                 markup=False,
             )
+        yield LeanFooter()
 
     def action_answer(self, keep: bool) -> None:
         self.dismiss(keep)
