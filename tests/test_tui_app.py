@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -14,6 +16,7 @@ import engine.runner
 import tui.app
 import tui.download_screen
 from engine import gpt2_tokenizer, load_model
+from tests.reliability import ROOT
 from tui.app import ScopeApp
 from tui.download_screen import DownloadScreen
 from tui.help import HelpScreen
@@ -464,7 +467,7 @@ async def test_the_download_shows_its_progress_and_esc_cancels_it(tiny_model, mo
         assert app.pending == 0 and not held.cancelled.is_set()
         await pilot.press("escape")
         assert "download of GPT-2 small cancelled" in await notices(pilot)
-        await wait_for(pilot, lambda: app.fetching.is_finished)
+        await wait_for(pilot, lambda: not app.fetching.is_alive())
         assert held.cancelled.is_set()
         assert not isinstance(app.screen, DownloadScreen)
         assert app.session.info.is_demo
@@ -479,6 +482,49 @@ async def test_quitting_during_a_download_cancels_it(tiny_model, monkeypatch):
         await pilot.press("D")
         await pilot.press("q")
     assert held.cancelled.wait(timeout=2)
+
+
+# A process that opens the download dialog, with a download as deaf to cancel as the hub's
+# sleeps between retries when there is no network (half a minute), then quits.
+STUCK_DOWNLOAD_THEN_QUIT = """
+import asyncio, threading
+import tui.download_screen
+from engine import load_model
+from tui.testing import make_app, settle, wait_for
+from weights import DEMO_DIR
+
+called = threading.Event()
+
+def stuck(*args, **kwargs):
+    called.set()
+    threading.Event().wait()
+
+tui.download_screen.download = stuck
+
+async def main():
+    app = make_app(load_model(DEMO_DIR), name="demo", origin="demo", prompt="Hello")
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        await pilot.press("D")
+        await wait_for(pilot, called.is_set)
+        await pilot.press("q")
+    print("quit", flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_quitting_does_not_wait_for_a_download_stuck_in_the_hubs_retries():
+    process = subprocess.Popen(
+        [sys.executable, "-c", STUCK_DOWNLOAD_THEN_QUIT], stdout=subprocess.PIPE, cwd=ROOT
+    )
+    try:
+        assert process.stdout.readline() == b"quit\n"
+        quit_at = time.monotonic()
+        assert process.wait(timeout=20) == 0
+        assert time.monotonic() - quit_at < 5
+    finally:
+        process.kill()
 
 
 async def test_d_without_the_hub_says_so_and_stays_on_the_demo(tiny_model, hub_cache, monkeypatch):

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from functools import partial
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Grid, Horizontal
@@ -19,7 +18,6 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Input, Label
-from textual.worker import Worker
 
 from engine import Failed, Finished, Model, Prefilled, Runner, Tokenizer
 from engine import gpt2_tokenizer as default_tokenizer
@@ -77,7 +75,7 @@ class ScopeApp(DeeperActions, App[int]):
         self.session = Session(info, tokenizer or default_tokenizer(), settings_from(options))
         self.runner: Runner | None = None
         self.generation = 0  # counts the runners started, one per model
-        self.fetching: Worker | None = None  # the download of GPT-2 small, once asked for
+        self.fetching: threading.Thread | None = None  # the download of GPT-2 small, if asked
         self.fetch_cancel = threading.Event()
         self.pending = 0  # commands sent whose final event has not arrived yet
         self._publish_scheduled = False
@@ -296,16 +294,21 @@ class ScopeApp(DeeperActions, App[int]):
             name = self.session.info.name
             self.notify(f"D fetches GPT-2 small in place of the demo; this is {name}", markup=False)
             return
-        if self.fetching is not None and not self.fetching.is_finished:
+        if self.fetching is not None and self.fetching.is_alive():
             self.notify("the cancelled download is still stopping; try again in a moment")
             return
         self.fetch_cancel = cancel = threading.Event()
         self.push_screen(DownloadScreen(cancel), lambda _: self.said_cancelled(cancel))
-        self.fetching = self.run_worker(
-            partial(fetch_gpt2, self.post_message, cancel, self.options.device),
+        # A daemon thread, not a Textual worker: those run in asyncio's executor, which the
+        # app waits for on exit, and with no network the hub sleeps between retries for half a
+        # minute without looking at `cancel`. Quitting then would hang on a blank screen.
+        self.fetching = threading.Thread(
+            target=fetch_gpt2,
+            args=(self.post_message, cancel, self.options.device),
             name="download GPT-2 small",
-            thread=True,
+            daemon=True,
         )
+        self.fetching.start()
 
     def said_cancelled(self, cancel: threading.Event) -> None:
         if cancel.is_set():
