@@ -40,7 +40,9 @@ FORTUNES_SUBDIR = Path("usr/share/games/fortunes")
 # With this recipe 8 heads (0.29 and 0.05 after 7000 steps) and 6 layers (0.19 and 0.04 at
 # step 5000) were both behind 4 x 4 (0.51 and 0.22 at step 5000, 0.93 and 0.38 at the end).
 CONFIG = GPT2Config(n_layer=4, n_head=4, n_embd=128, n_ctx=256, vocab_size=50257)
-SEED = 1234  # seed 7 had formed neither head at step 5000 (0.29 and 0.04)
+# Seed 7 had formed neither head at step 5000 (0.29 and 0.04); seed 42 ended at 0.92 and
+# 0.48 on held-out text, but 0.29 on an ordinary English paragraph (this seed: 0.45).
+SEED = 1234
 HELDOUT_EVERY = 20  # every 20th quotation is held out: 5% of the text, from every file
 TOKENS_PER_STEP = 1024
 # Sequence-length warm-up: short windows first, where the previous token and the first
