@@ -8,6 +8,7 @@ import random
 
 import pytest
 import torch
+from tqdm import tqdm
 
 from engine import Model, gpt2_tokenizer, load_model
 from engine.gpt2 import forward
@@ -140,8 +141,10 @@ def test_a_quarter_of_the_training_windows_repeat_their_start_at_varied_periods(
 
 @pytest.fixture
 def restore_process_settings(monkeypatch):
-    """The script sets process-wide state; the tests that follow run with the defaults."""
+    """The script sets process-wide state; the tests that follow run with the defaults.
+    Its progress bar would also leave tqdm's monitor thread running for the whole session."""
     monkeypatch.setattr(train_demo, "keep_freed_memory", lambda: None)
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     yield
     torch.use_deterministic_algorithms(deterministic)
