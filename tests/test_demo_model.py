@@ -15,6 +15,7 @@ from engine.gpt2 import forward
 from weights import train_demo
 from weights.train_demo import (
     CONFIG,
+    HEAD_WINDOWS_FILE,
     MIN_HEAD_SCORE,
     OUT_DIR,
     as_params,
@@ -73,24 +74,38 @@ def test_metrics_show_it_learned_more_than_word_frequencies():
     assert metrics["heldout_loss"] < metrics["unigram_loss"]
 
 
+def held_out_windows() -> list[list[int]]:
+    """The held-out windows the training script measured its head figures on."""
+    return json.loads((OUT_DIR / HEAD_WINDOWS_FILE).read_text())
+
+
+def test_the_recorded_head_figures_are_what_the_committed_model_gives(demo: Model):
+    recorded = json.loads((OUT_DIR / "metrics.json").read_text())["heads"]
+    measured = head_pattern_scores(demo, held_out_windows())
+    for pattern, head in recorded.items():
+        assert measured[pattern] == {**head, "score": pytest.approx(head["score"], abs=1e-3)}
+
+
+KNOWN_GAP = pytest.mark.xfail(
+    strict=True,
+    reason="known gap: the committed demo model's best first-position head (the induction "
+    "head L3 H0, resting on position 0) scores 0.38 on held-out text and 0.45 on the "
+    "paragraph; a retrain that reaches 0.5 turns this into a failure to remove",
+)
+
+
 @pytest.mark.parametrize(
-    "pattern",
+    ("text", "pattern"),
     [
-        "previous_token",
-        pytest.param(
-            "first_token",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known gap: the committed demo model's best first-position head (the "
-                "induction head L3 H0, resting on position 0) scores 0.45 here (0.38 on held-out "
-                "text); a retrain that reaches 0.5 turns this into a failure to remove",
-            ),
-        ),
+        ("held-out", "previous_token"),
+        pytest.param("held-out", "first_token", marks=KNOWN_GAP),
+        ("paragraph", "previous_token"),
+        pytest.param("paragraph", "first_token", marks=KNOWN_GAP),
     ],
 )
-def test_has_a_clear_head_for_each_pattern(demo: Model, pattern: str):
-    ids = gpt2_tokenizer().encode(PARAGRAPH)
-    scores = head_pattern_scores(demo, [ids])
+def test_has_a_clear_head_for_each_pattern(demo: Model, text: str, pattern: str):
+    windows = held_out_windows() if text == "held-out" else [gpt2_tokenizer().encode(PARAGRAPH)]
+    scores = head_pattern_scores(demo, windows)
     assert scores[pattern]["score"] >= MIN_HEAD_SCORE, scores
 
 

@@ -1,8 +1,9 @@
 """Train the bundled demo model: a 4-layer GPT-2 small enough to ship with the project.
 
 Run it as `python -m weights.train_demo`; it writes `weights/demo/model.safetensors`,
-`config.json` (Hugging Face GPT-2 layout, float16, LM head tied to `wte`) and
-`metrics.json`. 7000 steps; about 24 minutes on 2 CPU cores.
+`config.json` (Hugging Face GPT-2 layout, float16, LM head tied to `wte`), `metrics.json`
+and `heldout_windows.json` (the held-out text of the head figures). 7000 steps; about 24
+minutes on 2 CPU cores.
 
 Corpus: the quotations of Debian's `fortunes` package (the data files of BSD fortune(6),
 distributed under the BSD licence given in the package's /usr/share/doc/fortunes/copyright).
@@ -81,6 +82,7 @@ WEIGHT_DECAY = 0.1
 REPEATED_SHARE = 0.25
 EVAL_CONTEXT = 128
 EVAL_WINDOWS = 32  # windows for the head figures; the loss uses the whole held-out text
+HEAD_WINDOWS_FILE = "heldout_windows.json"
 EVAL_EVERY = 1000  # steps between the head figures printed during training
 MIN_HEAD_SCORE = 0.5
 PATTERN_NAMES = {"previous_token": "previous token", "first_token": "first position"}
@@ -355,13 +357,22 @@ def head_windows(heldout_ids: torch.Tensor) -> list[list[int]]:
     return heldout_ids[: n * EVAL_CONTEXT].view(n, EVAL_CONTEXT).tolist()
 
 
-def evaluate(out_dir: Path, train_ids: torch.Tensor, heldout_ids: torch.Tensor) -> dict:
+def save_head_windows(windows: list[list[int]], out_dir: Path) -> None:
+    """The held-out token ids the head figures are measured on, one window a line, so a test
+    can measure the committed model on them again without the corpus."""
+    lines = ",\n".join(json.dumps(window) for window in windows)
+    (out_dir / HEAD_WINDOWS_FILE).write_text(f"[\n{lines}\n]\n")
+
+
+def evaluate(
+    out_dir: Path, train_ids: torch.Tensor, heldout_ids: torch.Tensor, windows: list[list[int]]
+) -> dict:
     """Measure the saved float16 files through the engine, so what is measured is what ships."""
     model = load_model(out_dir)
     return {
         "heldout_loss": round(heldout_loss(model, heldout_ids), 4),
         "unigram_loss": round(unigram_loss(train_ids, heldout_ids, model.config.vocab_size), 4),
-        "heads": head_pattern_scores(model, head_windows(heldout_ids)),
+        "heads": head_pattern_scores(model, windows),
     }
 
 
@@ -392,9 +403,11 @@ def main(argv: list[str] | None = None) -> None:
     train_ids, heldout_ids = tokenize(quotations)
     print(f"{source}: {len(train_ids)} training, {len(heldout_ids)} held-out tokens")
 
+    windows = head_windows(heldout_ids)
     tensors = init_tensors(CONFIG)
-    final_loss, heads_by_step = train(tensors, train_ids, args.steps, head_windows(heldout_ids))
+    final_loss, heads_by_step = train(tensors, train_ids, args.steps, windows)
     save(tensors, CONFIG, args.out)
+    save_head_windows(windows, args.out)
     metrics = {
         "corpus": source,
         "train_tokens": len(train_ids),
@@ -404,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
         "contexts": list(CONTEXTS),
         "seed": SEED,
         "final_train_loss": round(final_loss, 4),
-        **evaluate(args.out, train_ids, heldout_ids),
+        **evaluate(args.out, train_ids, heldout_ids, windows),
         "heads_by_step": heads_by_step,
         "wall_time_s": round(time.monotonic() - start),
     }
