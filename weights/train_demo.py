@@ -49,7 +49,8 @@ SEED = 1234
 HELDOUT_EVERY = 20  # every 20th quotation is held out: 5% of the text, from every file
 # 512 tokens per step for twice the steps formed the heads more slowly per token seen (0.14
 # and 0.03 after 4.6M tokens) and would have taken 33 minutes; 2048 for half the steps ended at
-# 0.91 and 0.04, with the lowest held-out loss of any run (5.41).
+# 0.91 and 0.04, with the lowest held-out loss of any run (5.41), and with LR 8.5e-3 was further
+# behind at step 2500 (0.19 and 0.06, against 0.48 and 0.04).
 TOKENS_PER_STEP = 1024
 # Sequence-length warm-up: short windows first, where the previous token and the first
 # position already hold a large share of uniform attention, so the heads that attend there
