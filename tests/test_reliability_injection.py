@@ -161,6 +161,21 @@ async def test_export_notices_show_a_nasty_directory_visibly(tiny_model, tmp_pat
         assert not unsafe_in(screen_text(app))
 
 
+async def test_export_after_the_working_directory_was_removed_is_a_notice(
+    tiny_model, tmp_path, monkeypatch
+):
+    directory = tmp_path / "gone"
+    directory.mkdir()
+    monkeypatch.chdir(directory)
+    directory.rmdir()
+    app = make_app(tiny_model, prompt="Hello", length=2)
+    async with app.run_test(size=(160, 48), notifications=True) as pilot:
+        await settle(pilot)
+        await pilot.press("e")
+        assert "No such file or directory" in await notices(pilot)
+        assert app.is_running and app.return_code is None
+
+
 def test_inspect_text_shows_generated_control_tokens_visibly(capsys, tiny_checkpoint, monkeypatch):
     script = script_sampling(monkeypatch, generated_script())
     length = str(len(script.token_ids))
@@ -198,6 +213,20 @@ def test_a_nasty_tensor_name_in_a_weights_file_is_echoed_visibly(tmp_path):
     assert not unsafe_in(err) and "␛[2J␛]0;pwned␇" in err
 
 
+async def test_a_pasted_line_break_is_a_newline_whichever_way_the_terminal_sends_it(tiny_model):
+    """tmux and xterm send a pasted line break as CR, some terminals as CR LF; the model
+    must see the text's newlines, not carriage returns."""
+    app = make_app(tiny_model)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        app.query_one(PromptInput).value = ""
+        app.post_message(events.Paste("one\rtwo\r\nthree\n"))
+        await pilot.pause()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.session.prompt == "one\ntwo\nthree\n"
+
+
 async def test_a_paste_is_escaped_even_with_paste_markers_inside(tiny_model):
     """Text after a bracketed-paste end marker inside a paste is typed by the terminal, not
     pasted; what does arrive as a paste goes into the editor escaped and runs nothing."""
@@ -209,10 +238,10 @@ async def test_a_paste_is_escaped_even_with_paste_markers_inside(tiny_model):
         before = app.scope.view.tokens
         app.post_message(events.Paste("a\x1b[201~\x1b[2J\r\nq\u202eb\x9b"))
         await pilot.pause()
-        assert editor.value == "a\\x1b[201~\\x1b[2J\\x0d\\nq\\u202eb\\x9b"
+        assert editor.value == "a\\x1b[201~\\x1b[2J\\nq\\u202eb\\x9b"
         assert app.focused is editor and app.scope.view.tokens == before
         assert not unsafe_in(screen_text(app))
         await pilot.press("enter")
         await settle(pilot)
-        assert app.session.prompt == "a\x1b[201~\x1b[2J\r\nq\u202eb\x9b"
+        assert app.session.prompt == "a\x1b[201~\x1b[2J\nq\u202eb\x9b"
         assert not unsafe_in(screen_text(app))

@@ -374,5 +374,6 @@ def app_main(options: Options) -> int:
     except (ValueError, *OpenError) as e:
         print(f"gpt2scope: error: {visible(str(e))}", file=sys.stderr)
         return 1
-    result = ScopeApp(model, info, options, tokenizer).run()
-    return result or 0
+    app = ScopeApp(model, info, options, tokenizer)
+    app.run()
+    return app.return_code or 0  # 1 after an unhandled error, whose traceback Textual prints

@@ -270,9 +270,9 @@ class DeeperActions:
         self.send(command)
 
     def action_export(self) -> None:
-        directory = Path.cwd()
-        stem = export_stem(directory)
-        try:
+        try:  # the working directory itself may have been removed since the app started
+            directory = Path.cwd()
+            stem = export_stem(directory)
             svg = self.save_screenshot(f"{stem}.svg", str(directory))
         except OSError as e:
             self.notify(visible(str(e)), title="Could not export", severity="error", markup=False)

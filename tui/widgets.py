@@ -86,11 +86,13 @@ class PromptInput(Input):
     def _on_paste(self, event: events.Paste) -> None:
         event.prevent_default()
         event.stop()
+        # Terminals send a pasted line break as the Enter key's CR (tmux, xterm) or as CR LF.
+        text = editable(event.text.replace("\r\n", "\n").replace("\r", "\n"))
         selection = self.selection
         if selection.is_empty:
-            self.insert_text_at_cursor(editable(event.text))
+            self.insert_text_at_cursor(text)
         else:
-            self.replace(editable(event.text), *selection)
+            self.replace(text, *selection)
 
 
 class Pane(Widget, can_focus=True):
