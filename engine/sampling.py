@@ -62,7 +62,7 @@ class SampleRecord:
 
 def entropy_bits(probs: torch.Tensor) -> float:
     logp = torch.log2(probs.clamp_min(1e-45))
-    return float(-(probs * logp).sum())
+    return max(0.0, float(-(probs * logp).sum()))  # one certain token gives -0.0
 
 
 def stable_top(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

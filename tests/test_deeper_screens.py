@@ -237,13 +237,37 @@ async def test_history_shows_the_steps_record_after_the_parameters_change(tiny_m
         assert f"step {LENGTH} chose" in shown(app.screen.query_one("#history"))
 
 
-async def test_looking_back_stays_put_while_the_run_grows(tiny_model):
+async def test_looking_back_stays_put_while_the_run_grows(tiny_model, monkeypatch):
+    """A look back taken during a generation is kept as the new tokens arrive."""
+    opened, calls, real = threading.Event(), [], engine.runner.sample
+
+    def held(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == LENGTH + 1:  # the second generation's first token
+            opened.wait(timeout=10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.runner, "sample", held)
     app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
     async with app.run_test(size=(80, 24)) as pilot:
         await generated(pilot)
-        await pilot.press("less_than_sign", "g")
+        await pilot.press("g")
+        while len(calls) <= LENGTH:
+            await pilot.pause(0.01)
+        await pilot.press("less_than_sign")
+        opened.set()
         await settle(pilot)
         assert app.scope.steps == LENGTH - 1 and len(app.scope.history) == 2 * LENGTH
+
+
+@pytest.mark.parametrize("key, grown", [("g", LENGTH), ("s", 1)])
+async def test_generating_while_looking_back_shows_the_new_tokens(tiny_model, key, grown):
+    app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await generated(pilot)
+        await pilot.press("less_than_sign", "less_than_sign", key)
+        await settle(pilot)
+        assert not app.scope.looking_back and app.scope.steps == LENGTH + grown
 
 
 async def test_enter_branches_from_a_past_step_with_another_candidate(tiny_model):

@@ -81,7 +81,8 @@ async def test_a_nasty_prompt_reaches_the_screen_only_as_glyphs(tiny_model):
         assert app.scope.n_tokens == len(gpt2_tokenizer().encode(NASTY_PROMPT))
         await visit_queries(pilot)
         text = pane_text(app, "continuation")
-        for shown in ("␛[31m", "␛]0;pwned␇", "␛[201~", "␇␈␍␋␌␡", "\\x85", "\\u200b", "\\xe2"):
+        # A bidi override split over byte tokens reads whole in running text: as its escape.
+        for shown in ("␛[31m", "␛]0;pwned␇", "␛[201~", "␇␈␍␋␌␡", "\\x85", "\\u200b", "\\u202e"):
             assert shown in text
 
 

@@ -361,9 +361,12 @@ async def test_every_key_is_in_the_command_palette(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        commands = {c.help: c for c in app.get_system_commands(app.screen)}
+        listed = list(app.get_system_commands(app.screen))
+        commands = {c.help: c for c in listed}
         for key in KEYS:
             assert f"key {key.shown}" in commands
+        titles = [c.title for c in listed]
+        assert len(titles) == len(set(titles))  # one Quit, not ours and Textual's
         commands["key ]"].callback()
         await pilot.pause()
         assert app.scope.settings.layer == 1
@@ -408,15 +411,17 @@ async def test_a_failure_shows_a_notice_and_the_app_stays_usable(tiny_model, mon
         assert app.scope.steps == 6
 
 
-async def test_an_empty_prompt_is_refused_with_a_notice(tiny_model):
+@pytest.mark.parametrize("typed", [[], ["space", "space"]])
+async def test_an_empty_prompt_is_refused_with_a_notice(tiny_model, typed):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await settle(pilot)
         before = tokens(app)
-        await pilot.press("p", "backspace", "enter")
+        await pilot.press("p", "backspace", *typed, "enter")
         await settle(pilot)
         assert "empty" in await notices(pilot)
         assert tokens(app) == before
+        assert app.query_one(PromptInput).value == editable(PROMPT)  # not the placeholder
 
 
 async def test_the_demo_model_says_how_to_get_gpt2(tiny_model):
@@ -561,17 +566,60 @@ async def test_control_characters_never_reach_the_screen(tiny_model):
             assert not any(c in text for c in "\x1b\x07\u202e\r"), name
 
 
-async def test_a_pane_scrolls_to_its_last_line_and_back(tiny_model):
-    prompt = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
-    app = make_app(tiny_model, prompt=prompt)
-    async with app.run_test(size=(80, 24)) as pilot:
+async def test_the_pane_columns_follow_the_terminal_width_through_resizes(tiny_model):
+    """Below 120 columns the three columns share the width evenly; from 120 the attention
+    column is twice as wide. Whatever size the app started at."""
+    app = make_app(tiny_model)
+
+    def widths() -> list[int]:
+        return [app.query_one(f"#{name}").size.width for name in ("embeddings", "attention")]
+
+    async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
-        pane = app.query_one("#query", Pane)
-        pane.focus()
-        assert "more above" not in shown(pane) and "more (↑↓)" in shown(pane)
+        side, middle = widths()
+        assert middle > 1.8 * side
+        await pilot.resize_terminal(80, 24)
+        await settle(pilot)
+        side, middle = widths()
+        assert abs(middle - side) <= 1
+        await pilot.resize_terminal(160, 48)
+        await settle(pilot)
+        side, middle = widths()
+        assert middle > 1.8 * side
+
+
+COUNTING = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
+
+
+async def focused_query_pane(pilot) -> Pane:
+    """The Query pane, focused: with COUNTING at 80x24 its lines do not fit."""
+    await settle(pilot)
+    pane = pilot.app.query_one("#query", Pane)
+    pane.focus()
+    return pane
+
+
+@pytest.mark.parametrize("start, key", [("home", "pagedown"), ("end", "pageup")])
+async def test_paging_through_a_pane_skips_no_line(tiny_model, start, key):
+    app = make_app(tiny_model, prompt=COUNTING)
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane = await focused_query_pane(pilot)
+        await pilot.press(start)
+        seen = set(shown(pane).splitlines())
+        for _ in range(8):
+            await pilot.press(key)
+            seen |= set(shown(pane).splitlines())
+        assert {line.plain for line in pane.drawn().lines} <= seen
+
+
+async def test_a_pane_scrolls_to_its_last_line_and_back(tiny_model):
+    app = make_app(tiny_model, prompt=COUNTING)
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane = await focused_query_pane(pilot)
+        assert "more lines above" not in shown(pane) and "more lines (↑↓)" in shown(pane)
         await pilot.press("end")
-        assert "w = softmax(score)" in shown(pane) and "more above" in shown(pane)
+        assert "w = softmax(score)" in shown(pane) and "more lines above" in shown(pane)
         await pilot.press("home")
-        assert "more above" not in shown(pane) and "w = softmax(score)" not in shown(pane)
+        assert "more lines above" not in shown(pane) and "w = softmax(score)" not in shown(pane)
         await pilot.press("down")
-        assert "more above" in shown(pane)
+        assert "more lines above" in shown(pane)

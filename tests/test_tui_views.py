@@ -16,11 +16,11 @@ from engine import Finished, Runner, SamplingParams, gpt2_tokenizer, load_model
 from tests.conftest import write_checkpoint
 from tui.keys import KEYS, LADDERS, keys_help, next_on_ladder
 from tui.session import ModelInfo, Session, Settings
-from tui.text import Pieces, editable, from_editable, visible
+from tui.text import Pieces, editable, from_editable, running_texts, visible
 from tui.views import VIEWS, render_header
-from tui.views.attention import render_attention
+from tui.views.attention import GAP, render_attention
 from tui.views.qkv import detailed, detailed_height
-from tui.views.style import MASKED
+from tui.views.style import MASKED, signed, weight_cell
 
 INVISIBLE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"}
 
@@ -49,6 +49,16 @@ def test_the_editor_line_stands_for_the_prompt(text):
 def test_a_backslash_that_starts_no_escape_is_kept():
     assert from_editable("C:\\path \\q \\x4") == "C:\\path \\q \\x4"
     assert from_editable("a\\nb\\x41\\u00e9") == "a\nbAé"
+
+
+def test_signed_numbers_keep_their_width_however_large():
+    assert [signed(x) for x in (1.5, -12.345, 103.9, -1234.5, 123456.0)] == [
+        " +1.50",
+        "-12.35",
+        "+103.9",
+        " -1234",
+        "+123456",
+    ]
 
 
 def test_byte_pieces_show_their_bytes():
@@ -80,6 +90,16 @@ def test_help_lists_every_key():
     text = keys_help()
     for key in KEYS:
         assert key.help in text
+
+
+def test_running_text_reads_characters_split_over_tokens_whole():
+    tok = gpt2_tokenizer()
+    pieces = Pieces(tok)
+    text = "I 🙂 猫 café\u0301 \u202e x"
+    shown = running_texts([pieces(i) for i in tok.encode(text)])
+    assert "".join(shown) == "I 🙂 猫 café\u0301 \\u202e x"
+    cut = [pieces(i) for i in tok.encode("猫")[:-1]]  # its last byte never comes
+    assert running_texts(cut) == [None] * len(cut)
 
 
 def run_scope(model, prompt: str, length: int, **settings):
@@ -159,6 +179,20 @@ def test_attention_windows_around_the_query_and_says_so(session):
     session.update(query=None)
     drawn = render_attention(session.scope(), 38, 9)
     assert f"of {scope.n_tokens}" in drawn.lines[0].plain
+
+
+def test_attention_keeps_key_0_in_view_when_it_hides_earlier_keys(long_session):
+    """Key 0 is where heads rest: when the window leaves out the keys after it, its column
+    stays, with a gap column, and the heading says which keys are shown."""
+    scope = long_session.scope()
+    drawn = render_attention(scope, 78, 22)
+    n = scope.n_tokens
+    assert "keys 0, " in drawn.lines[0].plain and f"-{n - 1} of {n}" in drawn.lines[0].plain
+    rows = [line.plain for line in drawn.lines if line.plain[:4].strip().isdigit()]
+    assert rows and all(GAP in row for row in rows)
+    first = rows[-1].index(GAP) - 1  # key 0's cell, just before the gap
+    row = scope.attn.pattern_row(scope.query)
+    assert rows[-1][first] == weight_cell(float(row[0]))[0]
 
 
 @pytest.fixture(scope="module")

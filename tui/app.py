@@ -35,7 +35,6 @@ from tui.text import editable, from_editable, visible
 from tui.views import VIEWS
 from tui.widgets import LeanFooter, Pane, PromptInput, StatusLine
 
-NARROW = 120  # below this many columns the panes share the width evenly
 TERMINAL_EVENTS = (Prefilled, Finished, Failed)
 PUBLISH_INTERVAL = 0.1  # seconds: while generating, the panes follow at most 10 times a second
 # Textual (8.2) drops a one-shot timer whose delay is below about a microsecond, unfired.
@@ -54,6 +53,8 @@ class EngineEvent(Message):
 
 class ScopeApp(DeeperActions, App[int]):
     CSS_PATH = "app.tcss"
+    # Below 120 columns the panes share the width evenly (the screen's -narrow class).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     TITLE = "gpt2scope"
     BINDINGS = bindings()
     ESCAPE_TO_MINIMIZE = False  # esc stops a generation; z (or esc when idle) un-zooms
@@ -108,9 +109,6 @@ class ScopeApp(DeeperActions, App[int]):
     @property
     def first_prompt(self) -> str:
         return SAMPLE_PROMPT if self.options.prompt is None else self.options.prompt
-
-    def on_resize(self) -> None:
-        self.query_one("#panes").set_class(self.size.width < NARROW, "-narrow")
 
     def on_unmount(self) -> None:
         self.fetch_cancel.set()
@@ -225,7 +223,12 @@ class ScopeApp(DeeperActions, App[int]):
         self.query_one(PromptInput).focus()
 
     def on_input_submitted(self, message: Input.Submitted) -> None:
-        self.run_prompt(from_editable(message.value))
+        text = from_editable(message.value)
+        if not text.strip():  # the bar goes back to the prompt of the run on screen
+            self.notify("the prompt is empty: type some text to run", severity="error")
+            self.on_prompt_input_left()
+            return
+        self.run_prompt(text)
         self.focus_panes()
 
     def on_prompt_input_left(self) -> None:
@@ -238,9 +241,11 @@ class ScopeApp(DeeperActions, App[int]):
 
     def action_generate(self) -> None:
         length = self.session.settings.length
+        self.action_follow()  # a look back would hide the new tokens
         self.send(lambda r: r.generate(length))
 
     def action_step(self) -> None:
+        self.action_follow()
         self.send(lambda r: r.step())
 
     def action_stop(self) -> None:
@@ -355,10 +360,15 @@ class ScopeApp(DeeperActions, App[int]):
         self.exit(0)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        for key in KEYS:
-            title = f"{key.help[0].upper()}{key.help[1:]}"
-            yield SystemCommand(title, f"key {key.shown}", self.palette_action(key.action))
+        ours = [
+            SystemCommand(
+                f"{k.help[0].upper()}{k.help[1:]}", f"key {k.shown}", self.palette_action(k.action)
+            )
+            for k in KEYS
+        ]
+        titles = {command.title for command in ours}  # Textual's own Quit would be a second one
+        yield from (c for c in super().get_system_commands(screen) if c.title not in titles)
+        yield from ours
 
     def palette_action(self, action: str) -> Callable[[], None]:
         return lambda: self.call_later(self.run_action, action)

@@ -34,8 +34,8 @@ from tui.views.stages import N_STAGES
 from tui.widgets import LeanFooter, Pane, StatusLine, selection_moved
 
 PAGE_KEYS = [
-    Binding("pageup", "scroll(-10)", "page up", show=False),
-    Binding("pagedown", "scroll(10)", "page down", show=False),
+    Binding("pageup", "page(-1)", "page up", show=False),
+    Binding("pagedown", "page(1)", "page down", show=False),
     Binding("home", "scroll_home", "top", show=False),
     Binding("end", "scroll_end", "bottom", show=False),
 ]

@@ -35,7 +35,10 @@ from tui.text import Piece, Pieces
 if TYPE_CHECKING:
     from tui.cli import Options
 
-SAMPLE_PROMPT = "The trophy doesn't fit in the suitcase because it is too big."
+# It stops at "it": the opening query is the pronoun whose referent the sentence leaves to
+# the reader, and a first `g` goes on with the sentence (after a full stop, the demo model
+# trained on quotations often ends the text at once).
+SAMPLE_PROMPT = "The trophy doesn't fit in the suitcase because it"
 TOP_KEYS = 5
 # torch.Generator takes seeds below 2**64; staying below 2**63 leaves room for r to count up.
 MAX_SEED = 2**63 - 1

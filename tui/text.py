@@ -7,7 +7,9 @@ through `visible` before it reaches the screen or inspect's text output.
 
 from __future__ import annotations
 
+import codecs
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -88,6 +90,35 @@ class Piece:
     @property
     def ends_line(self) -> bool:
         return self.text is not None and self.text.endswith("\n")
+
+
+def running_texts(pieces: Sequence[Piece]) -> list[str | None]:
+    """Each token's text in running text. A character whose bytes span tokens (an emoji, a
+    CJK character, an accent) reads whole at the token that completes it, the tokens before
+    it reading as what they complete, perhaps nothing. None for a token whose bytes complete
+    no valid UTF-8 with its neighbours'; it reads as its label."""
+    texts: list[str | None] = [piece.running_text for piece in pieces]
+    start = 0
+    while start < len(pieces):
+        end = start
+        while end < len(pieces) and pieces[end].is_bytes:
+            end += 1
+        if end > start:
+            texts[start:end] = decoded_run(pieces[start:end])
+        start = end + 1
+    return texts
+
+
+def decoded_run(run: Sequence[Piece]) -> list[str | None]:
+    """Tokens in a row whose bytes are not UTF-8 alone, decoded together; all None when
+    together they are not UTF-8 either."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        texts: list[str | None] = [visible(decoder.decode(piece.raw)) for piece in run]
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return [None] * len(run)
+    return texts
 
 
 def token_json(piece: Piece) -> dict[str, object]:

@@ -104,8 +104,8 @@ class Pane(Widget, can_focus=True):
     BINDINGS = [
         Binding("up", "scroll(-1)", "scroll up", show=False),
         Binding("down", "scroll(1)", "scroll down", show=False),
-        Binding("pageup", "scroll(-10)", "page up", show=False),
-        Binding("pagedown", "scroll(10)", "page down", show=False),
+        Binding("pageup", "page(-1)", "page up", show=False),
+        Binding("pagedown", "page(1)", "page down", show=False),
         Binding("home", "scroll_home", "top", show=False),
         Binding("end", "scroll_end", "bottom", show=False),
     ]
@@ -174,17 +174,23 @@ class Pane(Widget, can_focus=True):
         start = self.first_line(drawn, height)
         lines = list(rest[start : start + height])
         if start > 0 and lines:
-            lines[0] = Text(f"▴ {start + 1} more above", NOTE)
+            lines[0] = Text(f"▴ {start + 1} more lines above", NOTE)
         below = len(rest) - start - len(lines)
         if below > 0 and len(lines) > 1:
             hint = self.SCROLL_HINTS[0 if self.content_size.width >= 40 else 1]
-            lines[-1] = Text(f"▾ {below + 1} more{hint}", NOTE)
+            lines[-1] = Text(f"▾ {below + 1} more lines{hint}", NOTE)
         return [*pinned, *lines]
 
+    def scrolling_height(self) -> int:
+        return max(self.content_size.height - self.drawn().pinned, 0)
+
     def action_scroll(self, delta: int) -> None:
-        drawn = self.drawn()
-        height = max(self.content_size.height - drawn.pinned, 0)
-        self.top = self.first_line(drawn, height) + delta
+        self.top = self.first_line(self.drawn(), self.scrolling_height()) + delta
+
+    def action_page(self, direction: int) -> None:
+        """Scroll by what is in view less the two lines the more-above and more-below notes
+        cover, so no line is skipped."""
+        self.action_scroll(direction * max(self.scrolling_height() - 2, 1))
 
     def action_scroll_home(self) -> None:
         self.top = 0

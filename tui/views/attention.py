@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from rich.cells import cell_len
+from rich.style import Style
 from rich.text import Text
 
 from tui.session import HeadData, Scope
@@ -33,11 +34,13 @@ from tui.views.style import (
 MIN_MAPS_WIDTH = 48  # below this the pane only has room for the pattern
 MIN_MAP_DIMS = 8
 MAX_LABEL_ROWS = 6
+GAP = "┊"  # between key 0 and the later keys when the ones in between are hidden
 
 
 @dataclass(frozen=True)
 class Window:
-    """Which part of the pattern fits: rows [r0, r1), keys [c0, c1), dims [0, dims)."""
+    """Which part of the pattern fits: rows [r0, r1), keys [c0, c1), dims [0, dims); and
+    key 0 before a gap column when it is not among those keys but fits."""
 
     index_width: int
     label_width: int
@@ -48,10 +51,16 @@ class Window:
     c0: int
     c1: int
     dims: int  # q/k/v dimensions per map, 0 when the maps do not fit
+    first: bool = False
 
     @property
     def prefix(self) -> int:
         return (self.index_width + 1 if self.index_width else 0) + self.label_width + 1
+
+    @property
+    def columns(self) -> list[int | None]:
+        """The keys drawn, left to right; None is the gap column."""
+        return [*([0, None] if self.first else []), *range(self.c0, self.c1)]
 
 
 def window(scope: Scope, width: int, height: int) -> Window:
@@ -74,6 +83,10 @@ def window(scope: Scope, width: int, height: int) -> Window:
     n_rows = max(1, min(n, height - 2 - label_rows))
     r0 = min(max(query - n_rows // 2, 0), n - n_rows)
     c1 = min(n, max(r0 + n_rows, n_keys))
+    c0 = max(0, c1 - n_keys)
+    # Key 0 is where many heads rest (the attention sink): keep its column, at the cost of
+    # two of the others, as long as the query's own column stays in view.
+    first = c0 > 0 and n_keys >= 6 and query >= c0 + 2
     return Window(
         index_width=index_width,
         label_width=label_width,
@@ -81,9 +94,10 @@ def window(scope: Scope, width: int, height: int) -> Window:
         label_rows=label_rows,
         r0=r0,
         r1=r0 + n_rows,
-        c0=max(0, c1 - n_keys),
+        c0=c0 + 2 if first else c0,
         c1=c1,
         dims=dims if dims >= MIN_MAP_DIMS else 0,
+        first=first,
     )
 
 
@@ -94,7 +108,8 @@ def heading(scope: Scope, w: Window, width: int) -> Text:
     if (w.r0, w.r1) != (0, n):
         text.append(f"rows {w.r0}-{w.r1 - 1} of {n} · ", NOTE)
     if (w.c0, w.c1) != (0, n):
-        text.append(f"keys {w.c0}-{w.c1 - 1} of {n} · ", NOTE)
+        first = "0, " if w.first else ""
+        text.append(f"keys {first}{w.c0}-{w.c1 - 1} of {n} · ", NOTE)
     text.append(f"L{s.layer} H{s.head} pattern", HEADING)
     text.append(f" · query {scope.query} ")
     text.append_text(piece_text(scope.query_piece, 12))
@@ -116,7 +131,10 @@ def key_label_rows(scope: Scope, w: Window) -> list[Text]:
         if r == w.label_rows - 1:  # queries down, keys across, as short as the labels need
             corner = next(c for c in ("q↓ k→", "q↓k→", "↓→") if len(c) < w.prefix)
         line = Text(fit(corner.rjust(w.prefix - 1), w.prefix - 1) + " ", DIM)
-        for j in range(w.c0, w.c1):
+        for j in w.columns:
+            if j is None:
+                line.append(GAP.ljust(w.cell_width), MASK_STYLE)
+                continue
             label = axis_label(scope.pieces[j].label)
             char = label[r] if r < len(label) else " "
             if cell_len(char) != 1:
@@ -151,10 +169,15 @@ def row_label(scope: Scope, i: int, w: Window) -> Text:
 
 def pattern_cells(a: HeadData, i: int, w: Window) -> Text:
     row = a.pattern_row(i)
-    return cells(
-        (MASKED * w.cell_width, MASK_STYLE) if j > i else weight_cell(float(row[j]), w.cell_width)
-        for j in range(w.c0, w.c1)
-    )
+
+    def cell(j: int | None) -> tuple[str, Style]:
+        if j is None:
+            return GAP.ljust(w.cell_width), MASK_STYLE
+        if j > i:
+            return MASKED * w.cell_width, MASK_STYLE
+        return weight_cell(float(row[j]), w.cell_width)
+
+    return cells(map(cell, w.columns))
 
 
 def render_attention(scope: Scope, width: int, height: int) -> Drawn:

@@ -79,7 +79,8 @@ def strip_lines(values: np.ndarray, width: int, rows: int) -> tuple[Text, list[T
         line = Text(f"{round(start * per_cell):>{INDEX_WIDTH}} ", DIM)
         line.append_text(signed_strip(pooled_values[start : start + per_row], scale))
         lines.append(line)
-    group = "neuron" if per_cell == 1 else f"~{per_cell:.0f} neurons (largest |x|)"
+    size = f"{per_cell:.1f}" if per_cell < 10 else f"{per_cell:.0f}"
+    group = "neuron" if per_cell == 1 else f"~{size} neurons (largest |x|)"
     about = Text(f"mlp_post: {len(values)} activations after GELU, a cell per {group}", HEADING)
     about.append(f" · max |x| {scale:.2f}", DIM)
     return about, lines

@@ -50,6 +50,11 @@ class Drawn:
         self.lines.append(line if isinstance(line, Text) else Text(line))
 
 
+def count(n: int, noun: str) -> str:
+    """'1 key', '2 keys'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def no_run(width: int) -> Drawn:
     return Drawn([Text(clip(NO_RUN, width), NOTE)])
 

@@ -11,7 +11,7 @@ from rich.style import Style
 from rich.text import Text
 
 from tui.session import Scope
-from tui.text import Piece
+from tui.text import Piece, running_texts
 from tui.views.common import Drawn, Lines, no_run, packed, piece_text
 from tui.views.style import BYTES, DIM, HEADING, SELECTED, percent
 
@@ -40,7 +40,7 @@ def status(scope: Scope, width: int) -> list[Text]:
     parts = [Text(f"step {scope.steps} · cache {scope.n_tokens}/{n_ctx}", HEADING)]
     if scope.state != "idle":
         parts.append(Text(f"{scope.state}…"))
-    elif scope.finish is not None:
+    elif scope.finish is not None and not scope.looking_back:  # why the newest step ended
         parts.append(Text(REASONS.get(scope.finish, scope.finish)))
     elif scope.steps == 0:
         parts.append(Text("g generates, s steps", DIM))
@@ -63,6 +63,7 @@ class Wrapped:
 
     rows: list[list[tuple[int, str]]]
     line_of: list[int]
+    undecoded: set[int]  # tokens shown as their bytes
 
     def line(self, i: int, style_of: Callable[[int], Style]) -> Text:
         text = Text()
@@ -75,8 +76,10 @@ def wrap(pieces: Sequence[Piece], width: int) -> Wrapped:
     rows: list[list[tuple[int, str]]] = [[]]
     line_of = []
     used = 0
+    texts = running_texts(pieces)
+    undecoded = {i for i, text in enumerate(texts) if text is None}
     for i, piece in enumerate(pieces):
-        text = piece.running_text
+        text = piece.label if texts[i] is None else texts[i]
         size = cell_len(text)
         if used and used + size > width:
             rows.append([])
@@ -95,15 +98,15 @@ def wrap(pieces: Sequence[Piece], width: int) -> Wrapped:
         if piece.ends_line:
             rows.append([])
             used = 0
-    return Wrapped(rows, line_of)
+    return Wrapped(rows, line_of, undecoded)
 
 
-def token_style(scope: Scope, i: int) -> Style:
+def token_style(scope: Scope, i: int, undecoded: set[int]) -> Style:
     """Token i's style in running text: the prompt's, or the band of the probability it was
     sampled with; raw bytes and the selected query marked as well."""
     record = scope.sampled_at(i)
     style = PROMPT_STYLE if record is None else band_style(record.probability)
-    if scope.pieces[i].is_bytes:
+    if i in undecoded:
         style = style + BYTES
     if i == scope.query:
         style = style + SELECTED
@@ -141,7 +144,7 @@ def render_continuation(scope: Scope, width: int, height: int) -> Drawn:
         if i < len(head):
             line = head[i]
         elif i < len(head) + len(body.rows):
-            line = body.line(i - len(head), lambda token: token_style(scope, token))
+            line = body.line(i - len(head), lambda token: token_style(scope, token, body.undecoded))
         else:
             line = tail[i - len(head) - len(body.rows)]
         line.truncate(width)

@@ -94,7 +94,7 @@ def token_stream(scope: Scope, width: int, height: int) -> list[Text]:
 
 def first_numbers(values: np.ndarray, width: int) -> str:
     n = max(0, width // 6)
-    shown = "".join(signed(float(x), 6) for x in values[:n])
+    shown = "".join(" " + signed(float(x), 5) for x in values[:n])
     return shown + (" …" if 0 < n < len(values) and width - len(shown) >= 2 else "")
 
 

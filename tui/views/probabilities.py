@@ -30,7 +30,7 @@ def summary(p: Prediction, vocab: int, width: int) -> list[Text]:
     if width >= MODEL_COLUMN_MIN_WIDTH:
         parts += [
             Text(f"T {params.temperature:.2f} k {params.top_k or 'off'} p {params.top_p:.2f}", DIM),
-            Text(f"kept {p.n_kept} of {vocab}", DIM),
+            Text("argmax" if params.temperature == 0 else f"kept {p.n_kept} of {vocab}", DIM),
             Text(f"entropy {p.entropy:.2f} → {p.sampled_entropy:.2f} bits", DIM),
         ]
     else:  # the status line has T, k and p; the cut line shows what was kept
@@ -46,8 +46,8 @@ def candidate_line(
     line.append(" ")
     if bar_width:
         glyph_bar = bar(c.prob_temperature, bar_width)
-        if not c.kept:
-            glyph_bar = glyph_bar.replace("█", "░")
+        if not c.kept:  # a cut bar in ░ to its last partly filled cell: told apart without colour
+            glyph_bar = ("░" * len(glyph_bar.rstrip())).ljust(bar_width)
         line.append(glyph_bar + " ", KEPT if c.kept else CUT)
     line.append(percent(c.prob_sampled) if c.kept else "  cut", "" if c.kept else CUT)
     if model_column:

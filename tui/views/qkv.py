@@ -33,7 +33,7 @@ def numbers(values: np.ndarray, width: int) -> list[Text]:
     lines = []
     for start in range(0, len(values), per_line):
         chunk = values[start : start + per_line]
-        lines.append(Text("".join(signed(float(x), NUMBER_WIDTH) for x in chunk)))
+        lines.append(Text("".join(" " + signed(float(x), NUMBER_WIDTH - 1) for x in chunk)))
     return lines
 
 
@@ -85,7 +85,7 @@ def vector(name: str, values: np.ndarray, width: int, as_numbers: bool) -> list[
         )
         return [head + body[0], *(offset + b for offset, b in zip(offsets, body[1:], strict=True))]
     scale = float(np.abs(values).max()) or 1.0
-    label = f" |{name.split('[')[0]}| {norm:.2f}"
+    label = f" |{name.strip().split('[')[0]}| {norm:.2f}"
     strip_width = max(1, width - NAME_WIDTH - len(label))
     return [head + signed_strip(pooled(values, strip_width), scale) + Text(label, DIM)]
 

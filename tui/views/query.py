@@ -10,7 +10,7 @@ from rich.cells import cell_len
 from rich.text import Text
 
 from tui.session import TOP_KEYS, Scope
-from tui.views.common import Drawn, Lines, append_if_fits, no_run, piece_text
+from tui.views.common import Drawn, Lines, append_if_fits, count, no_run, piece_text
 from tui.views.style import DIM, HEADING, MAX_BAR, NOTE, bar, percent, sequential_style, signed
 
 TOP_STYLE = sequential_style(31) + HEADING
@@ -37,7 +37,7 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
     s = scope.settings
     title = Text(f"query {query} ", HEADING)
     title.append_text(piece_text(scope.query_piece, 12))
-    for part in (f" · {n_keys} keys", f" · L{s.layer} H{s.head}"):
+    for part in (f" · {count(n_keys, 'key')}", f" · L{s.layer} H{s.head}"):
         if not append_if_fits(title, Text(part, DIM), width):
             break
     header = "  " + "#".rjust(index_width) + " " + "key".ljust(label_width) + " "

@@ -24,7 +24,7 @@ from rich.text import Text
 
 from tui.figures import Page, Stages
 from tui.session import Scope
-from tui.views.common import Drawn, append_if_fits, piece_text
+from tui.views.common import Drawn, append_if_fits, count, piece_text
 from tui.views.page import LazyLines, not_ready, page_note, wrapped_note
 from tui.views.qkv import vector
 from tui.views.style import (
@@ -202,10 +202,11 @@ def key_row(s: Stages, scope: Scope, c: Columns, j: int, stage: int, k_scale: fl
 def table_summary(s: Stages, scope: Scope, stage: int) -> Text:
     n_keys, visible = len(s.raw_scores), s.query + 1
     if stage == 1:
-        return Text(f"{visible} keys up to the query, {n_keys - visible} after it", NOTE)
+        return Text(f"{count(visible, 'key')} up to the query, {n_keys - visible} after it", NOTE)
     d = len(s.q)
     if stage == 2:
-        return Text(f"÷ √{d} = {math.sqrt(d):.3f}; {n_keys - visible} keys masked", NOTE)
+        masked = count(n_keys - visible, "key")
+        return Text(f"÷ √{d} = {math.sqrt(d):.3f}; {masked} masked", NOTE)
     heaviest = int(np.argmax(s.pattern))
     text = Text(f"Σ w = {float(s.pattern.sum()):.4f} · heaviest: key {heaviest} ", NOTE)
     text.append_text(piece_text(scope.pieces[heaviest], 12))

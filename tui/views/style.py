@@ -101,7 +101,13 @@ def percent(p: float) -> str:
 
 
 def signed(x: float, width: int = 6) -> str:
-    return f"{x:+.2f}".rjust(width)
+    """x with a sign in `width` cells: two decimals, fewer where it is large, so that columns
+    of numbers stay aligned."""
+    for decimals in (2, 1, 0):
+        text = f"{x:+.{decimals}f}"
+        if len(text) <= width:
+            break
+    return text.rjust(width)
 
 
 def weight_legend() -> Text:
