@@ -77,13 +77,14 @@ class HeadStats:
     first_token: float  # mean attention on position 0 (the attention sink)
     previous_token: float  # mean attention on the token just before the query
     self_token: float  # mean attention of a query on itself
-    pattern_name: str  # previous-token, first-token sink, self or broad
+    pattern_name: str  # previous-token, first-token sink, self or other
 
 
 def pattern_name(first_token: float, previous_token: float, self_token: float) -> str:
     scores = {"previous-token": previous_token, "first-token sink": first_token, "self": self_token}
     name, best = max(scores.items(), key=lambda item: item[1])
-    return name if best >= PATTERN_THRESHOLD else "broad"
+    # "other" is not "broad": a head can look sharply at something else (low entropy).
+    return name if best >= PATTERN_THRESHOLD else "other"
 
 
 def head_stats(view: RunView) -> list[HeadStats]:

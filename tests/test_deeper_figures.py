@@ -133,7 +133,7 @@ def test_head_stats_from_transformers_attentions(run):
         named = {"previous-token": "previous_token", "first-token sink": "first_token"}
         named["self"] = "self_token"
         best = max(named, key=lambda name: h[named[name]])
-        assert h["pattern"] == (best if h[named[best]] >= 0.5 else "broad")
+        assert h["pattern"] == (best if h[named[best]] >= 0.5 else "other")
 
 
 def test_block_internals_from_transformers_hooks(run):

@@ -599,6 +599,18 @@ async def focused_query_pane(pilot) -> Pane:
     return pane
 
 
+async def test_up_and_down_in_the_attention_pane_move_the_query(tiny_model):
+    app = make_app(tiny_model, prompt=COUNTING)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.query_one("#attention").focus()
+        last = app.scope.n_tokens - 1
+        await pilot.press("up", "up")
+        assert app.scope.query == last - 2
+        await pilot.press("down")
+        assert app.scope.query == last - 1
+
+
 @pytest.mark.parametrize("start, key", [("home", "pagedown"), ("end", "pageup")])
 async def test_paging_through_a_pane_skips_no_line(tiny_model, start, key):
     app = make_app(tiny_model, prompt=COUNTING)

@@ -33,7 +33,7 @@ from tui.screens import DeeperActions
 from tui.session import SAMPLE_PROMPT, ModelInfo, Scope, Session, check_settings, settings_from
 from tui.text import editable, from_editable, visible
 from tui.views import VIEWS
-from tui.widgets import LeanFooter, Pane, PromptInput, StatusLine
+from tui.widgets import AttentionPane, LeanFooter, Pane, PromptInput, StatusLine
 
 TERMINAL_EVENTS = (Prefilled, Finished, Failed)
 PUBLISH_INTERVAL = 0.1  # seconds: while generating, the panes follow at most 10 times a second
@@ -94,7 +94,8 @@ class ScopeApp(DeeperActions, App[int]):
             )
         with Grid(id="panes"):
             for view in VIEWS:
-                yield Pane(view).data_bind(ScopeApp.scope)
+                pane = AttentionPane if view.id == "attention" else Pane
+                yield pane(view).data_bind(ScopeApp.scope)
         yield LeanFooter()
 
     def on_mount(self) -> None:

@@ -206,8 +206,9 @@ DEEPER = (
         "Model map",
         render_model_map,
         "every layer × head over the current text: P previous-token, S first-token sink, "
-        "= self, ~ broad, with the mass that named it (%) or the entropy (bits); tall cells "
-        "add bars for the mass on position 0, the previous token and the query itself",
+        "= self, ? other (entropy tells broad from focused elsewhere), with the mass that "
+        "named it (%) or the entropy (bits); tall cells add bars for the mass on position 0, "
+        "the previous token and the query itself",
         lambda s: (view_identity(s),),
         compute_map,
         head_stats_json,

@@ -79,7 +79,7 @@ SCREEN_KEYS = {
 # Keys Textual already provides, listed for completeness.
 BUILT_IN = (
     ("tab / shift+tab", "cycle focus between the prompt and the panes"),
-    ("↑ ↓ pgup pgdn", "scroll the focused pane when its lines do not fit"),
+    ("↑ ↓ pgup pgdn", "scroll the focused pane; in Attention, ↑ ↓ move the query"),
     ("ctrl+p", "command palette: every key above by name"),
 )
 

@@ -199,6 +199,16 @@ class Pane(Widget, can_focus=True):
         self.top = len(self.drawn().lines)
 
 
+class AttentionPane(Pane):
+    """The pattern always fits (the view draws the window around the query), so the arrows
+    that scroll other panes move the query row here."""
+
+    BINDINGS = [
+        Binding("up", "app.query(-1)", "earlier query", show=False),
+        Binding("down", "app.query(1)", "later query", show=False),
+    ]
+
+
 def to_strip(line: Text, console: Console, base: Style) -> Strip:
     """One line of text as a strip over the widget's `base` style (Textual pads or crops it
     to the pane's width). The line's own style goes under its spans as well: Rich leaves it

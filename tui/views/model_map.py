@@ -34,12 +34,12 @@ KINDS = {
     "previous-token": Kind("P", "prev", Style(color="green")),
     "first-token sink": Kind("S", "sink", Style(color="cyan")),
     "self": Kind("=", "self", Style(color="magenta")),
-    "broad": Kind("~", "broad", Style(color="grey62")),
+    "other": Kind("?", "other", Style(color="grey62")),
 }
 
 
 def dominant_mass(h: HeadStats) -> float | None:
-    """The mass that gave the head its name; None for a broad head."""
+    """The mass that gave the head its name; None for a head named other."""
     masses = {
         "previous-token": h.previous_token,
         "first-token sink": h.first_token,
