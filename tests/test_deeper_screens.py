@@ -172,6 +172,17 @@ async def test_p_on_a_deeper_screen_goes_back_to_edit_the_prompt(tiny_model):
         assert isinstance(app.focused, PromptInput)
 
 
+async def test_z_does_nothing_on_a_deeper_screen_and_is_not_offered(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("l")
+        await settle(pilot)
+        await pilot.press("z")
+        assert app.screen.maximized is None
+        assert "z" not in app.screen.active_bindings
+
+
 async def test_resizing_on_a_deeper_screen(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -29,7 +29,7 @@ from tui.help import HelpScreen
 from tui.keep_tail import KeepTailScreen
 from tui.keys import KEYS, bindings, next_on_ladder
 from tui.models import OpenError, open_model
-from tui.screens import DeeperActions
+from tui.screens import DeeperActions, DeeperScreen
 from tui.session import SAMPLE_PROMPT, ModelInfo, Scope, Session, check_settings, settings_from
 from tui.text import editable, from_editable, visible
 from tui.views import VIEWS
@@ -293,6 +293,8 @@ class ScopeApp(DeeperActions, App[int]):
         that is about to be replaced, and another screen would hide the dialog."""
         if isinstance(self.screen, DownloadScreen):
             return action == "quit"
+        if action == "zoom" and isinstance(self.screen, DeeperScreen):
+            return False  # a deeper screen already fills the terminal: no z in its footer
         return super().check_action(action, parameters)
 
     def action_download(self) -> None:
