@@ -76,7 +76,8 @@ def attended(scope: Scope, width: int) -> list[Text]:
     lead.append(" looked at:", DIM)
     parts = [lead]
     for j in a.top_keys(query, ATTENDED_KEYS):
-        key = piece_text(scope.pieces[j], 10)
+        key = Text(f"{j} ", DIM)  # the position tells apart keys with the same text
+        key.append_text(piece_text(scope.pieces[j], 10))
         key.append(f" {percent(float(a.pattern_row(query)[j])).strip()}")
         parts.append(key)
     return packed(parts, width, "  ")

@@ -40,11 +40,9 @@ def title(page: Page[Lens], width: int) -> Text:
 
 
 def target_note(lens: Lens) -> Text:
-    text = Text("right: p of ", NOTE)
+    which = "the text's next token" if lens.target_is_next else "the output's top token"
+    text = Text(f"right: p of {which} ", NOTE)  # the token last: it may be a comma
     text.append_text(piece_text(lens.target, 14, style=CHOSEN))
-    text.append(
-        ", the next token in the text" if lens.target_is_next else ", the output's top", NOTE
-    )
     return text
 
 
