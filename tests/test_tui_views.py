@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.cells import cell_len
+from rich.style import Style
 
 from engine import Finished, Runner, SamplingParams, gpt2_tokenizer, load_model
 from tests.conftest import write_checkpoint
@@ -19,6 +20,7 @@ from tui.session import ModelInfo, Session, Settings
 from tui.text import Pieces, editable, from_editable, running_texts, visible
 from tui.views import VIEWS, render_header
 from tui.views.attention import GAP, render_attention
+from tui.views.continuation import wrap
 from tui.views.qkv import detailed, detailed_height
 from tui.views.style import MASKED, signed, weight_cell
 
@@ -100,6 +102,14 @@ def test_running_text_reads_characters_split_over_tokens_whole():
     assert "".join(shown) == "I 🙂 猫 café\u0301 \\u202e x"
     cut = [pieces(i) for i in tok.encode("猫")[:-1]]  # its last byte never comes
     assert running_texts(cut) == [None] * len(cut)
+
+
+def test_running_text_draws_a_line_opening_combining_mark_on_a_base():
+    tok = gpt2_tokenizer()
+    pieces = Pieces(tok)
+    body = wrap([pieces(i) for i in tok.encode("\u0301x\n\u0301y")], 40)
+    lines = [body.line(i, lambda token: Style()).plain for i in range(len(body.rows))]
+    assert lines[0].startswith("◌\u0301x") and lines[1] == "◌\u0301y"
 
 
 def run_scope(model, prompt: str, length: int, **settings):

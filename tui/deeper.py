@@ -205,10 +205,10 @@ DEEPER = (
         "head_stats",
         "Model map",
         render_model_map,
-        "every layer × head over the current text: P previous-token, S first-token sink, "
-        "= self, ? other (entropy tells broad from focused elsewhere), with the mass that "
-        "named it (%) or the entropy (bits); tall cells add bars for the mass on position 0, "
-        "the previous token and the query itself",
+        "every layer × head over the current text, named prev (P), sink (S), self (=) by the "
+        "pattern with ≥50% of its weight, with that mass (%), or other (?), and the entropy "
+        "(bits: low is focused, high is broad); tall cells add bars for the mass on position "
+        "0, the previous token and the query itself",
         lambda s: (view_identity(s),),
         compute_map,
         head_stats_json,

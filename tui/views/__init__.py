@@ -93,7 +93,7 @@ VIEWS = (
         "Continuation",
         render_continuation,
         "the prompt, then each generated token styled by the probability it was sampled with "
-        "(bold green ≥50%, yellow 10-50%, underlined red <10%); step count, cache length, "
+        "(bold green ≥50%, orange 10-50%, underlined red <10%); step count, cache length, "
         "why it stopped",
         on_run,
     ),

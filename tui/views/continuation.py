@@ -11,7 +11,7 @@ from rich.style import Style
 from rich.text import Text
 
 from tui.session import Scope
-from tui.text import Piece, running_texts
+from tui.text import MARK_BASE, Piece, running_texts
 from tui.views.common import Drawn, Lines, no_run, packed, piece_text
 from tui.views.style import BYTES, DIM, HEADING, SELECTED, percent
 
@@ -68,6 +68,8 @@ class Wrapped:
     def line(self, i: int, style_of: Callable[[int], Style]) -> Text:
         text = Text()
         for token, part in self.rows[i]:
+            if not text and part and cell_len(part[0]) == 0:
+                part = MARK_BASE + part  # a combining mark first would fuse with the border
             text.append(part, style_of(token))
         return text
 
