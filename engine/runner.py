@@ -88,8 +88,10 @@ class Runner:
 
     # Commands, callable from any thread.
 
-    def start_prompt(self, text: str) -> None:
-        self._commands.put((self._prefill_text, text, self._stop_epoch))
+    def start_prompt(self, text: str, bos: bool = False) -> None:
+        """Prefill `text`; with `bos`, after an <|endoftext|>, as GPT-2's training documents
+        began (TransformerLens's prepend_bos)."""
+        self._commands.put((self._prefill_text, (text, bos), self._stop_epoch))
 
     def start_tokens(self, token_ids: list[int]) -> None:
         self._commands.put((self._prefill, list(token_ids), self._stop_epoch))
@@ -146,10 +148,12 @@ class Runner:
         if epoch != self._stop_epoch:
             raise Stopped
 
-    def _prefill_text(self, text: str, epoch: int) -> None:
+    def _prefill_text(self, prompt: tuple[str, bool], epoch: int) -> None:
+        text, bos = prompt
         if not text.strip():
             raise EngineError("the prompt is empty: type some text to run")
-        self._prefill(self.tokenizer.encode(text), epoch)
+        first = [self.tokenizer.eot_id] if bos else []
+        self._prefill(first + self.tokenizer.encode(text), epoch)
 
     def _prefill(self, token_ids: list[int], epoch: int) -> None:
         n_ctx = self.model.config.n_ctx

@@ -149,3 +149,11 @@ def test_errors_are_one_line(capsys, tiny_checkpoint, args, message):
     code, out, err = inspect(capsys, *weights, *args)
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_bos_puts_end_of_text_first(capsys, tiny_checkpoint):
+    args = ["--weights", str(tiny_checkpoint), "--prompt", PROMPT, "--length", "0"]
+    code, out, _ = inspect(capsys, *args, "--bos", "--format", "json")
+    tok = gpt2_tokenizer()
+    ids = [t["id"] for t in json.loads(out)["tokens"]]
+    assert code == 0 and ids == [tok.eot_id, *tok.encode(PROMPT)]

@@ -83,6 +83,22 @@ async def test_a_too_long_prompt_offers_to_keep_the_last_n_ctx_tokens(tiny_model
         assert (app.scope.steps, app.scope.finish) == (0, "context limit")
 
 
+async def test_the_kept_end_of_a_too_long_prompt_still_starts_with_end_of_text_if_asked(
+    tiny_model,
+):
+    n_ctx = tiny_model.config.n_ctx
+    ids = gpt2_tokenizer().encode("Start:" + words(n_ctx + 20))
+    app = make_app(tiny_model, prompt=gpt2_tokenizer().decode(ids), bos=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert f"The prompt is {len(ids) + 1} tokens" in "\n".join(screen_lines(app))
+        await pilot.press("y")
+        await settle(pilot)
+        eot = gpt2_tokenizer().eot_id
+        assert list(app.scope.view.tokens) == [eot, *ids[1 - n_ctx :]]
+        assert app.session.prompt == gpt2_tokenizer().decode(ids[1 - n_ctx :])
+
+
 async def test_declining_the_offer_keeps_the_last_run(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:

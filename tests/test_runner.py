@@ -17,6 +17,7 @@ from engine import (
     SamplingParams,
     StateChanged,
     Stepped,
+    gpt2_tokenizer,
     load_model,
 )
 
@@ -119,6 +120,15 @@ def test_close_mid_generation_ends_the_thread_within_a_second(tiny_model, slow_s
     r.close()
     assert time.monotonic() - started < 1.0
     assert not r.alive
+
+
+def test_a_prompt_can_start_with_end_of_text(runner, recorder):
+    """GPT-2's training documents began after <|endoftext|>; TransformerLens puts it first
+    by default. With bos the run's tokens are it, then the prompt's."""
+    runner.start_prompt("Hello world", bos=True)
+    tokens = list(recorder.wait(Prefilled).view.tokens)
+    tok = gpt2_tokenizer()
+    assert tokens == [tok.eot_id, *tok.encode("Hello world")]
 
 
 @pytest.mark.parametrize("prompt", ["", "   \n\t "])

@@ -411,6 +411,21 @@ async def test_a_failure_shows_a_notice_and_the_app_stays_usable(tiny_model, mon
         assert app.scope.steps == 6
 
 
+async def test_b_starts_the_tokens_with_end_of_text_and_back(tiny_model):
+    tok = gpt2_tokenizer()
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("B")
+        await settle(pilot)
+        assert tokens(app) == [tok.eot_id, *tok.encode(PROMPT)]
+        assert "bos" in str(app.query_one("#status").render())
+        await pilot.press("g", "B")
+        await settle(pilot)
+        assert tokens(app) == tok.encode(PROMPT)
+        assert "bos" not in str(app.query_one("#status").render())
+
+
 @pytest.mark.parametrize("typed", [[], ["space", "space"]])
 async def test_an_empty_prompt_is_refused_with_a_notice(tiny_model, typed):
     app = make_app(tiny_model, prompt=PROMPT)

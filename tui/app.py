@@ -174,21 +174,23 @@ class ScopeApp(DeeperActions, App[int]):
     # Commands.
 
     def run_prompt(self, text: str) -> None:
-        ids = self.session.pieces.tokenizer.encode(text)
+        tokenizer, bos = self.session.pieces.tokenizer, self.session.settings.bos
+        ids = [tokenizer.eot_id] * bos + tokenizer.encode(text)
         if len(ids) > self.model.config.n_ctx:
-            self.offer_tail(ids)
+            self.offer_tail(ids, bos)
             return
         self.session.set_prompt(text)
-        self.send(lambda r: r.start_prompt(text))
+        self.send(lambda r: r.start_prompt(text, bos))
 
-    def offer_tail(self, ids: list[int]) -> None:
+    def offer_tail(self, ids: list[int], bos: bool) -> None:
         """Say how long the prompt is and the limit, and offer to run what fits: its end,
-        which is what the next token depends on most."""
-        tail = ids[-self.model.config.n_ctx :]
+        which is what the next token depends on most (after the <|endoftext|> it starts
+        with, if it does)."""
+        tail = ids[:bos] + ids[bos - self.model.config.n_ctx :]
 
         def answered(keep: bool | None) -> None:
             if keep:
-                self.session.set_prompt(self.session.pieces.tokenizer.decode(tail))
+                self.session.set_prompt(self.session.pieces.tokenizer.decode(tail[bos:]))
                 self.send(lambda r: r.start_tokens(tail))
 
         self.push_screen(KeepTailScreen(len(ids), len(tail)), answered)
@@ -219,6 +221,10 @@ class ScopeApp(DeeperActions, App[int]):
     def action_query(self, delta: int) -> None:
         self.session.move_query(delta)
         self.publish()
+
+    def action_bos(self) -> None:
+        self.change(bos=not self.session.settings.bos)
+        self.run_prompt(self.session.prompt)
 
     def action_edit_prompt(self) -> None:
         self.query_one(PromptInput).focus()

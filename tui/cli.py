@@ -21,6 +21,7 @@ class Options:
     layer: int
     head: int
     device: str
+    bos: bool
 
 
 def add_run_options(parser: argparse.ArgumentParser, editor: bool = True) -> None:
@@ -69,6 +70,12 @@ def add_run_options(parser: argparse.ArgumentParser, editor: bool = True) -> Non
         choices=["cpu", "cuda"],
         default="cpu",
         help="where the model runs (default cpu)",
+    )
+    parser.add_argument(
+        "--bos",
+        action="store_true",
+        help="start the tokens with <|endoftext|>, as GPT-2's training documents did "
+        "(TransformerLens's prepend_bos); B toggles it in the app",
     )
 
 

@@ -79,7 +79,7 @@ def inspect_parser() -> argparse.ArgumentParser:
 
 def run(session: Session, runner_events: queue.Queue, runner: Runner, prompt: str) -> None:
     """Prefill and generate, feeding every event to the session; raise on a failure."""
-    runner.start_prompt(prompt)
+    runner.start_prompt(prompt, session.settings.bos)
     wait_for(session, runner_events, Prefilled)
     if session.settings.length:
         runner.generate(session.settings.length)

@@ -38,6 +38,7 @@ KEYS = (
     Key("n", "n", "length(-1)", "length-", "length down: tokens per `g`"),
     Key("N", "N", "length(1)", "length+", "length up: tokens per `g`"),
     Key("r", "r", "new_seed", "seed", "new seed (the next prompt or token draws from it)"),
+    Key("B", "B", "bos", "bos", "<|endoftext|> first, or not; runs the prompt again"),
     Key("z", "z", "zoom", "zoom", "zoom the focused pane to full screen and back", True),
     Key("a", "a", "open('stages')", "stages", "step-through: one attention row, stage by stage"),
     Key("m", "m", "open('head_stats')", "map", "model map: every head's statistics; pick one"),

@@ -81,6 +81,7 @@ class Settings:
     params: SamplingParams = field(default_factory=SamplingParams)
     length: int = 6
     seed: int = 0
+    bos: bool = False  # the tokens start with <|endoftext|>
 
 
 def settings_from(options: Options) -> Settings:
@@ -88,7 +89,9 @@ def settings_from(options: Options) -> Settings:
     params = SamplingParams(options.temperature, options.top_k, options.top_p)
     if not 0 <= options.seed <= MAX_SEED:
         raise ValueError(f"--seed {options.seed}: must be in 0..2**63-1")
-    return Settings(options.layer, options.head, None, params, options.length, options.seed)
+    return Settings(
+        options.layer, options.head, None, params, options.length, options.seed, options.bos
+    )
 
 
 def check_settings(settings: Settings, config: GPT2Config) -> None:

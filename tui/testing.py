@@ -31,6 +31,7 @@ def options(**changes: object) -> Options:
         layer=0,
         head=0,
         device="cpu",
+        bos=False,
     )
     return Options(**{**defaults, **changes})
 

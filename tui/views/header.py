@@ -51,7 +51,7 @@ def sampling_label(scope: Scope) -> Text:
     p = s.params
     return Text(
         f"T {p.temperature:.2f} k {p.top_k or 'off'} p {p.top_p:.2f} · "
-        f"length {s.length} · seed {s.seed}"
+        f"length {s.length} · seed {s.seed}" + (" · bos" if s.bos else "")
     )
 
 
