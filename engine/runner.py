@@ -152,8 +152,7 @@ class Runner:
         text, bos = prompt
         if not text.strip():
             raise EngineError("the prompt is empty: type some text to run")
-        first = [self.tokenizer.eot_id] if bos else []
-        self._prefill(first + self.tokenizer.encode(text), epoch)
+        self._prefill(self.tokenizer.encode(text, bos), epoch)
 
     def _prefill(self, token_ids: list[int], epoch: int) -> None:
         n_ctx = self.model.config.n_ctx

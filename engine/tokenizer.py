@@ -26,8 +26,9 @@ class Tokenizer:
         self.n_vocab: int = encoding.n_vocab
         self.eot_id: int = END_OF_TEXT_ID
 
-    def encode(self, text: str) -> list[int]:
-        return self._encoding.encode_ordinary(text)
+    def encode(self, text: str, bos: bool = False) -> list[int]:
+        """With `bos`, after an <|endoftext|>, as GPT-2's training documents began."""
+        return [self.eot_id] * bos + self._encoding.encode_ordinary(text)
 
     def decode(self, ids: list[int]) -> str:
         return self._encoding.decode(list(ids), errors="replace")

@@ -175,7 +175,7 @@ class ScopeApp(DeeperActions, App[int]):
 
     def run_prompt(self, text: str) -> None:
         tokenizer, bos = self.session.pieces.tokenizer, self.session.settings.bos
-        ids = [tokenizer.eot_id] * bos + tokenizer.encode(text)
+        ids = tokenizer.encode(text, bos)
         if len(ids) > self.model.config.n_ctx:
             self.offer_tail(ids, bos)
             return

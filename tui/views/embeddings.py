@@ -20,8 +20,8 @@ from tui.views.style import (
     NOTE,
     SELECTED,
     pooled,
-    signed,
     signed_legend,
+    signed_numbers,
     signed_strip,
 )
 
@@ -94,7 +94,7 @@ def token_stream(scope: Scope, width: int, height: int) -> list[Text]:
 
 def first_numbers(values: np.ndarray, width: int) -> str:
     n = max(0, width // 6)
-    shown = "".join(" " + signed(float(x), 5) for x in values[:n])
+    shown = signed_numbers(values[:n], 6)
     return shown + (" …" if 0 < n < len(values) and width - len(shown) >= 2 else "")
 
 

@@ -16,7 +16,16 @@ from rich.text import Text
 from tui.session import HeadData, Scope
 from tui.text import fit
 from tui.views.common import Drawn, no_run, piece_text
-from tui.views.style import DIM, HEADING, NOTE, percent, pooled, signed, signed_strip
+from tui.views.style import (
+    DIM,
+    HEADING,
+    NOTE,
+    percent,
+    pooled,
+    signed,
+    signed_numbers,
+    signed_strip,
+)
 
 NUMBER_WIDTH = 6
 NAME_WIDTH = 7
@@ -33,7 +42,7 @@ def numbers(values: np.ndarray, width: int) -> list[Text]:
     lines = []
     for start in range(0, len(values), per_line):
         chunk = values[start : start + per_line]
-        lines.append(Text("".join(" " + signed(float(x), NUMBER_WIDTH - 1) for x in chunk)))
+        lines.append(Text(signed_numbers(chunk, NUMBER_WIDTH)))
     return lines
 
 

@@ -110,6 +110,11 @@ def signed(x: float, width: int = 6) -> str:
     return text.rjust(width)
 
 
+def signed_numbers(values: Iterable[float], width: int = 6) -> str:
+    """`signed` numbers in columns of `width` cells, a space always before each."""
+    return "".join(" " + signed(float(x), width - 1) for x in values)
+
+
 def weight_legend() -> Text:
     """The attention colour scale: glyph and colour per band, then the masked glyph."""
     text = Text("0 ")
