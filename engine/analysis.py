@@ -25,13 +25,13 @@ class AttentionStages:
     ln_mean: float  # LayerNorm ln_1's statistics of that row
     ln_std: float
     normalized: torch.Tensor  # [n_embd] after ln_1
-    q: torch.Tensor  # [head_dim] this query's q
-    k: torch.Tensor  # [T, head_dim] every key
-    v: torch.Tensor  # [T, head_dim] every value
+    q: torch.Tensor  # [d_head] this query's q
+    k: torch.Tensor  # [T, d_head] every key
+    v: torch.Tensor  # [T, d_head] every value
     raw_scores: torch.Tensor  # [T] q.k
-    scaled_scores: torch.Tensor  # [T] q.k / sqrt(head_dim), -inf for keys after the query
+    scaled_scores: torch.Tensor  # [T] q.k / sqrt(d_head), -inf for keys after the query
     pattern: torch.Tensor  # [T] softmax of the scaled scores
-    z: torch.Tensor  # [head_dim] the pattern-weighted sum of values: the head's output
+    z: torch.Tensor  # [d_head] the pattern-weighted sum of values: the head's output
 
 
 def layer_norm_stats(x: torch.Tensor) -> tuple[float, float]:
@@ -52,20 +52,20 @@ def attention_stages(view: RunView, layer: int, head: int, query: int) -> Attent
     pattern = torch.softmax(scaled, -1)
     mean, std = layer_norm_stats(x)
     return AttentionStages(
-        layer,
-        head,
-        query,
-        x,
-        mean,
-        std,
-        normalized,
-        q,
-        k,
-        v,
-        raw_scores,
-        scaled,
-        pattern,
-        pattern @ v,
+        layer=layer,
+        head=head,
+        query=query,
+        resid_pre=x,
+        ln_mean=mean,
+        ln_std=std,
+        normalized=normalized,
+        q=q,
+        k=k,
+        v=v,
+        raw_scores=raw_scores,
+        scaled_scores=scaled,
+        pattern=pattern,
+        z=pattern @ v,
     )
 
 
@@ -112,17 +112,35 @@ class LensRow:
     layer: int  # the block after which the residual stream is read
     top_ids: tuple[int, ...]
     top_probs: tuple[float, ...]
+    target_prob: float  # the probability of the lens's target token
 
 
-def logit_lens_top(view: RunView, position: int, k: int = 5) -> list[LensRow]:
-    """The top-k next-token predictions read off the residual stream after every block,
-    through the final LayerNorm and the tied unembedding; the last row is the model's own."""
+@dataclass(frozen=True)
+class LogitLens:
+    """The next-token prediction at one position read off the residual stream after every
+    block; the last row is the model's own output. The target is the token that follows in
+    the text, or, at the last position, the output's top choice."""
+
+    position: int
+    target: int
+    target_is_next: bool
+    rows: tuple[LensRow, ...]
+
+
+def logit_lens_top(view: RunView, position: int, k: int = 5) -> LogitLens:
+    """The top-k next tokens after every block, through the final LayerNorm and the tied
+    unembedding, and the probability of the target token at each."""
     probs = torch.softmax(view.logit_lens(position), -1)
     top = probs.topk(k, dim=-1)
-    return [
-        LensRow(layer, tuple(ids.tolist()), tuple(p.tolist()))
-        for layer, (ids, p) in enumerate(zip(top.indices, top.values, strict=True))
-    ]
+    target_is_next = position + 1 < view.n_tokens
+    target = view.tokens[position + 1] if target_is_next else int(top.indices[-1, 0])
+    rows = zip(top.indices.tolist(), top.values.tolist(), probs[:, target].tolist(), strict=True)
+    return LogitLens(
+        position,
+        target,
+        target_is_next,
+        tuple(LensRow(layer, tuple(i), tuple(p), t) for layer, (i, p, t) in enumerate(rows)),
+    )
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,16 @@ import math
 import pytest
 import torch
 
-from engine import load_model
-from engine.analysis import attention_stages, block_internals, head_stats, logit_lens_top
+from engine import gpt2_tokenizer, load_model
+from engine.analysis import (
+    attention_stages,
+    block_internals,
+    head_stats,
+    logit_lens_top,
+    pattern_name,
+)
 from tests.conftest import write_checkpoint
+from weights.train_demo import OUT_DIR
 
 N_LAYER, N_HEAD, N_EMBD, VOCAB = 3, 4, 64, 300
 
@@ -58,7 +65,8 @@ def test_stages_match_transformers_numbers(pair):
 def test_logit_lens_reads_each_blocks_output(pair):
     hf, out, view = pair
     position = 10
-    rows = logit_lens_top(view, position, k=5)
+    lens = logit_lens_top(view, position, k=5)
+    rows = lens.rows
     assert [r.layer for r in rows] == list(range(N_LAYER))
     for layer, row in enumerate(rows):
         hidden = out.hidden_states[layer + 1][0, position]
@@ -69,6 +77,7 @@ def test_logit_lens_reads_each_blocks_output(pair):
         expected = probs.topk(5)
         assert row.top_ids == tuple(expected.indices.tolist())
         assert row.top_probs == pytest.approx(expected.values.tolist(), abs=1e-5)
+        assert row.target_prob == pytest.approx(float(probs[lens.target]), abs=1e-5)
     final = torch.softmax(out.logits[0, position], -1).topk(5)
     assert rows[-1].top_ids == tuple(final.indices.tolist())
 
@@ -96,6 +105,7 @@ def test_block_internals_add_up(tmp_path):
     assert internals.mlp_post.shape == (4 * N_EMBD,)
     index, value = internals.top_neurons[0]
     assert index == int(captured["mlp"].argmax())
+    assert value == pytest.approx(float(captured["mlp"].max()), abs=1e-4)
 
 
 def test_head_stats_from_transformers_attentions(pair):
@@ -115,11 +125,34 @@ def test_head_stats_from_transformers_attentions(pair):
         assert s.entropy == pytest.approx(float(entropy), abs=1e-4)
 
 
-def test_pattern_names_follow_the_dominant_mass(tiny_model):
-    view = tiny_model.start([464, 3290, 3797, 319, 262, 2603]).view()
-    for s in head_stats(view):
-        best = max(s.first_token, s.previous_token, s.self_token)
-        assert (s.pattern_name == "other") == (best < 0.5)
+@pytest.mark.parametrize(
+    ("first", "previous", "own", "name"),
+    [
+        (0.90, 0.05, 0.05, "first-token sink"),
+        (0.10, 0.80, 0.10, "previous-token"),
+        (0.20, 0.10, 0.70, "self"),
+        (0.45, 0.45, 0.10, "other"),  # spread over two places, neither holds half
+        (0.30, 0.20, 0.10, "other"),  # looking somewhere none of the three measure
+        (0.50, 0.30, 0.20, "first-token sink"),  # half is enough
+        (0.10, 0.499, 0.40, "other"),  # just short of half is not
+    ],
+)
+def test_a_head_is_named_after_the_place_holding_half_its_attention(first, previous, own, name):
+    assert pattern_name(first, previous, own) == name
+
+
+def test_the_demo_models_heads_are_named_after_their_own_statistics():
+    """On the demo model heads of every kind form, so a head's figures handed to the naming
+    in the wrong order would give some head a name its figures do not bear out."""
+    demo = load_model(OUT_DIR)
+    ids = gpt2_tokenizer().encode("The best thing about the truth is that it is short.")
+    stats = head_stats(demo.start(ids).view())
+    labels = {"first-token sink": "first_token", "previous-token": "previous_token"}
+    labels["self"] = "self_token"
+    for s in stats:
+        best = max(labels, key=lambda label: getattr(s, labels[label]))
+        assert s.pattern_name == (best if getattr(s, labels[best]) >= 0.5 else "other"), s
+    assert {s.pattern_name for s in stats} == {*labels, "other"}
 
 
 def test_single_token_stats_are_defined(tiny_model):

@@ -102,18 +102,23 @@ def top_by_transformers(hf, out, layer: int) -> torch.Tensor:
 
 
 def test_logit_lens_is_transformers_hidden_states_through_ln_f_and_wte(run):
-    hf, out, _, data, _ = run
+    hf, out, scope, data, _ = run
     lens = data["logit_lens"]
-    assert [row["layer"] for row in lens] == list(range(N_LAYER))
-    for layer, row in enumerate(lens):
+    rows, target = lens["rows"], lens["target"]
+    # the right column follows the token that comes next in the text
+    assert lens["position"] == QUERY
+    assert target["is_next"] and target["id"] == scope.view.tokens[QUERY + 1]
+    assert [row["layer"] for row in rows] == list(range(N_LAYER))
+    for layer, row in enumerate(rows):
         probs = top_by_transformers(hf, out, layer)
         listed = [t["probability"] for t in row["top"]]
         expected = probs[[t["id"] for t in row["top"]]].tolist()
         assert listed == pytest.approx(expected, abs=1e-5)
         assert listed == sorted(listed, reverse=True)
         assert min(listed) >= float(probs.topk(5).values[-1]) - 1e-5  # these are the top 5
+        assert row["target_probability"] == pytest.approx(float(probs[target["id"]]), abs=1e-5)
     final = torch.softmax(out.logits[0, QUERY], -1)
-    assert lens[-1]["top"][0]["id"] == int(final.argmax())  # the last row is the output
+    assert rows[-1]["top"][0]["id"] == int(final.argmax())  # the last row is the output
 
 
 def test_head_stats_from_transformers_attentions(run):
@@ -133,7 +138,7 @@ def test_head_stats_from_transformers_attentions(run):
         named = {"previous-token": "previous_token", "first-token sink": "first_token"}
         named["self"] = "self_token"
         best = max(named, key=lambda name: h[named[name]])
-        assert h["pattern"] == (best if h[named[best]] >= 0.5 else "other")
+        assert h["pattern_name"] == (best if h[named[best]] >= 0.5 else "other")
 
 
 def test_block_internals_from_transformers_hooks(run):

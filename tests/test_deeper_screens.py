@@ -320,7 +320,7 @@ async def test_e_exports_the_screen_and_the_run(tiny_model, tmp_path, monkeypatc
         assert svg.stem == path.stem
         assert "Model map" in html.unescape(svg.read_text()).replace("\xa0", " ")
         data = json.loads(path.read_text())
-        for key in ("tokens", "attention", "stages", "head_stats", "logit_lens", "block"):
+        for key in ("tokens", "pattern", "stages", "head_stats", "logit_lens", "block"):
             assert key in data
         assert len(data["history"]) == 3 and len(data["head_stats"]) == 8
         notes = " ".join(str(t.render()) for t in app.screen.query("Toast"))

@@ -38,9 +38,10 @@ def inspected_json(capsys, tiny_checkpoint):
 
 def test_json_has_every_field(inspected_json):
     data = inspected_json
-    for name in ("model", "tokens", "continuation", "layer", "head", "query", "attention"):
+    for name in ("model", "tokens", "continuation", "layer", "head", "query", "pattern"):
         assert name in data
     assert {"probabilities", "qkv"} <= set(data)
+    assert data["bos"] is False
     assert (data["layer"], data["head"]) == (1, 2)
     n = len(data["tokens"])
     assert data["query"] == n - 1
@@ -56,7 +57,7 @@ def test_json_attention_equals_the_engines(inspected_json, model):
     data = inspected_json
     ids = [t["id"] for t in data["tokens"]]
     expected = model.start(ids).view().attention(1, 2)
-    assert np.allclose(np.array(data["attention"]), expected.numpy(), atol=1e-6)
+    assert np.allclose(np.array(data["pattern"]), expected.numpy(), atol=1e-6)
 
 
 def test_json_probabilities_equal_the_engines(inspected_json, model):
@@ -69,8 +70,8 @@ def test_json_probabilities_equal_the_engines(inspected_json, model):
     p = data["probabilities"]
     assert p["step"] == 5 and p["chosen"] == ids[-1]
     for c in p["candidates"]:
-        assert c["probability"] == pytest.approx(float(dist.probs[c["id"]]), rel=1e-4)
-        assert c["probability_sampled"] == pytest.approx(
+        assert c["model_probability"] == pytest.approx(float(dist.probs[c["id"]]), rel=1e-4)
+        assert c["probability"] == pytest.approx(
             float(dist.probs_filtered[c["id"]]), rel=1e-4, abs=1e-9
         )
     assert sum(c["kept"] for c in p["candidates"]) == p["n_kept"] == 5
@@ -142,6 +143,11 @@ def test_text_never_prints_control_characters(capsys, tiny_checkpoint):
         (["--layer", "7"], "--layer 7"),
         (["--query", "500"], "--query 500"),
         (["--prompt", " "], "empty"),
+        pytest.param(
+            ["--device", "cuda"],
+            "sees no CUDA GPU",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here"),
+        ),
     ],
 )
 def test_errors_are_one_line(capsys, tiny_checkpoint, args, message):
@@ -155,5 +161,7 @@ def test_bos_puts_end_of_text_first(capsys, tiny_checkpoint):
     args = ["--weights", str(tiny_checkpoint), "--prompt", PROMPT, "--length", "0"]
     code, out, _ = inspect(capsys, *args, "--bos", "--format", "json")
     tok = gpt2_tokenizer()
-    ids = [t["id"] for t in json.loads(out)["tokens"]]
+    data = json.loads(out)
+    ids = [t["id"] for t in data["tokens"]]
     assert code == 0 and ids == [tok.eot_id, *tok.encode(PROMPT)]
+    assert data["bos"] is True  # the export says how the tokens began, to run it again

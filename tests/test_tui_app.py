@@ -16,7 +16,7 @@ import engine.runner
 import tui.app
 import tui.download_screen
 from engine import gpt2_tokenizer, load_model
-from tests.reliability import ROOT
+from tests.reliability import ROOT, notices
 from tui.app import ScopeApp
 from tui.download_screen import DownloadScreen
 from tui.help import HelpScreen
@@ -76,16 +76,6 @@ def slow_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def tokens(app: ScopeApp) -> list[int]:
     return list(app.scope.view.tokens)
-
-
-async def notices(pilot) -> str:
-    """The text of the notifications on screen, once they have been mounted."""
-    for _ in range(50):
-        toasts = pilot.app.screen.query("Toast")
-        if toasts:
-            return " ".join(str(t.render()) for t in toasts)
-        await pilot.pause(0.02)
-    return ""
 
 
 async def test_opening_runs_the_sample_with_the_editor_focused(tiny_model):
@@ -194,6 +184,9 @@ async def test_g_generates_length_tokens_and_s_one(tiny_model):
         await pilot.press("s")
         await settle(pilot)
         assert app.scope.steps == 5 and app.scope.n_tokens == n + 5
+        # one token was asked for, not `length`: the pane must not say the length was reached
+        status = shown(app.query_one("#continuation")).splitlines()[:2]
+        assert status == ["step 5 · cache 13/128", "done"]
 
 
 async def test_esc_stops_a_generation(tiny_model, gate):
@@ -255,6 +248,19 @@ async def test_resizing_mid_generation(tiny_model, gate):
         await settle(pilot)
         assert (app.scope.finish, app.scope.steps) == ("length", 10)
         assert app.query_one("#attention").region.width > 30
+
+
+async def test_a_terminal_below_80x24_is_told_once_how_to_see_a_pane_whole(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(60, 15), notifications=True) as pilot:
+        await settle(pilot)
+        assert "60x15 is smaller than the 80x24" in await notices(pilot)
+        app.clear_notifications()
+        for size in ((70, 20), (80, 24), (79, 30)):  # shrinking again says it again
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+        said = await notices(pilot)
+        assert "70x20" not in said and "79x30 is smaller" in said
 
 
 async def test_sampling_keys_change_the_runner_params(tiny_model):

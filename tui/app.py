@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Grid, Horizontal
 from textual.message import Message
@@ -39,6 +40,7 @@ TERMINAL_EVENTS = (Prefilled, Finished, Failed)
 PUBLISH_INTERVAL = 0.1  # seconds: while generating, the panes follow at most 10 times a second
 # Textual (8.2) drops a one-shot timer whose delay is below about a microsecond, unfired.
 SHORTEST_TIMER = 0.001
+LAID_OUT_FOR = (80, 24)  # the smallest terminal the six panes are arranged for
 
 
 class EngineEvent(Message):
@@ -81,6 +83,7 @@ class ScopeApp(DeeperActions, App[int]):
         self.pending = 0  # commands sent whose final event has not arrived yet
         self._publish_scheduled = False
         self._last_publish = 0.0
+        self.too_small = False
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status").data_bind(ScopeApp.scope)
@@ -110,6 +113,19 @@ class ScopeApp(DeeperActions, App[int]):
     @property
     def first_prompt(self) -> str:
         return SAMPLE_PROMPT if self.options.prompt is None else self.options.prompt
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Say once, each time the terminal shrinks below LAID_OUT_FOR, that panes are cut and
+        how to see one whole; a smaller terminal still works."""
+        width, height = event.size
+        too_small = width < LAID_OUT_FOR[0] or height < LAID_OUT_FOR[1]
+        if too_small and not self.too_small:
+            self.notify(
+                f"{width}x{height} is smaller than the {LAID_OUT_FOR[0]}x{LAID_OUT_FOR[1]} the "
+                "panes are laid out for: z shows the focused pane whole",
+                severity="warning",
+            )
+        self.too_small = too_small
 
     def on_unmount(self) -> None:
         self.fetch_cancel.set()

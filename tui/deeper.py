@@ -119,20 +119,25 @@ def head_stats_json(
             "first_token": h.first_token,
             "previous_token": h.previous_token,
             "self_token": h.self_token,
-            "pattern": h.pattern_name,
+            "pattern_name": h.pattern_name,
         }
         for h in stats
     ]
 
 
-def lens_json(lens: Lens, scope: Scope, pieces: Pieces) -> list[dict[str, Any]]:
-    return [
-        {
-            "layer": row.layer,
-            "top": [{**token_json(piece), "probability": p} for piece, p in row.top],
-        }
-        for row in lens.rows
-    ]
+def lens_json(lens: Lens, scope: Scope, pieces: Pieces) -> dict[str, Any]:
+    return {
+        "position": lens.position,
+        "target": {**token_json(lens.target), "is_next": lens.target_is_next},
+        "rows": [
+            {
+                "layer": row.layer,
+                "top": [{**token_json(piece), "probability": p} for piece, p in row.top],
+                "target_probability": row.target,
+            }
+            for row in lens.rows
+        ],
+    }
 
 
 def block_json(block: Block, scope: Scope, pieces: Pieces) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from engine.analysis import (
     attention_stages,
     block_internals,
     head_stats,
+    logit_lens_top,
 )
 from engine.run import RunView
 from tui.session import Scope
@@ -113,19 +114,14 @@ class Lens:
 
 
 def lens_figure(view: RunView, position: int, pieces: Pieces, k: int = LENS_TOP) -> Lens:
-    # One softmax over every block's logits serves both the top-k and the target column.
-    probs = torch.softmax(view.logit_lens(position), -1)
-    top = probs.topk(k, dim=-1)
-    target_is_next = position + 1 < view.n_tokens
-    target = view.tokens[position + 1] if target_is_next else int(top.indices[-1, 0])
-    target_probs = probs[:, target].tolist()
+    lens = logit_lens_top(view, position, k)
     rows = tuple(
-        LensRow(layer, tuple((pieces(i), p) for i, p in zip(ids, ps, strict=True)), t)
-        for layer, (ids, ps, t) in enumerate(
-            zip(top.indices.tolist(), top.values.tolist(), target_probs, strict=True)
+        LensRow(
+            r.layer, tuple(zip(map(pieces, r.top_ids), r.top_probs, strict=True)), r.target_prob
         )
+        for r in lens.rows
     )
-    return Lens(position, rows, pieces(target), target_is_next)
+    return Lens(position, rows, pieces(lens.target), lens.target_is_next)
 
 
 @dataclass(frozen=True, eq=False)

@@ -135,9 +135,9 @@ def prediction_json(p: Prediction) -> dict[str, Any]:
         "candidates": [
             {
                 **token_json(c.piece),
-                "probability": c.prob,
-                "probability_temperature": c.prob_temperature,
-                "probability_sampled": c.prob_sampled,
+                "model_probability": c.prob,
+                "temperature_probability": c.prob_temperature,
+                "probability": c.prob_sampled,
                 "kept": c.kept,
             }
             for c in p.candidates
@@ -186,6 +186,7 @@ def as_json(scope: Scope) -> dict[str, Any]:
         "top_p": s.params.top_p,
         "length": s.length,
         "seed": s.seed,
+        "bos": s.bos,
         "tokens": [token_json(p) for p in scope.pieces],
         "prompt_tokens": scope.prompt_length,
         "continuation": [
@@ -196,7 +197,7 @@ def as_json(scope: Scope) -> dict[str, Any]:
         "layer": s.layer,
         "head": s.head,
         "query": scope.query,
-        "attention": scope.attn.pattern.tolist(),
+        "pattern": scope.attn.pattern.tolist(),
         "probabilities": prediction_json(scope.prediction),
         "qkv": qkv_json(scope),
     }

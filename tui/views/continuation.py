@@ -24,7 +24,7 @@ BANDS = (
 )
 PROMPT_STYLE = Style(color="grey70")
 REASONS = {
-    "length": "stopped: length reached",
+    "length": "done",  # every token asked for: `length` after g, one after s
     "end-of-text": "stopped: <|endoftext|>",
     "context limit": "stopped: context full",
     "stopped": "stopped by esc",
