@@ -26,7 +26,7 @@ class GPT2Config:
     vocab_size: int
 
     @property
-    def head_dim(self) -> int:
+    def d_head(self) -> int:
         return self.n_embd // self.n_head
 
 
@@ -114,12 +114,12 @@ def linear(x: torch.Tensor, lin: Linear) -> torch.Tensor:
 
 
 def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
-    """[..., T, C] -> [..., n_head, T, head_dim]"""
+    """[..., T, C] -> [..., n_head, T, d_head]"""
     return x.unflatten(-1, (n_head, -1)).transpose(-3, -2)
 
 
 def merge_heads(z: torch.Tensor) -> torch.Tensor:
-    """[..., n_head, T, head_dim] -> [..., T, C]"""
+    """[..., n_head, T, d_head] -> [..., T, C]"""
     return z.transpose(-3, -2).flatten(-2)
 
 
@@ -164,7 +164,9 @@ def mlp_post(x_ln: torch.Tensor, block: Block) -> torch.Tensor:
     return F.gelu(linear(x_ln, block.c_fc), approximate="tanh")
 
 
-def attn_out(x: torch.Tensor, block: Block, n_head: int, cache: Cache | None, layer: int):
+def attn_out(
+    x: torch.Tensor, block: Block, n_head: int, cache: Cache | None, layer: int
+) -> torch.Tensor:
     q, k, v = project_qkv(layer_norm(x, block.ln_1), block, n_head)
     if cache is not None:
         k, v = cache.write_qkv(layer, q, k, v)

@@ -29,10 +29,6 @@ class Model:
                 tensors += [part.weight, part.bias]
         return sum(t.numel() for t in tensors)
 
-    @property
-    def device(self) -> torch.device:
-        return self.params.wte.device
-
     def start(self, token_ids: list[int]) -> Run:
         """A new run with the tokens prefilled through the KV cache."""
         run = self.new_run()
@@ -45,6 +41,8 @@ class Model:
 
 def load_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Model:
     """Load a GPT-2 of any size from a directory holding model.safetensors or from the file."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise EngineError(f"device {device}: this torch build sees no CUDA GPU; use cpu")
     try:
         ckpt = load_checkpoint(path)
     except WeightsError as e:

@@ -37,7 +37,7 @@ class Run:
         self.params = params
         self.tokens: list[int] = []
         self.logits: torch.Tensor | None = None
-        L, H, d, C = config.n_layer, config.n_head, config.head_dim, config.n_embd
+        L, H, d, C = config.n_layer, config.n_head, config.d_head, config.n_embd
         new = params.wte.new_zeros
         self._q = new(L, H, MIN_CAPACITY, d)
         self._k = new(L, H, MIN_CAPACITY, d)
@@ -93,14 +93,16 @@ class Run:
     def qkv(self, layer: int, head: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.view().qkv(layer, head)
 
-    def write_qkv(self, layer, q, k, v):
+    def write_qkv(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         s, e = self._start, self._end
         self._q[layer, :, s:e] = q
         self._k[layer, :, s:e] = k
         self._v[layer, :, s:e] = v
         return self._k[layer, :, :e], self._v[layer, :, :e]
 
-    def write_resid(self, layer, resid_post):
+    def write_resid(self, layer: int, resid_post: torch.Tensor) -> None:
         self._resid_pre[layer + 1, self._start : self._end] = resid_post
 
     def _check(self, token_ids: list[int]) -> None:
@@ -136,7 +138,7 @@ class RunView:
     params: Params
     tokens: tuple[int, ...]
     logits: torch.Tensor
-    q: torch.Tensor  # [n_layer, n_head, T, head_dim]
+    q: torch.Tensor  # [n_layer, n_head, T, d_head]
     k: torch.Tensor
     v: torch.Tensor
     resid_pre: torch.Tensor  # [n_layer + 1, T, n_embd]; the last is the final residual stream
@@ -157,7 +159,7 @@ class RunView:
         return gpt2.attention_pattern(self.q[layer, head], self.k[layer, head])
 
     def head_output(self, layer: int, head: int) -> torch.Tensor:
-        """[T, head_dim] the pattern-weighted sum of value vectors (z in TransformerLens)."""
+        """[T, d_head] the pattern-weighted sum of value vectors (z in TransformerLens)."""
         return self.attention(layer, head) @ self.v[layer, head]
 
     def embeddings(self, position: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -172,7 +174,7 @@ class RunView:
         n_embd."""
         q = self.q[layer, :, position : position + 1]
         k, v = self.k[layer, :, : position + 1], self.v[layer, :, : position + 1]
-        z = gpt2.attend(q, k, v)  # [n_head, 1, head_dim]
+        z = gpt2.attend(q, k, v)  # [n_head, 1, d_head]
         attn_out = gpt2.linear(gpt2.merge_heads(z), self.params.blocks[layer].c_proj)
         return self.resid_pre[layer, position] + attn_out[0]
 

@@ -9,6 +9,7 @@ import random
 import pytest
 import torch
 from tqdm import tqdm
+from transformers import GPT2LMHeadModel
 
 from engine import Model, gpt2_tokenizer, load_model
 from engine.gpt2 import forward
@@ -59,14 +60,19 @@ def test_config_is_a_hugging_face_gpt2(demo: Model):
     assert (config["n_embd"], config["n_positions"]) == (demo.config.n_embd, demo.config.n_ctx)
 
 
-def test_generates_tokens(demo: Model):
-    tokenizer = gpt2_tokenizer()
-    run = demo.start(tokenizer.encode("The best thing about"))
+def test_generates_what_transformers_generates_from_the_same_files(demo: Model):
+    """The shipped files are a Hugging Face GPT-2: transformers, reading them on its own,
+    must pick the same greedy continuation as the engine."""
+    prompt = gpt2_tokenizer().encode("The best thing about")
+    run = demo.start(prompt)
     for _ in range(5):
         assert torch.isfinite(run.logits).all()
         run.step(int(run.logits.argmax()))
     assert run.n_tokens == 4 + 5
-    assert isinstance(tokenizer.decode(run.tokens), str)
+    hf = GPT2LMHeadModel.from_pretrained(OUT_DIR).eval()
+    hf.generation_config.eos_token_id = None  # the loop above goes on past <|endoftext|>
+    expected = hf.generate(torch.tensor([prompt]), max_new_tokens=5, do_sample=False)
+    assert run.tokens == expected[0].tolist()
 
 
 def test_metrics_show_it_learned_more_than_word_frequencies():

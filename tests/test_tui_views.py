@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.cells import cell_len
+from rich.console import Console
 from rich.style import Style
 
 from engine import Finished, Runner, SamplingParams, gpt2_tokenizer, load_model
@@ -20,7 +21,8 @@ from tui.session import ModelInfo, Session, Settings
 from tui.text import Pieces, editable, from_editable, running_texts, visible
 from tui.views import VIEWS, render_header
 from tui.views.attention import GAP, render_attention
-from tui.views.continuation import wrap
+from tui.views.continuation import render_continuation, wrap
+from tui.views.embeddings import render_embeddings
 from tui.views.qkv import detailed, detailed_height
 from tui.views.style import MASKED, signed, weight_cell
 
@@ -146,7 +148,29 @@ def test_views_fit_the_width_and_show_no_control_characters(session, view, width
         for line in lines:
             assert cell_len(line.plain) <= width
             assert not [c for c in line.plain if unicodedata.category(c) in INVISIBLE]
-            assert "[bold]" not in line.plain or view.id in ("continuation", "embeddings")
+
+
+SUBSCRIPTS = str.maketrans("", "", "₀₁₂₃₄₅₆₇₈₉")
+
+
+@pytest.mark.parametrize("width, height", [(60, 20), (78, 44), (158, 44)])
+@pytest.mark.parametrize(
+    ("render", "typed"),
+    [
+        (render_continuation, "Tokens [bold]like[/] this"),
+        (render_embeddings, "Tokens ·[ bold ] like [/ ]"),  # its pieces, ids dropped
+    ],
+)
+def test_a_prompt_holding_rich_markup_is_shown_as_typed(session, render, typed, width, height):
+    """The session's prompt holds "[bold]like[/]". Read as Rich markup it would lose its
+    brackets and make "like" bold; the views that show the prompt's text show it as typed."""
+    session.update(query=None)  # the last token is the query: nothing highlights "like"
+    lines = render(session.scope(), width, height).lines
+    found = [line for line in lines if typed in line.plain.translate(SUBSCRIPTS)]
+    assert len(found) == 1
+    line, console = found[0], Console()
+    like = line.plain.index("like")
+    assert not any(line.get_style_at_offset(console, like + i).bold for i in range(4))
 
 
 def test_header_shows_model_head_query_and_settings(session):

@@ -39,37 +39,51 @@ def add_run_options(parser: argparse.ArgumentParser, editor: bool = True) -> Non
         + (", with the prompt editor focused)" if editor else ")"),
     )
     parser.add_argument(
-        "--temperature", metavar="F", type=float, default=0.8, help="0..5, 0 = argmax (default 0.8)"
+        "--temperature",
+        metavar="F",
+        type=float,
+        default=0.8,
+        help="0..5, 0 = argmax (default %(default)s)",
     )
     parser.add_argument(
         "--top-k",
         metavar="N",
         type=int,
         default=5,
-        help="keep the N likeliest, 0 = off (default 5)",
+        help="keep the N likeliest, 0 = off (default %(default)s)",
     )
     parser.add_argument(
         "--top-p",
         metavar="F",
         type=float,
         default=1.0,
-        help="keep the likeliest with mass F, 1 = off (default 1.0)",
+        help="keep the likeliest with mass F, 1 = off (default %(default)s)",
     )
     parser.add_argument(
-        "--length", metavar="N", type=int, default=6, help="tokens per generation (default 6)"
+        "--length",
+        metavar="N",
+        type=int,
+        default=6,
+        help="tokens per generation (default %(default)s)",
     )
-    parser.add_argument("--seed", metavar="N", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
-        "--layer", metavar="N", type=int, default=0, help="layer shown, 0-based as h.N (default 0)"
+        "--seed", metavar="N", type=int, default=0, help="random seed (default %(default)s)"
     )
     parser.add_argument(
-        "--head", metavar="N", type=int, default=0, help="head shown, 0-based (default 0)"
+        "--layer",
+        metavar="N",
+        type=int,
+        default=0,
+        help="layer shown, 0-based as h.N (default %(default)s)",
+    )
+    parser.add_argument(
+        "--head", metavar="N", type=int, default=0, help="head shown, 0-based (default %(default)s)"
     )
     parser.add_argument(
         "--device",
         choices=["cpu", "cuda"],
         default="cpu",
-        help="where the model runs (default cpu)",
+        help="where the model runs (default %(default)s)",
     )
     parser.add_argument(
         "--bos",

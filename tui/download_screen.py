@@ -65,26 +65,6 @@ def fetch_gpt2(post: Callable[[Message], object], cancel: threading.Event, devic
 class DownloadScreen(ModalScreen[None]):
     """The download's progress; esc cancels it and closes the dialog at once."""
 
-    DEFAULT_CSS = """
-    DownloadScreen {
-        align: center middle;
-    }
-    DownloadScreen > Vertical {
-        width: 72;
-        max-width: 100%;
-        height: auto;
-        padding: 1 2;
-        border: thick $accent;
-        background: $panel;
-    }
-    DownloadScreen ProgressBar {
-        margin-top: 1;
-    }
-    DownloadScreen .keys {
-        color: $text-muted;
-        margin-top: 1;
-    }
-    """
     # The app's own keys are off while the dialog is up; quit still works, so it is listed.
     BINDINGS = [
         Binding("escape", "cancel", "cancel", key_display="esc"),

@@ -14,23 +14,6 @@ from tui.widgets import LeanFooter
 class KeepTailScreen(ModalScreen[bool]):
     """Says how long the prompt is and the limit; dismissed with True to keep the tail."""
 
-    DEFAULT_CSS = """
-    KeepTailScreen {
-        align: center middle;
-    }
-    KeepTailScreen > Vertical {
-        width: 66;
-        max-width: 100%;
-        height: auto;
-        padding: 1 2;
-        border: thick $warning;
-        background: $panel;
-    }
-    KeepTailScreen .keys {
-        color: $text-muted;
-        margin-top: 1;
-    }
-    """
     BINDINGS = [
         Binding("y,enter", "answer(True)", "keep the tail", key_display="y"),
         Binding("n,escape", "answer(False)", "cancel", key_display="n"),

@@ -14,14 +14,5 @@ def open_model(spec: str | None, device: str = "cpu") -> tuple[Model, ModelInfo]
     """Load the model `spec` names (a path, a GPT-2 size, or None for the default).
     Raises EngineError or WeightsError with a one-line message."""
     resolved = resolve(spec)
-    if device == "cuda":
-        check_cuda()
     model = load_model(resolved.path, device=device)
     return model, ModelInfo.of(model, resolved.name, resolved.origin, resolved.description)
-
-
-def check_cuda() -> None:
-    import torch
-
-    if not torch.cuda.is_available():
-        raise EngineError("--device cuda: this torch build sees no CUDA GPU; use --device cpu")

@@ -22,6 +22,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from engine import Runner
 from tui.deeper import BY_ID, Deeper, chosen_index
 from tui.figures import Page
 from tui.inspect import run_json
@@ -261,7 +262,7 @@ class DeeperActions:
         as the run had; the views follow the new steps."""
         later = len(self.session.sampled) - step
 
-        def command(runner) -> None:
+        def command(runner: Runner) -> None:
             runner.stop()  # a generation under way would only be thrown away
             runner.branch(step, token_id)
             runner.generate(later)

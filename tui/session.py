@@ -29,7 +29,7 @@ from engine import (
     Tokenizer,
 )
 from engine.runner import Event
-from engine.sampling import N_CANDIDATES, distributions, entropy_bits
+from engine.sampling import N_CANDIDATES, distributions, entropy_bits, stable_top
 from tui.text import Piece, Pieces
 
 if TYPE_CHECKING:
@@ -218,7 +218,7 @@ class Prediction:
     @classmethod
     def preview(cls, logits: torch.Tensor, params: SamplingParams, pieces: Pieces) -> Prediction:
         dist = distributions(logits, params)
-        top = torch.sort(logits, descending=True, stable=True).indices[:N_CANDIDATES]
+        _, top = stable_top(logits, N_CANDIDATES)  # as `sample` ranks its candidates
         values = (dist.probs[top], dist.probs_temperature[top], dist.probs_filtered[top])
         probs, probs_t, probs_f = (v.tolist() for v in values)
         return cls(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from textual.pilot import Pilot
 
 from engine import Model
 from tui.app import ScopeApp
-from tui.cli import Options
+from tui.cli import Options, app_parser, options_from
 from tui.session import ModelInfo
 from tui.widgets import Pane
 from weights import DownloadCancelled
@@ -20,20 +21,7 @@ SETTLE_TIMEOUT = 20.0
 
 def options(**changes: object) -> Options:
     """The command line's defaults, with `changes`."""
-    defaults = dict(
-        weights=None,
-        prompt=None,
-        temperature=0.8,
-        top_k=5,
-        top_p=1.0,
-        length=6,
-        seed=0,
-        layer=0,
-        head=0,
-        device="cpu",
-        bos=False,
-    )
-    return Options(**{**defaults, **changes})
+    return replace(options_from(app_parser().parse_args([])), **changes)
 
 
 def make_app(model: Model, name: str = "tiny", origin: str = "path", **changes: object) -> ScopeApp:

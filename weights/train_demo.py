@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from engine import Model, gpt2_tokenizer, load_model
+from engine.analysis import head_stats
 from engine.gpt2 import GPT2Config, Params, final_resid, forward, layer_norm
 from engine.heap import keep_freed_memory
 from engine.load import assemble, expected_shapes
@@ -319,8 +320,9 @@ def heldout_loss(model: Model, heldout_ids: torch.Tensor) -> float:
 def head_pattern_scores(model: Model, token_windows: list[list[int]]) -> dict:
     """The heads that most attend to the previous token and to the first position.
 
-    A head's score is its attention weight on that key averaged over query positions >= 1
-    (position 0 can only attend to itself) and over the windows. Returns
+    A head's score is the model map's figure (`head_stats`: its attention weight on that key
+    averaged over query positions >= 1, since position 0 can only attend to itself),
+    averaged over the windows. Returns
     {"previous_token": {"layer", "head", "score"}, "first_token": {...}}.
     """
     L, H = model.config.n_layer, model.config.n_head
@@ -328,12 +330,10 @@ def head_pattern_scores(model: Model, token_windows: list[list[int]]) -> dict:
     first = torch.zeros(L, H)
     for window in token_windows:
         with torch.no_grad():
-            run = model.start(window)
-        for layer in range(L):
-            for head in range(H):
-                pattern = run.attention(layer, head)
-                previous[layer, head] += pattern.diagonal(-1).mean().item()
-                first[layer, head] += pattern[1:, 0].mean().item()
+            stats = head_stats(model.start(window).view())
+        for h in stats:
+            previous[h.layer, h.head] += h.previous_token
+            first[h.layer, h.head] += h.first_token
     return {
         "previous_token": best_head(previous / len(token_windows)),
         "first_token": best_head(first / len(token_windows)),

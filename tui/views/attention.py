@@ -64,7 +64,7 @@ class Window:
 
 
 def window(scope: Scope, width: int, height: int) -> Window:
-    n, query, d = scope.n_tokens, scope.query, scope.info.config.head_dim
+    n, query, d = scope.n_tokens, scope.query, scope.info.config.d_head
     longest = max(cell_len(p.label) for p in scope.pieces)
     longest_axis = max(cell_len(axis_label(p.label)) for p in scope.pieces)
     index_width = len(str(n - 1)) if width >= 40 else 0

@@ -30,7 +30,7 @@ def probability(p: float) -> str:
     return f"{p:.0e}".replace("e-0", "e-")[:4]
 
 
-def title(page: Page[Lens], width: int) -> Text:
+def title(page: Page[Lens]) -> Text:
     lens, scope = page.figure, page.source
     text = Text(f"logit lens · position {lens.position} ", HEADING)
     text.append_text(piece_text(scope.pieces[lens.position], 12))
@@ -59,7 +59,7 @@ def render_lens(page: Page[Lens], width: int, height: int) -> Drawn:
     label_width = max(3, min(14, longest, room))
     entry = label_width + number
     head = [
-        title(page, width),
+        title(page),
         *wrapped_note(
             "read after each block through ln_f and the unembedding (wte); = is the output",
             width,

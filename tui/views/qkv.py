@@ -112,9 +112,9 @@ def detailed(scope: Scope, a: HeadData, query: int, width: int, as_numbers: bool
     return lines
 
 
-def detailed_height(n_keys: int, head_dim: int, width: int, as_numbers: bool) -> int:
+def detailed_height(n_keys: int, d_head: int, width: int, as_numbers: bool) -> int:
     """How many lines `detailed` makes, known without drawing them."""
-    vector_lines = math.ceil(head_dim / numbers_per_line(width - NAME_WIDTH)) if as_numbers else 1
+    vector_lines = math.ceil(d_head / numbers_per_line(width - NAME_WIDTH)) if as_numbers else 1
     return vector_lines + 2 + n_keys * (1 + 2 * vector_lines) + 1 + vector_lines
 
 
@@ -145,7 +145,7 @@ def render_qkv(scope: Scope, width: int, height: int) -> Drawn:
     a, query = scope.attn, scope.query
     if a is None or query is None:
         return no_run(width)
-    s, d = scope.settings, scope.info.config.head_dim
+    s, d = scope.settings, scope.info.config.d_head
     title = Text(f"L{s.layer} H{s.head} " if width >= 40 else "", HEADING)
     title.append(f"query {query} ", HEADING)
     title.append_text(piece_text(scope.query_piece, 12))

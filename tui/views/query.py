@@ -42,7 +42,7 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
             break
     header = "  " + "#".rjust(index_width) + " " + "key".ljust(label_width) + " "
     header += ("weight".ljust(bar_width) + " " if bar_width else "") + "   w%" + "score".rjust(7)
-    d = scope.info.config.head_dim
+    d = scope.info.config.d_head
     note = f"w = softmax(score); score = q·k / √{d} = q·k / {math.sqrt(d):.2f}"
     heading = [title, Text(header, DIM)]
     widths = (index_width, label_width, bar_width)

@@ -159,10 +159,6 @@ class Columns:
         strip = min(len(s.q), rest - label_width - bar_width - 2)
         return cls(index_width, label_width, bar_width, strip if strip >= MIN_STRIP else 0)
 
-    @property
-    def strip_offset(self) -> int:
-        return self.index_width + 1 + self.label_width
-
     def header(self, s: Stages, stage: int) -> list[Text]:
         text = " " * (self.index_width + 1) + "key".ljust(self.label_width)
         text += "q·k".rjust(NUMBER_WIDTH)
