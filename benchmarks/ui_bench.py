@@ -200,4 +200,4 @@ def capture(tmux: list[str]) -> str:
 
 
 def full_screen(screen: str) -> bool:
-    return all(view.title in screen for view in VIEWS) and NO_RUN[:10] not in screen
+    return all(view.title in screen for view in VIEWS) and NO_RUN[-1] not in screen

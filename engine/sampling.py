@@ -121,12 +121,13 @@ def distributions(logits: torch.Tensor, params: SamplingParams) -> Distributions
     if params.top_k > vocab:
         raise ValueError(f"top_k must be in 0..{vocab}, got {params.top_k}")
     probs = torch.softmax(logits, -1)
-    if params.temperature == 0:
-        probs_temperature = torch.zeros_like(probs)
-        probs_temperature[int(torch.argmax(logits))] = 1.0
-    else:
-        # Shifting by the max first keeps tiny temperatures from overflowing to inf - inf.
-        probs_temperature = torch.softmax((logits - logits.max()) / params.temperature, -1)
+    if params.temperature == 0:  # argmax: one token can come, whatever top-k and top-p keep
+        argmax = torch.argmax(logits)
+        one_hot = torch.zeros_like(probs)
+        one_hot[argmax] = 1.0
+        return Distributions(probs, one_hot, one_hot, 1, argmax[None])
+    # Shifting by the max first keeps tiny temperatures from overflowing to inf - inf.
+    probs_temperature = torch.softmax((logits - logits.max()) / params.temperature, -1)
     if params.top_k == 0 and params.top_p >= 1.0:
         return Distributions(probs, probs_temperature, probs_temperature, vocab, None)
     kept = surviving_ids(logits, probs_temperature, params)

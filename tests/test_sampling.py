@@ -21,11 +21,13 @@ def test_defaults_are_the_papers():
     assert SamplingParams() == SamplingParams(temperature=0.8, top_k=5, top_p=1.0)
 
 
-def test_temperature_zero_is_argmax_and_one_hot():
-    record = sample(LOGITS, SamplingParams(temperature=0.0, top_k=0), gen())
+@pytest.mark.parametrize("top_k", [0, 5])
+def test_temperature_zero_is_argmax_and_one_hot(top_k):
+    record = sample(LOGITS, SamplingParams(temperature=0.0, top_k=top_k), gen())
     assert record.token_id == 0 and record.rank == 0
     assert record.probability == 1.0
     assert record.candidate_probs_temperature[:2] == (1.0, 0.0)
+    assert record.n_kept == 1  # only the argmax can come, whatever top-k would keep
 
 
 def test_stages_are_softmax_then_temperature_then_cut():

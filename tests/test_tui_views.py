@@ -3,7 +3,9 @@ views drawn at many sizes (never wider than asked, never a control character, fa
 
 from __future__ import annotations
 
+import math
 import queue
+import re
 import unicodedata
 from dataclasses import replace
 
@@ -23,8 +25,11 @@ from tui.views import VIEWS, render_header
 from tui.views.attention import GAP, render_attention
 from tui.views.continuation import render_continuation, wrap
 from tui.views.embeddings import render_embeddings
+from tui.views.probabilities import render_probabilities
 from tui.views.qkv import detailed, detailed_height
+from tui.views.query import render_query
 from tui.views.style import MASKED, signed, weight_cell
+from weights import DEMO_DIR
 
 INVISIBLE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"}
 
@@ -72,6 +77,10 @@ def test_byte_pieces_show_their_bytes():
     labels = [pieces(i).label for i in ids]
     assert "".join(labels).startswith("\\x")
     assert pieces(tok.encode(" dog")[0]).label == "·dog"
+    # a space (or other ASCII) in a piece of bytes keeps its glyph: "·\xe6", not "\x20\xe6"
+    space_and_byte = next(i for i in tok.encode(" 日本") if tok.token_bytes(i)[:1] == b" ")
+    label = pieces(space_and_byte).label
+    assert label.startswith("·\\x") and "\\x20" not in label
 
 
 @pytest.mark.parametrize("name", sorted(LADDERS))
@@ -182,18 +191,16 @@ def test_header_shows_model_head_query_and_settings(session):
 
 @pytest.mark.parametrize("width", range(40, 161, 4))
 def test_the_header_breaks_its_lines_in_the_same_places_whatever_the_token(session, width):
-    """The query token and the runner's state change at every step of a generation; if
-    they moved the header's line breaks, its height would change and every pane would be
-    laid out and drawn again."""
+    """The query token and the runner's state change at every step of a generation, and
+    the query with ← →; if they moved the header's line breaks, its height would change and
+    every pane would jump a line (and be laid out and drawn again)."""
     layouts = set()
     for query in (None, *range(session.scope().n_tokens)):
-        session.update(query=query)  # the last token is "following" too
-        following = session.settings.query is None
+        session.update(query=query)  # None follows the last token: " (last)"
         for state in ("idle", "prefilling", "generating"):
             lines = render_header(replace(session.scope(), state=state), width)
-            layouts.add((following, tuple(line.plain.count("│") for line in lines)))
-    assert len({layout for following, layout in layouts if following}) == 1
-    assert len({layout for following, layout in layouts if not following}) == 1
+            layouts.add(tuple(line.plain.count("│") for line in lines))
+    assert len(layouts) == 1
 
 
 def test_attention_draws_the_masked_triangle_and_the_query_row(session):
@@ -212,7 +219,7 @@ def test_attention_windows_around_the_query_and_says_so(session):
     assert "rows 0-" in drawn.lines[0].plain
     session.update(query=None)
     drawn = render_attention(session.scope(), 38, 9)
-    assert f"of {scope.n_tokens}" in drawn.lines[0].plain
+    assert drawn.lines[0].plain.startswith("rows ")  # in short: too narrow for "of 39"
 
 
 def test_attention_keeps_key_0_in_view_when_it_hides_earlier_keys(long_session):
@@ -257,3 +264,64 @@ def test_the_qkv_view_knows_each_layouts_height_before_drawing_it(long_session, 
     n_keys = len(a.top_keys(query))
     expected = detailed_height(n_keys, a.q.shape[1], width, as_numbers)
     assert len(detailed(scope, a, query, width, as_numbers)) == expected
+
+
+def test_a_token_the_demo_never_trained_on_is_marked_untrained():
+    """The demo model's rows for tokens absent from its training text are zero; the pane
+    says so instead of drawing a strip of dots with |x| 0.00."""
+    demo = load_model(DEMO_DIR)
+    wte = demo.params.wte
+    tok = gpt2_tokenizer()
+    # the first zero row whose token BPE gives back when it follows "The cat" as text
+    untrained = next(
+        i
+        for i in (wte.abs().sum(-1) == 0).nonzero().flatten().tolist()
+        if tok.encode("The cat" + tok.decode([i]))[2:] == [i]
+    )
+    prompt = "The cat" + tok.decode([untrained])
+    session = run_scope(demo, prompt, 0)
+    for query, marked in ((1, False), (2, True)):
+        session.update(query=query)
+        drawn = render_embeddings(session.scope(), 40, 16).lines
+        wte_line = next(line.plain for line in drawn if line.plain.startswith("wte["))
+        assert ("untrained: all 0" in wte_line) == marked, wte_line
+
+
+def test_at_temperature_zero_only_the_argmax_is_kept(tiny_model):
+    """Top-k 5 would keep five, but at T 0 only the argmax can come: the cut falls after it."""
+    session = run_scope(tiny_model, "The cat sat on the", 0)
+    session.update(params=SamplingParams(temperature=0.0, top_k=5))
+    lines = [line.plain for line in render_probabilities(session.scope(), 40, 12).lines]
+    divider = next(i for i, line in enumerate(lines) if "argmax only" in line)
+    assert " 100% " in lines[divider - 1]  # p%, then the model's own T=1 column
+    assert " cut " in lines[divider + 1]
+
+
+@pytest.mark.parametrize("width", range(18, 80, 3))
+def test_explanations_shorten_by_whole_phrases_not_mid_word(session, width):
+    """A narrow pane drops whole phrases of its notes; a note cut mid-word ('softmax(sc',
+    'pa', '<10') reads as a fault, and a formula cut short reads as a wrong one."""
+    session.update(query=5)
+    scope = session.scope()
+    d = scope.info.config.d_head
+    formulas = (
+        f"w = softmax(score); score = q·k / √{d} = q·k / {math.sqrt(d):.2f}",
+        f"w = softmax(score), score = q·k / √{d}",
+        f"score = q·k / √{d}",
+    )
+    query_lines = render_query(scope, width, 200).lines
+    assert query_lines[len(query_lines) - 1].plain in formulas or width < len(formulas[-1])
+    heading = render_attention(scope, width, 20).lines[0].plain
+    assert re.search(r"H\d+( pattern( · query \d+ .*)?)?$", heading), heading
+    legend = [line.plain for line in render_continuation(scope, width, 20).lines]
+    assert any(line.endswith("≥50%  10-50%  <10%") for line in legend)
+
+
+def test_the_printed_header_has_no_app_only_parts(session):
+    """inspect prints the status line: without the runner's state, and the demo note without
+    the D key, which only the app has."""
+    demo = replace(session.scope(), info=replace(session.scope().info, origin="demo"))
+    live = "\n".join(line.plain for line in render_header(demo, 100))
+    printed = "\n".join(line.plain for line in render_header(demo, 100, live=False))
+    assert "● " in live and "D: " in live
+    assert "● " not in printed and "D: " not in printed and "gpt2scope download" in printed

@@ -104,9 +104,10 @@ class ScopeApp(DeeperActions, App[int]):
     def on_mount(self) -> None:
         self.start_runner()
         self.publish()
-        self.run_prompt(self.first_prompt)
-        if self.options.prompt is None:
-            self.query_one(PromptInput).focus()
+        if self.first_prompt.strip():
+            self.run_prompt(self.first_prompt)
+        if self.options.prompt is None or not self.first_prompt.strip():
+            self.query_one(PromptInput).focus()  # a blank --prompt asks for one, unrun
         else:
             self.query_one("#attention").focus()
 
@@ -254,10 +255,16 @@ class ScopeApp(DeeperActions, App[int]):
         self.run_prompt(text)
         self.focus_panes()
 
-    def on_prompt_input_left(self) -> None:
-        # esc drops an edit that was not run: the bar shows the prompt of the run on screen.
+    def on_prompt_input_left(self, message: PromptInput.Left | None = None) -> None:
+        # Leaving drops an edit that was not run: the bar shows the prompt of the run on screen.
         self.query_one(PromptInput).value = editable(self.session.prompt)
-        self.focus_panes()
+        to = message and message.to
+        if to == "next":
+            self.screen.focus_next()
+        elif to == "previous":
+            self.screen.focus_previous()
+        else:
+            self.focus_panes()
 
     def focus_panes(self) -> None:
         self.query_one("#attention").focus()
@@ -391,8 +398,10 @@ class ScopeApp(DeeperActions, App[int]):
             )
             for k in KEYS
         ]
-        titles = {command.title for command in ours}  # Textual's own Quit would be a second one
-        yield from (c for c in super().get_system_commands(screen) if c.title not in titles)
+        # Textual's own Quit would be a second one; its Screenshot is e's export, done worse
+        # (it saves to a downloads folder a server often lacks, and then only says it failed).
+        left_out = {command.title for command in ours} | {"Screenshot"}
+        yield from (c for c in super().get_system_commands(screen) if c.title not in left_out)
         yield from ours
 
     def palette_action(self, action: str) -> Callable[[], None]:

@@ -64,7 +64,7 @@ def inspect_parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         default="text",
         help="text: the six views and the deeper ones (default); json: one object with "
-        "model, tokens, continuation, layer, head, query, attention, probabilities, qkv, "
+        "model, tokens, continuation, layer, head, query, pattern, probabilities, qkv, "
         "stages, head_stats, logit_lens, block and history",
     )
     parser.add_argument(
@@ -109,7 +109,7 @@ def select_query(session: Session, query: int) -> None:
 
 
 def as_text(scope: Scope, width: int, pieces: Pieces) -> str:
-    lines = [line.plain for line in render_header(scope, width)]
+    lines = [line.plain for line in render_header(scope, width, live=False)]
     lines.append(f"prompt: {visible(scope.prompt)}")
     height = max(40, scope.n_tokens + 8)
     for view in VIEWS:

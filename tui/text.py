@@ -66,8 +66,10 @@ class Piece:
 
     @cached_property
     def label(self) -> str:
-        if self.text is None:
-            return "".join(f"\\x{b:02x}" for b in self.raw)
+        if self.text is None:  # ASCII bytes read as text, the rest of a character as \xNN
+            return "".join(
+                visible_char(chr(b), spaces=True) if b < 0x80 else f"\\x{b:02x}" for b in self.raw
+            )
         label = visible(self.text, spaces=True)
         if label and cell_len(label[0]) == 0:
             # Alone, a combining mark would fuse with the cell before it and take no room.

@@ -75,13 +75,21 @@ class PromptInput(Input):
     BINDINGS = [
         Binding("enter", "submit", "run prompt"),
         Binding("escape", "leave", "leave prompt", key_display="esc"),
+        # tab leaves as esc does: moving on must not leave an edit in the bar that never ran
+        Binding("tab", "leave('next')", "leave prompt", show=False),
+        Binding("shift+tab", "leave('previous')", "leave prompt", show=False),
     ]
 
     class Left(Message):
-        """The user left the editor without running the prompt."""
+        """The user left the editor without running the prompt, for the panes (`to` None)
+        or for the next or previous widget in the focus chain."""
 
-    def action_leave(self) -> None:
-        self.post_message(self.Left())
+        def __init__(self, to: str | None) -> None:
+            super().__init__()
+            self.to = to
+
+    def action_leave(self, to: str | None = None) -> None:
+        self.post_message(self.Left(to))
 
     def _on_paste(self, event: events.Paste) -> None:
         event.prevent_default()

@@ -14,8 +14,8 @@ from rich.style import Style
 from rich.text import Text
 
 from tui.session import HeadData, Scope
-from tui.text import SPACE, clip, fit
-from tui.views.common import Drawn, no_run, piece_text
+from tui.text import SPACE, fit
+from tui.views.common import Drawn, append_if_fits, longest_fitting, no_run, piece_text
 from tui.views.style import (
     BOLD,
     DIM,
@@ -104,17 +104,28 @@ def window(scope: Scope, width: int, height: int) -> Window:
 def heading(scope: Scope, w: Window, width: int) -> Text:
     """Which rows and keys are hidden comes first: in a small pane it matters most."""
     s, n = scope.settings, scope.n_tokens
-    text = Text()
-    if (w.r0, w.r1) != (0, n):
-        text.append(f"rows {w.r0}-{w.r1 - 1} of {n} · ", NOTE)
-    if (w.c0, w.c1) != (0, n):
-        first = "0, " if w.first else ""
-        text.append(f"keys {first}{w.c0}-{w.c1 - 1} of {n} · ", NOTE)
-    text.append(f"L{s.layer} H{s.head} pattern", HEADING)
-    text.append(f" · query {scope.query} ")
-    text.append_text(piece_text(scope.query_piece, 12))
+    head = f"L{s.layer} H{s.head}"
+    text = Text(longest_fitting(window_notes(w, n), width - len(head)), NOTE)
+    text.append(head, HEADING)
+    # the rest in whole words, as far as they fit: the status line also names the query
+    if append_if_fits(text, Text(" pattern", HEADING), width):
+        query = Text(f" · query {scope.query} ").append_text(piece_text(scope.query_piece, 12))
+        append_if_fits(text, query, width)
     text.truncate(width)
     return text
+
+
+def window_notes(w: Window, n: int) -> tuple[str, ...]:
+    """The rows and keys in view, when some are hidden: in words, shorter and shorter."""
+    parts = []
+    if (w.r0, w.r1) != (0, n):
+        parts.append(("rows", f"{w.r0}-{w.r1 - 1}"))
+    if (w.c0, w.c1) != (0, n):
+        parts.append(("keys", f"{'0, ' if w.first else ''}{w.c0}-{w.c1 - 1}"))
+    full = "".join(f"{name} {span} of {n} · " for name, span in parts)
+    spans = [(name, span.replace(", ", ",")) for name, span in parts]
+    short = "".join(f"{name} {span}/{n} · " for name, span in spans)
+    return full, short, "".join(f"{name} {span} · " for name, span in spans), ""
 
 
 def axis_label(label: str) -> str:
@@ -209,6 +220,7 @@ def legend(w: Window, width: int) -> Text:
     if w.dims:
         text.append("   q k v: ")
         text.append_text(signed_legend())
-    elif width >= 24:
-        text.append(clip(" · q k v maps: z", width - text.cell_len), NOTE)
+    else:
+        versions = (" · q k v maps: z", " · maps: z", "")
+        text.append(longest_fitting(versions, width - text.cell_len), NOTE)
     return text

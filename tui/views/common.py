@@ -6,13 +6,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
+from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 
 from tui.text import Piece, clip, fit
 from tui.views.style import BYTES, NOTE
 
-NO_RUN = "no run yet: type a prompt (p) and press enter"
+NO_RUN = (
+    "no run yet: type a prompt (p) and press enter",
+    "no run yet: p, then a prompt",
+    "no run yet",
+)
 
 
 class Lines(Sequence[Text]):
@@ -56,7 +61,7 @@ def count(n: int, noun: str) -> str:
 
 
 def no_run(width: int) -> Drawn:
-    return Drawn([Text(clip(NO_RUN, width), NOTE)])
+    return Drawn([Text(longest_fitting(NO_RUN, width), NOTE)])
 
 
 def piece_text(
@@ -110,3 +115,9 @@ def packed(
     for text in lines:
         text.truncate(width)
     return lines
+
+
+def longest_fitting(versions: Sequence[str], width: int) -> str:
+    """The first of `versions` (longest first) that fits `width`: an explanation shortened
+    by whole phrases, not cut mid-word; the last one clipped if none fits."""
+    return next((v for v in versions if cell_len(v) <= width), clip(versions[-1], width))

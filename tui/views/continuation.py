@@ -12,7 +12,7 @@ from rich.text import Text
 
 from tui.session import Scope
 from tui.text import MARK_BASE, Piece, running_texts
-from tui.views.common import Drawn, Lines, no_run, packed, piece_text
+from tui.views.common import Drawn, Lines, longest_fitting, no_run, packed, piece_text
 from tui.views.style import BYTES, DIM, HEADING, SELECTED, percent
 
 # Sampled probability bands; each band has a text attribute as well as a colour, so the
@@ -49,10 +49,10 @@ def status(scope: Scope, width: int) -> list[Text]:
 
 def legend(width: int) -> Text:
     """The bands, each written in its own style."""
-    text = Text("sampled p: " if width >= 28 else "", DIM)
+    bands = Text()
     for i, (_, style, name) in enumerate(BANDS):
-        text.append(("  " if i else "") + name, style)
-    return text
+        bands.append(("  " if i else "") + name, style)
+    return Text(longest_fitting(("sampled p: ", ""), width - bands.cell_len), DIM) + bands
 
 
 @dataclass(frozen=True)

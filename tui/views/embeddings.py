@@ -13,7 +13,7 @@ from rich.text import Text
 
 from tui.session import Scope
 from tui.text import Piece
-from tui.views.common import Drawn, append_if_fits, no_run, piece_text
+from tui.views.common import Drawn, append_if_fits, longest_fitting, no_run, piece_text
 from tui.views.style import (
     DIM,
     HEADING,
@@ -126,14 +126,26 @@ def render_embeddings(scope: Scope, width: int, height: int) -> Drawn:
     )
     for name, values in named:
         info = Text(name, HEADING)
-        info.append(f" |x| {np.linalg.norm(values):.2f}", DIM)
-        info.append(first_numbers(values, width - info.cell_len))
+        if values is token_row and not token_row.any():
+            # The demo model's training text uses about 30,600 of GPT-2's 50,257 tokens; the
+            # others' rows are zero, and a strip of dots would look like a display fault.
+            info.append(" untrained", NOTE)
+            append_if_fits(info, Text(": all 0", NOTE), width)
+        else:
+            info.append(f" |x| {np.linalg.norm(values):.2f}", DIM)
+            info.append(first_numbers(values, width - info.cell_len))
         drawn.add(info)
         drawn.lines += strip_rows(values, scale, width, rows)
     per_cell = math.ceil(n_embd / (width * rows))
     if len(drawn.lines) < height:
-        note = Text(f"{n_embd} dims, {per_cell} per cell (largest |x|) ", NOTE)
-        drawn.add(note + signed_legend())
+        legend = signed_legend()
+        versions = (
+            f"{n_embd} dims, {per_cell} per cell (largest |x|) ",
+            f"{n_embd} dims, {per_cell} per cell ",
+            f"{n_embd} dims ",
+            "",
+        )
+        drawn.add(Text(longest_fitting(versions, width - legend.cell_len), NOTE) + legend)
     for line in drawn.lines:
         line.truncate(width)
     return drawn

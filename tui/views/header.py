@@ -20,6 +20,8 @@ DEMO_NOTE = (
     "D downloads GPT-2 small and switches to it (or run `gpt2scope download`)"
 )
 DEMO_NOTE_SHORT = "demo model, not GPT-2 · D: download GPT-2 small"
+# for inspect's text, where there is no D key
+DEMO_NOTE_PRINTED = "demo model, not OpenAI's GPT-2: `gpt2scope download` fetches GPT-2 small"
 LOOKING_BACK = Style(color="black", bgcolor="yellow", bold=True)
 
 
@@ -38,8 +40,11 @@ def query_label(scope: Scope, width: int) -> Text:
     return label
 
 
+FOLLOWING = " (last)"
+
+
 def following(scope: Scope) -> str:
-    return " (last)" if scope.settings.query is None else ""
+    return FOLLOWING if scope.settings.query is None else ""
 
 
 def piece_width(width: int) -> int:
@@ -62,7 +67,8 @@ def history_label(scope: Scope) -> list[Text]:
     return [Text(f"◂ step {scope.steps} of {len(scope.history)} · f: live", LOOKING_BACK)]
 
 
-def render_header(scope: Scope, width: int) -> list[Text]:
+def render_header(scope: Scope, width: int, live: bool = True) -> list[Text]:
+    """The app's status line; not `live`, for printing, without the runner's state."""
     s, c = scope.settings, scope.info.config
     # Each part with the most cells it can take while a run goes on (0: its own width), so
     # the line breaks, and with them the panes' layout, stay put from one token to the next.
@@ -73,17 +79,18 @@ def render_header(scope: Scope, width: int) -> list[Text]:
         (Text(f"L{s.layer} H{s.head}", "bold"), len(f"L{c.n_layer - 1} H{c.n_head - 1}")),
         (
             query_label(scope, width),
-            len(f"query {c.n_ctx - 1} ") + piece_width(width) + len(following(scope)),
+            # with room for " (last)" either way: moving the query must not move the breaks
+            len(f"query {c.n_ctx - 1} ") + piece_width(width) + len(FOLLOWING),
         ),
         (sampling_label(scope), 0),
-        (
-            Text("● " + scope.state, STATE_STYLES.get(scope.state, Style())),
-            max(len("● " + state) for state in STATE_STYLES),
-        ),
     ]
+    if live:
+        state = Text("● " + scope.state, STATE_STYLES.get(scope.state, Style()))
+        laid_out.append((state, max(len("● " + state) for state in STATE_STYLES)))
     parts, room = zip(*laid_out, strict=True)
     lines = packed(list(parts), width, room=room)
     if scope.info.is_demo:
         note = DEMO_NOTE if len(DEMO_NOTE) <= width else DEMO_NOTE_SHORT
+        note = note if live else DEMO_NOTE_PRINTED
         lines += packed([Text(note, Style(color="yellow"))], width)
     return lines

@@ -57,6 +57,8 @@ def candidate_line(
 
 def cut_reason(p: Prediction) -> str:
     params = p.params
+    if params.temperature == 0:
+        return "T 0: argmax only"
     if params.top_k and p.n_kept == params.top_k:
         return f"cut by top-k {params.top_k}"
     return f"cut by top-p {params.top_p:.2f}"

@@ -10,7 +10,15 @@ from rich.cells import cell_len
 from rich.text import Text
 
 from tui.session import TOP_KEYS, Scope
-from tui.views.common import Drawn, Lines, append_if_fits, count, no_run, piece_text
+from tui.views.common import (
+    Drawn,
+    Lines,
+    append_if_fits,
+    count,
+    longest_fitting,
+    no_run,
+    piece_text,
+)
 from tui.views.style import DIM, HEADING, MAX_BAR, NOTE, bar, percent, sequential_style, signed
 
 TOP_STYLE = sequential_style(31) + HEADING
@@ -43,7 +51,14 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
     header = "  " + "#".rjust(index_width) + " " + "key".ljust(label_width) + " "
     header += ("weight".ljust(bar_width) + " " if bar_width else "") + "   w%" + "score".rjust(7)
     d = scope.info.config.d_head
-    note = f"w = softmax(score); score = q·k / √{d} = q·k / {math.sqrt(d):.2f}"
+    note = longest_fitting(
+        (
+            f"w = softmax(score); score = q·k / √{d} = q·k / {math.sqrt(d):.2f}",
+            f"w = softmax(score), score = q·k / √{d}",
+            f"score = q·k / √{d}",
+        ),
+        width,
+    )
     heading = [title, Text(header, DIM)]
     widths = (index_width, label_width, bar_width)
 

@@ -214,7 +214,7 @@ def check_line(s: Stages) -> Text:
     """The last stage against the engine's own head output, to the last digit that matters."""
     delta = float(np.abs(s.z - s.engine_z).max()) if len(s.z) else 0.0
     same = delta <= CHECK_TOLERANCE
-    text = Text(f"= RunView.head_output(L{s.layer}, H{s.head})[{s.query}]: max |Δ| {delta:.1e} ")
+    text = Text(f"= the forward pass's own z[{s.query}]: max |Δ| {delta:.1e} ")
     text.append("✓" if same else "✗ differs", BOLD if same else "bold red")
     return text
 
