@@ -10,6 +10,15 @@ MAX_TEMPERATURE = 5.0
 N_CANDIDATES = 64
 
 
+class BadParam(ValueError):
+    """A sampling parameter out of its range; `name`, `value` and `rule` let a front end
+    word it its own way (the command line names its flags)."""
+
+    def __init__(self, name: str, value: float, rule: str) -> None:
+        super().__init__(f"{name} must be {rule}, got {value}")
+        self.name, self.value, self.rule = name, value, rule
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """temperature 0 means argmax; top_k 0 and top_p 1 switch those filters off."""
@@ -20,11 +29,11 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.temperature <= MAX_TEMPERATURE):
-            raise ValueError(f"temperature must be in 0..{MAX_TEMPERATURE}, got {self.temperature}")
+            raise BadParam("temperature", self.temperature, f"in 0..{MAX_TEMPERATURE:g}")
         if self.top_k < 0:
-            raise ValueError(f"top_k must be 0 (off) or a positive count, got {self.top_k}")
+            raise BadParam("top_k", self.top_k, "0 (off) or a count of tokens")
         if not (0.0 <= self.top_p <= 1.0):
-            raise ValueError(f"top_p must be in 0..1, got {self.top_p}")
+            raise BadParam("top_p", self.top_p, "in 0..1 (1 = off)")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import engine.runner
+from tests.reliability import notices
 from tui.help import HelpScreen
 from tui.keys import KEYS
 from tui.screens import HistoryScreen, LensScreen, MapScreen, StagesScreen
@@ -215,6 +216,21 @@ async def test_history_keys_show_a_past_step_in_every_view(tiny_model):
         assert not app.scope.looking_back and "of 5" not in status(app)
         await pilot.press(*["less_than_sign"] * (LENGTH + 3))
         assert app.scope.steps == 0 and app.scope.prediction.step is None
+
+
+async def test_history_keys_at_an_end_say_why_nothing_moved(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT, length=2)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await settle(pilot)
+        await pilot.press("less_than_sign")
+        assert "no steps yet" in await notices(pilot)
+        app.clear_notifications()
+        await generated(pilot)
+        await pilot.press("greater_than_sign")
+        assert "this is the newest step" in await notices(pilot)
+        app.clear_notifications()
+        await pilot.press("less_than_sign", "less_than_sign", "less_than_sign")
+        assert app.scope.steps == 0 and "this is the prompt" in await notices(pilot)
 
 
 async def test_h_moves_through_steps_and_the_panes_keep_the_step(tiny_model):

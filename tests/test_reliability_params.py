@@ -111,14 +111,14 @@ async def test_length_zero_generates_nothing(tiny_model):
 
 
 FLAGS_PAST_RANGE = [
-    (["--temperature", "-0.1"], "temperature"),
-    (["--temperature", "5.5"], "temperature"),
-    (["--temperature", "nan"], "temperature"),
-    (["--top-k", "-1"], "top_k"),
+    (["--temperature", "-0.1"], "--temperature -0.1: must be in 0..5"),
+    (["--temperature", "5.5"], "--temperature 5.5: must be in 0..5"),
+    (["--temperature", "nan"], "--temperature nan: must be in 0..5"),
+    (["--top-k", "-1"], "--top-k -1: must be 0 (off) or a count of tokens"),
     (["--top-k", "50258"], "--top-k 50258: the vocabulary has 50257"),
-    (["--top-p", "-0.1"], "top_p"),
-    (["--top-p", "1.5"], "top_p"),
-    (["--top-p", "nan"], "top_p"),
+    (["--top-p", "-0.1"], "--top-p -0.1: must be in 0..1 (1 = off)"),
+    (["--top-p", "1.5"], "--top-p 1.5: must be in 0..1"),
+    (["--top-p", "nan"], "--top-p nan: must be in 0..1"),
     (["--length", "-1"], "--length -1"),
     (["--length", "129"], "--length 129: must be in 0..128"),
     (["--layer", "-1"], "--layer -1"),

@@ -325,3 +325,11 @@ def test_the_printed_header_has_no_app_only_parts(session):
     printed = "\n".join(line.plain for line in render_header(demo, 100, live=False))
     assert "● " in live and "D: " in live
     assert "● " not in printed and "D: " not in printed and "gpt2scope download" in printed
+
+
+def test_probabilities_say_whose_prediction_they_show_when_the_query_moves(session):
+    """← → move the query in every view but this one: the next token follows the last."""
+    for query, said in ((0, True), (None, False)):
+        session.update(query=query)
+        top = " ".join(line.plain for line in render_probabilities(session.scope(), 60, 12).lines)
+        assert ("after the last token" in top) == said

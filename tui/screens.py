@@ -250,7 +250,10 @@ class DeeperActions:
             self.call_later(self.run_action, action)
 
     def action_look(self, delta: int) -> None:
-        self.session.look_at_step(self.session.shown_step + delta)
+        before = self.session.shown_step
+        self.session.look_at_step(before + delta)
+        if self.session.shown_step == before:  # a key that does nothing should say why
+            self.notify(history_end(delta, len(self.session.sampled)), timeout=2)
         self.publish()
 
     def action_follow(self) -> None:
@@ -302,3 +305,9 @@ class DeeperActions:
             return
         notice = f"{visible(svg)}\n{visible(str(path))}"
         self.call_from_thread(self.notify, notice, title="Exported", markup=False)
+
+
+def history_end(delta: int, steps: int) -> str:
+    if not steps:
+        return "no steps yet: g generates, s generates one"
+    return "this is the prompt, before step 1" if delta < 0 else "this is the newest step"

@@ -29,7 +29,7 @@ from engine import (
     Tokenizer,
 )
 from engine.runner import Event
-from engine.sampling import N_CANDIDATES, distributions, entropy_bits, stable_top
+from engine.sampling import N_CANDIDATES, BadParam, distributions, entropy_bits, stable_top
 from tui.text import Piece, Pieces
 
 if TYPE_CHECKING:
@@ -85,8 +85,12 @@ class Settings:
 
 
 def settings_from(options: Options) -> Settings:
-    """The command line's choices; raises ValueError for sampling values out of range."""
-    params = SamplingParams(options.temperature, options.top_k, options.top_p)
+    """The command line's choices; raises ValueError, in the flags' words, for values out of
+    range."""
+    try:
+        params = SamplingParams(options.temperature, options.top_k, options.top_p)
+    except BadParam as e:
+        raise ValueError(f"--{e.name.replace('_', '-')} {e.value}: must be {e.rule}") from e
     if not 0 <= options.seed <= MAX_SEED:
         raise ValueError(f"--seed {options.seed}: must be in 0..2**63-1")
     return Settings(

@@ -18,14 +18,17 @@ from tui.views.style import CHOSEN, CUT, DIM, HEADING, KEPT, MAX_BAR, NOTE, bar,
 MODEL_COLUMN_MIN_WIDTH = 36
 
 
-def summary(p: Prediction, vocab: int, width: int) -> list[Text]:
-    """What was chosen (or that nothing was yet), the settings and the entropies, wrapped."""
+def summary(p: Prediction, vocab: int, width: int, off_query: bool) -> list[Text]:
+    """What was chosen (or that nothing was yet), the settings and the entropies, wrapped;
+    `off_query` when the query is not the last token, whose prediction this is."""
     if p.chosen is None:
         parts = [Text("next token · not sampled yet", HEADING)]
     else:
         chose = Text(f"step {p.step} chose ", HEADING)
         chose.append_text(piece_text(p.chosen, 14, style=CHOSEN))
         parts = [chose, Text(f"{percent(p.chosen_prob or 0.0).strip()} · rank {p.chosen_rank}")]
+    if off_query:  # ← → move the query, but only the last token predicts what comes next
+        parts.append(Text("after the last token", DIM))
     params = p.params
     if width >= MODEL_COLUMN_MIN_WIDTH:
         parts += [
@@ -80,7 +83,8 @@ def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
     p = scope.prediction
     if p is None:
         return no_run(width)
-    drawn = Drawn(summary(p, scope.info.config.vocab_size, width))
+    off_query = scope.query != scope.n_tokens - 1
+    drawn = Drawn(summary(p, scope.info.config.vocab_size, width, off_query))
     model_column = width >= MODEL_COLUMN_MIN_WIDTH
     tail = 6 if model_column else 0
     longest = max(cell_len(c.piece.label) for c in p.candidates)
