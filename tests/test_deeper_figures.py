@@ -111,12 +111,13 @@ def test_logit_lens_is_transformers_hidden_states_through_ln_f_and_wte(run):
     assert [row["layer"] for row in rows] == list(range(N_LAYER))
     for layer, row in enumerate(rows):
         probs = top_by_transformers(hf, out, layer)
-        listed = [t["probability"] for t in row["top"]]
+        listed = [t["model_probability"] for t in row["top"]]
         expected = probs[[t["id"] for t in row["top"]]].tolist()
         assert listed == pytest.approx(expected, abs=1e-5)
         assert listed == sorted(listed, reverse=True)
         assert min(listed) >= float(probs.topk(5).values[-1]) - 1e-5  # these are the top 5
-        assert row["target_probability"] == pytest.approx(float(probs[target["id"]]), abs=1e-5)
+        expected_target = float(probs[target["id"]])
+        assert row["target_model_probability"] == pytest.approx(expected_target, abs=1e-5)
     final = torch.softmax(out.logits[0, QUERY], -1)
     assert rows[-1]["top"][0]["id"] == int(final.argmax())  # the last row is the output
 

@@ -218,6 +218,20 @@ async def test_history_keys_show_a_past_step_in_every_view(tiny_model):
         assert app.scope.steps == 0 and app.scope.prediction.step is None
 
 
+async def test_left_moves_the_query_at_once_in_a_step_looked_back_at(tiny_model):
+    """A query chosen on the live run can lie past the end of an earlier step; ← moves
+    from the query shown there, not from the hidden one."""
+    app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
+    async with app.run_test(size=(80, 24)) as pilot:
+        tokens = await generated(pilot)
+        await pilot.press("left")  # the live query: one before the last token
+        await pilot.press(*["less_than_sign"] * 3)
+        shown_query = app.scope.query
+        assert shown_query == len(tokens) - 4  # the last token of that step
+        await pilot.press("left")
+        assert app.scope.query == shown_query - 1
+
+
 async def test_history_keys_at_an_end_say_why_nothing_moved(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, length=2)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:

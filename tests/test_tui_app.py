@@ -16,7 +16,7 @@ import engine.runner
 import tui.app
 import tui.download_screen
 from engine import gpt2_tokenizer, load_model
-from tests.reliability import ROOT, notices
+from tests.reliability import ROOT, notices, screen_text
 from tui.app import ScopeApp
 from tui.download_screen import DownloadScreen
 from tui.help import HelpScreen
@@ -140,7 +140,10 @@ async def test_query_keys_move_the_selected_token(tiny_model):
         last = app.scope.n_tokens - 1
         assert app.scope.query == last
         await pilot.press("left", "left")
+        await pilot.pause()
         assert app.scope.query == last - 2
+        # the one pane that does not follow the query says so, on screen
+        assert "after the last token" in screen_text(app)
         await pilot.press(*["left"] * last)
         assert app.scope.query == 0
         await pilot.press(*["right"] * (last + 2))

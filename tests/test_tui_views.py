@@ -9,6 +9,7 @@ import re
 import unicodedata
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,8 +24,10 @@ from tui.session import ModelInfo, Session, Settings
 from tui.text import Pieces, editable, from_editable, running_texts, visible
 from tui.views import VIEWS, render_header
 from tui.views.attention import GAP, render_attention
+from tui.views.block import INDEX_WIDTH, strip_lines
 from tui.views.continuation import render_continuation, wrap
 from tui.views.embeddings import render_embeddings
+from tui.views.lens import probability as lens_probability
 from tui.views.probabilities import render_probabilities
 from tui.views.qkv import detailed, detailed_height
 from tui.views.query import render_query
@@ -333,3 +336,27 @@ def test_probabilities_say_whose_prediction_they_show_when_the_query_moves(sessi
         session.update(query=query)
         top = " ".join(line.plain for line in render_probabilities(session.scope(), 60, 12).lines)
         assert ("after the last token" in top) == said
+
+
+@pytest.mark.parametrize(
+    ("p", "shown"),
+    [(0.43, " 43%"), (0.043, "4.3%"), (2.3e-4, "2e-4"), (1.2e-9, "1e-9"), (3.4e-10, "  ≈0")],
+)
+def test_lens_probabilities_fit_four_cells_without_losing_their_exponent(p, shown):
+    """3.4e-10 cut to four cells read '3e-1', a 30% chance."""
+    assert lens_probability(p) == shown
+
+
+@pytest.mark.parametrize(("width", "rows"), [(78, 7), (78, 3), (60, 9), (138, 12)])
+@pytest.mark.parametrize("hot", [0, 158, 511, 1500, 3071])
+def test_the_mlp_strip_puts_each_neuron_under_its_rows_label(width, rows, hot):
+    """A row's label is its first neuron and every cell covers as many neurons: the one hot
+    neuron shows in the cell the labels say holds it (uneven groups put it up to 90 off)."""
+    values = np.zeros(3072, np.float32)
+    values[hot] = 5.0
+    about, lines = strip_lines(values, width, rows)
+    per_cell = int(re.search(r"a cell per (\d+)? ?neuron", about.plain).group(1) or 1)
+    assert len(lines) <= rows
+    drawn = [(int(line.plain[:INDEX_WIDTH]), line.plain[INDEX_WIDTH + 1 :]) for line in lines]
+    first, cells = next((first, cells) for first, cells in drawn if "█" in cells)
+    assert first + cells.index("█") * per_cell <= hot < first + (cells.index("█") + 1) * per_cell

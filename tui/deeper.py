@@ -132,8 +132,9 @@ def lens_json(lens: Lens, scope: Scope, pieces: Pieces) -> dict[str, Any]:
         "rows": [
             {
                 "layer": row.layer,
-                "top": [{**token_json(piece), "probability": p} for piece, p in row.top],
-                "target_probability": row.target,
+                # read through the model's own softmax: nothing is sampled here
+                "top": [{**token_json(piece), "model_probability": p} for piece, p in row.top],
+                "target_model_probability": row.target,
             }
             for row in lens.rows
         ],

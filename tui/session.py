@@ -346,7 +346,8 @@ class Session:
         view = self.shown_view
         if view is None:
             return
-        current = view.n_tokens - 1 if self.settings.query is None else self.settings.query
+        # from the query as shown: a step looked back at may have fewer tokens than it names
+        current = query_index(self.settings.query, view.n_tokens)
         self.update(query=max(current + delta, 0))
 
     def look_at_step(self, step: int) -> None:

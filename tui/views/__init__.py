@@ -37,7 +37,7 @@ def on_head(scope: Scope) -> tuple:
 
 
 def on_prediction(scope: Scope) -> tuple:
-    return (id(scope.prediction),)
+    return id(scope.prediction), scope.query == scope.n_tokens - 1  # "after the last token"
 
 
 def on_run(scope: Scope) -> tuple:
@@ -67,9 +67,10 @@ VIEWS = (
         "probabilities",
         "Probabilities",
         render_probabilities,
-        "the next-token candidates by logit: bar = probability after temperature (█ kept, "
-        "░ cut by top-k/top-p), p% = what it is sampled with (kept, renormalised), T=1 = the "
-        "model's own; ▸ the token chosen; entropy in bits, model's → sampled from",
+        "the next-token candidates by logit, after the last token: bar = probability after "
+        "temperature (█ kept, ░ cut by top-k/top-p), p% = what it is sampled with (kept, "
+        "renormalised), T=1 = the model's own; ▸ the token chosen; entropy in bits, model's → "
+        "sampled from",
         on_prediction,
     ),
     View(

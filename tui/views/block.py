@@ -14,7 +14,7 @@ from rich.text import Text
 from tui.figures import Block, Page
 from tui.views.common import Drawn, packed, piece_text
 from tui.views.page import not_ready, page_note
-from tui.views.style import DIM, HEADING, NOTE, bar, pooled, sequential_style, signed_strip
+from tui.views.style import DIM, HEADING, NOTE, bar, sequential_style, signed_strip
 
 NAME_WIDTH = 13
 INDEX_WIDTH = 5
@@ -65,25 +65,28 @@ def flow_lines(block: Block, width: int) -> list[Text]:
 
 
 def strip_lines(values: np.ndarray, width: int, rows: int) -> tuple[Text, list[Text]]:
-    """The activations in rows of equal length, each cell the value of largest |x| in its
-    group, each row labelled with its first neuron; at most `rows` rows."""
+    """The activations in rows, each cell the value of largest |x| among the same number of
+    neurons, so that each row's label, its first neuron, holds for every cell after it; at
+    most `rows` rows."""
     per_row = max(1, width - INDEX_WIDTH - 1)
-    n_rows = max(1, min(rows, math.ceil(len(values) / per_row)))
-    cells = min(len(values), per_row * n_rows)
-    pooled_values = pooled(values, cells)
-    per_cell = len(values) / cells
+    per_cell = math.ceil(len(values) / (per_row * max(1, rows)))
+    cells = largest_in_groups(values, per_cell)
     scale = float(np.abs(values).max()) or 1.0
     lines = []
-    for r in range(n_rows):
-        start = r * per_row
-        line = Text(f"{round(start * per_cell):>{INDEX_WIDTH}} ", DIM)
-        line.append_text(signed_strip(pooled_values[start : start + per_row], scale))
+    for start in range(0, len(cells), per_row):
+        line = Text(f"{start * per_cell:>{INDEX_WIDTH}} ", DIM)
+        line.append_text(signed_strip(cells[start : start + per_row], scale))
         lines.append(line)
-    size = f"{per_cell:.1f}" if per_cell < 10 else f"{per_cell:.0f}"
-    group = "neuron" if per_cell == 1 else f"~{size} neurons (largest |x|)"
+    group = "neuron" if per_cell == 1 else f"{per_cell} neurons (largest |x|)"
     about = Text(f"mlp_post: {len(values)} activations after GELU, a cell per {group}", HEADING)
     about.append(f" · max |x| {scale:.2f}", DIM)
     return about, lines
+
+
+def largest_in_groups(values: np.ndarray, size: int) -> np.ndarray:
+    """Each run of `size` values (the last one maybe shorter) as its value of largest |x|."""
+    groups = np.pad(values, (0, -len(values) % size)).reshape(-1, size)
+    return groups[np.arange(len(groups)), np.abs(groups).argmax(1)]
 
 
 def top_neurons(block: Block, width: int) -> list[Text]:

@@ -21,13 +21,16 @@ ENTRY_GAP = 2
 
 
 def probability(p: float) -> str:
-    """Four cells: 43%, 4.3%, and below 0.1% a power of ten (2e-4), as early blocks spread
-    their mass thin over the vocabulary."""
+    """Four cells: 43%, 4.3%, below 0.1% a power of ten (2e-4), as early blocks spread
+    their mass thin over the vocabulary, and below 1e-9, where the exponent would need a
+    fifth cell, ≈0."""
     if p >= 0.0995:
         return f"{p:.0%}".rjust(4)
     if p >= 0.00095:
         return f"{p * 100:.1f}%"
-    return f"{p:.0e}".replace("e-0", "e-")[:4]
+    if p >= 9.5e-10:
+        return f"{p:.0e}".replace("e-0", "e-")
+    return "  ≈0"
 
 
 def title(page: Page[Lens]) -> Text:

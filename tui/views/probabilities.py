@@ -105,7 +105,8 @@ def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
         drawn.add(candidate_line(c, is_chosen, label_width, bar_width, model_column))
     if p.chosen is not None and all(c.piece.token_id != chosen_id for c in shown):
         chosen_line = Text(f"▸ chose rank {p.chosen_rank}: ", CHOSEN)
-        chosen_line.append_text(piece_text(p.chosen, 14))
+        # the token with an ellipsis if it must be cut, not chopped by the pane's edge
+        chosen_line.append_text(piece_text(p.chosen, max(1, min(14, width - chosen_line.cell_len))))
         drawn.add(chosen_line)
     for line in drawn.lines:
         line.truncate(width)

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from tui.session import HeadData, Scope
 from tui.text import fit
-from tui.views.common import Drawn, no_run, piece_text
+from tui.views.common import Drawn, longest_fitting, no_run, piece_text
 from tui.views.style import (
     DIM,
     HEADING,
@@ -149,7 +149,8 @@ def render_qkv(scope: Scope, width: int, height: int) -> Drawn:
     title = Text(f"L{s.layer} H{s.head} " if width >= 40 else "", HEADING)
     title.append(f"query {query} ", HEADING)
     title.append_text(piece_text(scope.query_piece, 12))
-    title.append(f" · d_head {d}, √{d} = {math.sqrt(d):.2f}", DIM)
+    versions = (f" · d_head {d}, √{d} = {math.sqrt(d):.2f}", f" · d_head {d}", "")
+    title.append(longest_fitting(versions, width - title.cell_len), DIM)
     n_keys = len(a.top_keys(query))
     fits = [detailed_height(n_keys, d, width, numeric) + 1 <= height for numeric in (True, False)]
     if any(fits):
