@@ -17,10 +17,11 @@ from rich.cells import cell_len
 from engine import Finished, Runner, SamplingParams, gpt2_tokenizer, load_model
 from engine.sampling import distributions
 from tests.conftest import write_checkpoint
-from tui.deeper import DEEPER, deeper_json
+from tui.deeper import BY_ID, DEEPER, deeper_json
 from tui.figures import Page
 from tui.session import ModelInfo, Session, Settings
 from tui.text import Pieces
+from tui.views.stages import SOFTMAX
 
 N_LAYER, N_HEAD, N_EMBD, VOCAB = 3, 4, 64, 300
 PROMPT_IDS = [11, 263, 42, 7, 199, 15, 88, 3]
@@ -185,6 +186,9 @@ def test_history_is_every_step_against_transformers_logits(run):
         assert h["chosen"]["model_probability"] == pytest.approx(float(probs[chosen]), abs=1e-5)
         sampled = distributions(logits, SamplingParams(0.8, 5, 1.0)).probs_filtered
         assert h["chosen"]["probability"] == pytest.approx(float(sampled[chosen]), abs=1e-4)
+        kept = sampled[sampled > 0]
+        sampled_entropy = float(-(kept * kept.log2()).sum())
+        assert h["sampled_entropy_bits"] == pytest.approx(sampled_entropy, abs=1e-4)
         assert [t["id"] for t in h["top"]] == torch.topk(logits, 10).indices.tolist()
 
 
@@ -201,3 +205,16 @@ def test_deeper_views_fit_the_width(run, deeper, width, height):
         for line in deeper.render(page, width, height).lines:
             assert cell_len(line.plain) <= width
             assert not [c for c in line.plain if unicodedata.category(c) in INVISIBLE]
+
+
+def test_step_through_keeps_the_heaviest_key_in_view_once_there_are_weights(run):
+    """Before the softmax the query's own row is the one to follow; from it on, the key the
+    query looks at most (at 80x24 the query's neighbours were often masked keys)."""
+    _, _, scope, _, pieces = run
+    stages = BY_ID["stages"]
+    figure = stages.compute(scope, pieces)
+    heaviest = int(np.argmax(figure.pattern))
+    assert heaviest != QUERY  # else this test could not tell the two apart
+    for cursor, focus in ((1, QUERY), (2, QUERY), (SOFTMAX, heaviest), (4, heaviest)):
+        drawn = stages.render(Page(scope, figure, scope, cursor), 78, 20)
+        assert drawn.focus - drawn.pinned == focus

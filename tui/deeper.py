@@ -173,6 +173,7 @@ def step_json(step: int, piece: Piece, record: SampleRecord, pieces: Pieces) -> 
         },
         "argmax": {**token_json(pieces(argmax)), "model_probability": record.candidate_probs[0]},
         "entropy_bits": record.entropy,
+        "sampled_entropy_bits": record.sampled_entropy,
         "temperature": record.params.temperature,
         "top_k": record.params.top_k,
         "top_p": record.params.top_p,

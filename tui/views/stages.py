@@ -83,6 +83,7 @@ STAGES = (
     ),
 )
 N_STAGES = len(STAGES)
+SOFTMAX = 3  # the first stage with weights
 
 
 def title(page: Page[Stages], stage: int, width: int) -> Text:
@@ -257,7 +258,7 @@ def table(
     head: list[Text], n_rows: int, row: Callable[[int], Text], focus: int, width: int
 ) -> Drawn:
     """The head lines pinned, then a row per key made only when shown (the run may have a
-    thousand keys), each cut to the width; the focus row is the query's."""
+    thousand keys), each cut to the width; row `focus` is kept in view."""
 
     def make(index: int) -> Text:
         line = row(index - len(head))
@@ -283,12 +284,14 @@ def render_stages(page: Page[Stages], width: int, height: int) -> Drawn:
         for line in drawn.lines:
             line.truncate(width)
         return drawn
+    # Once there are weights, a table too long for the pane keeps the heaviest key in view.
+    focus = s.query if stage < SOFTMAX else int(np.argmax(s.pattern))
     if stage < N_STAGES - 1:
         c = Columns.fit(scope, s, stage, width)
         head += [table_summary(s, scope, stage), *c.header(s, stage)]
         k_scale = float(np.abs(s.k).max()) or 1.0
         row = partial(key_row, s, scope, c, stage=stage, k_scale=k_scale)
-        return table(head, len(s.raw_scores), row, s.query, width)
+        return table(head, len(s.raw_scores), row, focus, width)
     head += output_lines(s, width, height - len(head))
     header, row = contribution_table(s, scope, width)
-    return table([*head, header], s.query + 1, row, s.query, width)
+    return table([*head, header], s.query + 1, row, focus, width)
