@@ -65,7 +65,8 @@ SCREEN_KEYS = {
         Key("down", "↓", "app.layer(1)", "layer+", "next layer", True),
         Key("left", "←", "app.head(-1)", "head-", "previous head", True),
         Key("right", "→", "app.head(1)", "head+", "next head", True),
-        Key("enter", "enter", "dismiss", "show", "show that head in the panes", True),
+        # dismiss(None), not dismiss: the footer keeps one key per action, and esc has that
+        Key("enter", "enter", "dismiss(None)", "show", "show that head in the panes", True),
     ),
     "logit_lens": (),
     "block": (),

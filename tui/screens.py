@@ -78,9 +78,9 @@ def moved(old: Page, new: Page) -> bool:
 
 
 def screen_bindings(name: str) -> list[Binding]:
-    """The screen's own keys first, for the footer; then back, and p, which goes back to
-    edit the prompt."""
-    own = bindings((*SCREEN_KEYS[name], BACK))
+    """Back first, so that a narrow footer always shows the way out; then the screen's own
+    keys, and p, which goes back to edit the prompt."""
+    own = bindings((BACK, *SCREEN_KEYS[name]))
     return [*own, Binding("p", "dismiss('edit_prompt')", "prompt")]
 
 
