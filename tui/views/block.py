@@ -12,7 +12,7 @@ import numpy as np
 from rich.text import Text
 
 from tui.figures import Block, Page
-from tui.views.common import Drawn, packed, piece_text
+from tui.views.common import Drawn, append_if_fits, packed, piece_text
 from tui.views.page import not_ready, page_note
 from tui.views.style import DIM, HEADING, NOTE, bar, sequential_style, signed_strip
 
@@ -79,7 +79,7 @@ def strip_lines(values: np.ndarray, width: int, rows: int) -> tuple[Text, list[T
         lines.append(line)
     group = "neuron" if per_cell == 1 else f"{per_cell} neurons (largest |x|)"
     about = Text(f"mlp_post: {len(values)} activations after GELU, a cell per {group}", HEADING)
-    about.append(f" · max |x| {scale:.2f}", DIM)
+    append_if_fits(about, Text(f" · max |x| {scale:.2f}", DIM), width)
     return about, lines
 
 
