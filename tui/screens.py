@@ -18,6 +18,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
@@ -189,6 +190,13 @@ class BlockScreen(DeeperScreen):
 class HistoryScreen(DeeperScreen):
     """The cursor is a candidate of the step shown; it starts on the token that step chose."""
 
+    class Branch(Message):
+        """Put `token_id` at generated step `step` and generate the rest again."""
+
+        def __init__(self, step: int, token_id: int) -> None:
+            super().__init__()
+            self.step, self.token_id = step, token_id
+
     BINDINGS = screen_bindings("history")
 
     def follow(self, scope: Scope | None) -> None:
@@ -212,7 +220,7 @@ class HistoryScreen(DeeperScreen):
             self.notify("pick a generated step first: ← → move through them", markup=False)
             return
         candidate = scope.step_prediction.candidates[self.cursor]
-        self.app.branch(scope.steps, candidate.piece.token_id)
+        self.post_message(self.Branch(scope.steps, candidate.piece.token_id))
 
 
 SCREENS: dict[str, type[DeeperScreen]] = {
@@ -260,9 +268,10 @@ class DeeperActions:
         self.session.look_at_step(len(self.session.sampled))
         self.publish()
 
-    def branch(self, step: int, token_id: int) -> None:
-        """Put `token_id` at generated step `step`, then generate as many tokens after it
-        as the run had; the views follow the new steps."""
+    def on_history_screen_branch(self, message: HistoryScreen.Branch) -> None:
+        """Put the token at the step, then generate as many tokens after it as the run had;
+        the views follow the new steps."""
+        step, token_id = message.step, message.token_id
         later = len(self.session.sampled) - step
 
         def command(runner: Runner) -> None:
