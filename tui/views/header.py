@@ -86,7 +86,7 @@ def render_header(scope: Scope, width: int, live: bool = True) -> list[Text]:
     ]
     if live:
         state = Text("● " + scope.state, STATE_STYLES.get(scope.state, Style()))
-        laid_out.append((state, max(len("● " + state) for state in STATE_STYLES)))
+        laid_out.append((state, max(len("● " + name) for name in STATE_STYLES)))
     parts, room = zip(*laid_out, strict=True)
     lines = packed(list(parts), width, room=room)
     if scope.info.is_demo:
