@@ -277,6 +277,11 @@ class Scope:
         return query_index(self.settings.query, self.n_tokens) if self.pieces else None
 
     @property
+    def query_is_last(self) -> bool:
+        """The query is the last token, the one whose prediction Probabilities shows."""
+        return self.query == self.n_tokens - 1
+
+    @property
     def query_piece(self) -> Piece | None:
         q = self.query
         return None if q is None else self.pieces[q]

@@ -37,7 +37,7 @@ def on_head(scope: Scope) -> tuple:
 
 
 def on_prediction(scope: Scope) -> tuple:
-    return id(scope.prediction), scope.query == scope.n_tokens - 1  # "after the last token"
+    return id(scope.prediction), scope.query_is_last  # "after the last token" or not
 
 
 def on_run(scope: Scope) -> tuple:

@@ -83,8 +83,7 @@ def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
     p = scope.prediction
     if p is None:
         return no_run(width)
-    off_query = scope.query != scope.n_tokens - 1
-    drawn = Drawn(summary(p, scope.info.config.vocab_size, width, off_query))
+    drawn = Drawn(summary(p, scope.info.config.vocab_size, width, not scope.query_is_last))
     model_column = width >= MODEL_COLUMN_MIN_WIDTH
     tail = 6 if model_column else 0
     longest = max(cell_len(c.piece.label) for c in p.candidates)
