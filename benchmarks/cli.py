@@ -19,7 +19,7 @@ from benchmarks import engine_bench, memory
 from benchmarks.checkpoint import SIZES, write_checkpoint
 from benchmarks.plan import PLANS, Plan
 from benchmarks.report import table
-from engine import Model, load_model
+from gpt2scope.engine import Model, load_model
 
 if TYPE_CHECKING:
     from transformers import GPT2LMHeadModel

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from benchmarks.timing import Comparison, alternate, timed
-from engine import Model, Run, SamplingParams, sample
-from engine.runner import PREFILL_CHUNK
+from gpt2scope.engine import Model, Run, SamplingParams, sample
+from gpt2scope.engine.runner import PREFILL_CHUNK
 
 if TYPE_CHECKING:
     from transformers import GPT2LMHeadModel

@@ -35,8 +35,8 @@ def run_ours(weights: str, prompt: list[int], device: str, dtype: torch.dtype) -
     """As the app's runner does: prefill in its chunks, then sample and step to the context
     limit, keeping the latest view. Returns the peak RSS of loading alone."""
     from benchmarks.engine_bench import prefill_in_chunks
-    from engine import SamplingParams, load_model, sample
-    from engine.heap import return_freed_memory
+    from gpt2scope.engine import SamplingParams, load_model, sample
+    from gpt2scope.tui.heap import return_freed_memory
 
     return_freed_memory()  # as the gpt2scope command does
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from textual.geometry import Region
 
 from benchmarks.plan import Plan
-from engine import Model, gpt2_tokenizer
-from tui.app import ScopeApp
-from tui.testing import make_app, settle
-from tui.views import VIEWS
-from tui.views.common import NO_RUN
-from tui.widgets import Pane
+from gpt2scope.engine import Model, gpt2_tokenizer
+from gpt2scope.tui.app import ScopeApp
+from gpt2scope.tui.views import VIEWS
+from gpt2scope.tui.views.common import NO_RUN
+from gpt2scope.tui.widgets import Pane
+from tests.driver import make_app, settle
 
 WIDTH, HEIGHT = 120, 40
 PASSAGE = (
@@ -168,7 +168,7 @@ def app_command(model_dir: Path, device: str) -> list[str]:
     launcher = (
         [str(script)]
         if script.exists()
-        else [sys.executable, "-c", "from tui.cli import main; raise SystemExit(main())"]
+        else [sys.executable, "-c", "from gpt2scope.tui.cli import main; raise SystemExit(main())"]
     )
     return [*launcher, "--weights", str(model_dir), "--prompt", PASSAGE, "--device", device]
 

@@ -1,13 +1,21 @@
 """GPT-2 as plain tensor math with every intermediate value the views show, plus sampling
 and the background runner. Imports nothing from the UI."""
 
-from engine.errors import EngineError
-from engine.gpt2 import GPT2Config
-from engine.model import Model, load_model
-from engine.run import Run, RunView
-from engine.runner import Event, Failed, Finished, Prefilled, Runner, StateChanged, Stepped
-from engine.sampling import SampleRecord, SamplingParams, sample
-from engine.tokenizer import Tokenizer, gpt2_tokenizer
+from gpt2scope.engine.errors import EngineError
+from gpt2scope.engine.gpt2 import GPT2Config
+from gpt2scope.engine.model import Model, load_model
+from gpt2scope.engine.run import Run, RunView
+from gpt2scope.engine.runner import (
+    Event,
+    Failed,
+    Finished,
+    Prefilled,
+    Runner,
+    StateChanged,
+    Stepped,
+)
+from gpt2scope.engine.sampling import SampleRecord, SamplingParams, sample
+from gpt2scope.engine.tokenizer import Tokenizer, gpt2_tokenizer
 
 __all__ = [
     "EngineError",

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from engine import gpt2
-from engine.run import RunView
+from gpt2scope.engine import gpt2
+from gpt2scope.engine.run import RunView
 
 PATTERN_THRESHOLD = 0.5
 

@@ -6,9 +6,9 @@ import re
 
 import torch
 
-from engine.errors import EngineError
-from engine.gpt2 import Block, GPT2Config, LayerNorm, Linear, Params
-from weights import Checkpoint
+from gpt2scope.engine.errors import EngineError
+from gpt2scope.engine.gpt2 import Block, GPT2Config, LayerNorm, Linear, Params
+from gpt2scope.weights import Checkpoint
 
 LAYER_NAME = re.compile(r"^h\.(\d+)\.")
 BLOCK_TENSORS = {

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import EngineError
-from engine.gpt2 import GPT2Config, Params
-from engine.load import check_memory, check_tensors, infer_config, to_params
-from engine.run import Run
-from weights import WeightsError, load_checkpoint
+from gpt2scope.engine.errors import EngineError
+from gpt2scope.engine.gpt2 import GPT2Config, Params
+from gpt2scope.engine.load import check_memory, check_tensors, infer_config, to_params
+from gpt2scope.engine.run import Run
+from gpt2scope.weights import WeightsError, load_checkpoint
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from engine import gpt2
-from engine.errors import EngineError
-from engine.gpt2 import GPT2Config, Params
+from gpt2scope.engine import gpt2
+from gpt2scope.engine.errors import EngineError
+from gpt2scope.engine.gpt2 import GPT2Config, Params
 
 MIN_CAPACITY = 64
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.errors import EngineError
-from engine.model import Model
-from engine.run import Run, RunView
-from engine.sampling import SampleRecord, SamplingParams, choose, sample
-from engine.tokenizer import Tokenizer, gpt2_tokenizer
+from gpt2scope.engine.errors import EngineError
+from gpt2scope.engine.model import Model
+from gpt2scope.engine.run import Run, RunView
+from gpt2scope.engine.sampling import SampleRecord, SamplingParams, choose, sample
+from gpt2scope.engine.tokenizer import Tokenizer, gpt2_tokenizer
 
 PREFILL_CHUNK = 64
 CLOSE_TIMEOUT = 1.0

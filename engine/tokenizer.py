@@ -9,8 +9,8 @@ from pathlib import Path
 
 import tiktoken
 
-from engine.errors import EngineError
-from weights import TOKENIZER_FILE
+from gpt2scope.engine.errors import EngineError
+from gpt2scope.weights import TOKENIZER_FILE
 
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""

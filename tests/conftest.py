@@ -14,8 +14,8 @@ from huggingface_hub import constants
 from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import weights.hub
-from engine import Model, load_model
+import gpt2scope.weights.hub
+from gpt2scope.engine import Model, load_model
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -88,7 +88,7 @@ def hub_cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     cache = tmp_path / "hf" / "hub"
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(weights.hub, "DEMO_DIR", tmp_path / "no-demo")
+    monkeypatch.setattr(gpt2scope.weights.hub, "DEMO_DIR", tmp_path / "no-demo")
     return cache
 
 

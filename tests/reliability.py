@@ -17,11 +17,11 @@ import pytest
 import torch
 from textual.pilot import Pilot
 
-import engine.runner
-from engine import Failed, Finished, Model, Runner, gpt2_tokenizer
-from engine.sampling import SampleRecord, SamplingParams, choose
-from tui.app import ScopeApp
-from tui.session import ModelInfo, Session, Settings
+import gpt2scope.engine.runner
+from gpt2scope.engine import Failed, Finished, Model, Runner, gpt2_tokenizer
+from gpt2scope.engine.sampling import SampleRecord, SamplingParams, choose
+from gpt2scope.tui.app import ScopeApp
+from gpt2scope.tui.session import ModelInfo, Session, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER_THREAD = "gpt2scope-runner"
@@ -102,7 +102,7 @@ def new_runner_threads(before: set[threading.Thread], grace: float = 1.0) -> set
 
 
 class Script:
-    """Stands in for `engine.runner.sample`: the model 'chooses' the scripted ids in turn,
+    """Stands in for `gpt2scope.engine.runner.sample`: the model 'chooses' the scripted ids in turn,
     each with the record the real sampler would have made for it."""
 
     def __init__(self, token_ids: list[int]) -> None:
@@ -117,13 +117,15 @@ class Script:
 
 def script_sampling(monkeypatch, token_ids: list[int]) -> Script:
     script = Script(token_ids)
-    monkeypatch.setattr(engine.runner, "sample", script)
+    monkeypatch.setattr(gpt2scope.engine.runner, "sample", script)
     return script
 
 
 def gpt2scope_process(*args: str, code: str = "", **env: str) -> subprocess.Popen:
     """Start `gpt2scope ARGS` in a fresh process, running the Python `code` first."""
-    program = f"import sys\n{code}\nfrom tui.cli import main\nsys.exit(main(sys.argv[1:]))"
+    program = (
+        f"import sys\n{code}\nfrom gpt2scope.tui.cli import main\nsys.exit(main(sys.argv[1:]))"
+    )
     return subprocess.Popen(
         [sys.executable, "-c", program, *args],
         stdin=subprocess.DEVNULL,
@@ -134,7 +136,7 @@ def gpt2scope_process(*args: str, code: str = "", **env: str) -> subprocess.Pope
     )
 
 
-def gpt2scope(
+def run_cli(
     *args: str, code: str = "", timeout: float = 120, **env: str
 ) -> subprocess.CompletedProcess:
     """Run `gpt2scope ARGS` in a fresh process to its end."""

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from engine import gpt2_tokenizer, load_model
-from engine.analysis import (
+from gpt2scope.engine import gpt2_tokenizer, load_model
+from gpt2scope.engine.analysis import (
     attention_stages,
     block_internals,
     head_stats,
@@ -16,7 +16,7 @@ from engine.analysis import (
     pattern_name,
 )
 from tests.conftest import write_checkpoint
-from weights.train_demo import OUT_DIR
+from tools.train_demo import OUT_DIR
 
 N_LAYER, N_HEAD, N_EMBD, VOCAB = 3, 4, 64, 300
 

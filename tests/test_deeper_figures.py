@@ -14,14 +14,14 @@ import pytest
 import torch
 from rich.cells import cell_len
 
-from engine import Finished, Runner, SamplingParams, gpt2_tokenizer, load_model
-from engine.sampling import distributions
+from gpt2scope.engine import Finished, Runner, SamplingParams, gpt2_tokenizer, load_model
+from gpt2scope.engine.sampling import distributions
+from gpt2scope.tui.deeper import BY_ID, DEEPER, deeper_json
+from gpt2scope.tui.figures import Page
+from gpt2scope.tui.session import ModelInfo, Session, Settings
+from gpt2scope.tui.text import Pieces
+from gpt2scope.tui.views.stages import SOFTMAX
 from tests.conftest import write_checkpoint
-from tui.deeper import BY_ID, DEEPER, deeper_json
-from tui.figures import Page
-from tui.session import ModelInfo, Session, Settings
-from tui.text import Pieces
-from tui.views.stages import SOFTMAX
 
 N_LAYER, N_HEAD, N_EMBD, VOCAB = 3, 4, 64, 300
 PROMPT_IDS = [11, 263, 42, 7, 199, 15, 88, 3]

@@ -9,15 +9,15 @@ import threading
 import numpy as np
 import pytest
 
-import engine.runner
+import gpt2scope.engine.runner
+from gpt2scope.tui.help import HelpScreen
+from gpt2scope.tui.keys import KEYS
+from gpt2scope.tui.screens import HistoryScreen, LensScreen, MapScreen, StagesScreen
+from gpt2scope.tui.views.page import DEFERRED
+from gpt2scope.tui.views.stages import N_STAGES
+from gpt2scope.tui.widgets import PromptInput
+from tests.driver import make_app, settle, shown
 from tests.reliability import notices
-from tui.help import HelpScreen
-from tui.keys import KEYS
-from tui.screens import HistoryScreen, LensScreen, MapScreen, StagesScreen
-from tui.testing import make_app, settle, shown
-from tui.views.page import DEFERRED
-from tui.views.stages import N_STAGES
-from tui.widgets import PromptInput
 
 pytestmark = pytest.mark.anyio
 
@@ -122,7 +122,7 @@ async def test_b_shows_the_selected_layer_and_token(tiny_model):
 async def test_the_model_map_waits_for_the_generation_to_stop(tiny_model, monkeypatch):
     second_sample = threading.Event()
     release = threading.Event()
-    sample, calls = engine.runner.sample, []
+    sample, calls = gpt2scope.engine.runner.sample, []
 
     def held_at_the_second(*args, **kwargs):
         calls.append(1)
@@ -131,7 +131,7 @@ async def test_the_model_map_waits_for_the_generation_to_stop(tiny_model, monkey
             release.wait(timeout=10)
         return sample(*args, **kwargs)
 
-    monkeypatch.setattr(engine.runner, "sample", held_at_the_second)
+    monkeypatch.setattr(gpt2scope.engine.runner, "sample", held_at_the_second)
     app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
@@ -280,7 +280,7 @@ async def test_history_shows_the_steps_record_after_the_parameters_change(tiny_m
 
 async def test_looking_back_stays_put_while_the_run_grows(tiny_model, monkeypatch):
     """A look back taken during a generation is kept as the new tokens arrive."""
-    opened, calls, real = threading.Event(), [], engine.runner.sample
+    opened, calls, real = threading.Event(), [], gpt2scope.engine.runner.sample
 
     def held(*args, **kwargs):
         calls.append(None)
@@ -288,7 +288,7 @@ async def test_looking_back_stays_put_while_the_run_grows(tiny_model, monkeypatc
             opened.wait(timeout=10)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine.runner, "sample", held)
+    monkeypatch.setattr(gpt2scope.engine.runner, "sample", held)
     app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
     async with app.run_test(size=(80, 24)) as pilot:
         await generated(pilot)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tui.testing import make_app, settle
+from tests.driver import make_app, settle
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 PROMPT = "The cat sat on the mat because it was tired."

@@ -11,10 +11,10 @@ import torch
 from tqdm import tqdm
 from transformers import GPT2LMHeadModel
 
-from engine import Model, gpt2_tokenizer, load_model
-from engine.gpt2 import forward
-from weights import train_demo
-from weights.train_demo import (
+from gpt2scope.engine import Model, gpt2_tokenizer, load_model
+from gpt2scope.engine.gpt2 import forward
+from tools import train_demo
+from tools.train_demo import (
     CONFIG,
     HEAD_WINDOWS_FILE,
     MIN_HEAD_SCORE,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine import EngineError, load_model
+from gpt2scope.engine import EngineError, load_model
 from tests.conftest import hub_tensors, write_checkpoint
 
 TOL = 1e-4

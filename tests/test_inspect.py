@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine import SamplingParams, gpt2_tokenizer, load_model
-from engine.sampling import distributions
-from tui.cli import main
-from tui.views import VIEWS
+from gpt2scope.engine import SamplingParams, gpt2_tokenizer, load_model
+from gpt2scope.engine.sampling import distributions
+from gpt2scope.tui.cli import main
+from gpt2scope.tui.views import VIEWS
 
 PROMPT = "The quick brown fox jumps over the lazy dog"
 

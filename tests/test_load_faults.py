@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import engine.load
-from engine import EngineError, load_model
+import gpt2scope.engine.load
+from gpt2scope.engine import EngineError, load_model
 from tests.conftest import write_checkpoint
 
 
@@ -29,7 +29,7 @@ def test_a_running_model_survives_its_file_being_rewritten_or_deleted(tmp_path):
 
 def test_a_model_too_big_for_memory_is_refused_with_the_figures(tmp_path, monkeypatch):
     write_checkpoint(tmp_path, n_layer=1, n_head=2, n_embd=32, n_positions=16, vocab_size=64)
-    monkeypatch.setattr(engine.load, "available_memory", lambda: 1000)
+    monkeypatch.setattr(gpt2scope.engine.load, "available_memory", lambda: 1000)
     with pytest.raises(EngineError, match=r"out of memory: the weights need .* GiB"):
         load_model(tmp_path)
 
@@ -40,6 +40,6 @@ def test_memory_error_while_converting_is_reported_as_such(tmp_path, monkeypatch
     def exhausted(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(engine.model, "to_params", exhausted)
+    monkeypatch.setattr(gpt2scope.engine.model, "to_params", exhausted)
     with pytest.raises(EngineError, match="out of memory while loading"):
         load_model(tmp_path)

@@ -11,22 +11,22 @@ import time
 
 import pytest
 
-import engine.run
-import engine.runner
-from engine import load_model
+import gpt2scope.engine.run
+import gpt2scope.engine.runner
+from gpt2scope.engine import load_model
+from gpt2scope.tui.help import HelpScreen
 from tests.conftest import write_checkpoint
+from tests.driver import make_app, settle
 from tests.reliability import (  # noqa: F401 (fixtures)
     anyio_backend,
-    gpt2scope,
     gpt2scope_process,
     new_runner_threads,
     no_runner_left_behind,
     notices,
     one_line_error,
+    run_cli,
     runner_threads,
 )
-from tui.help import HelpScreen
-from tui.testing import make_app, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -67,7 +67,7 @@ async def test_a_fault_mid_generation_leaves_the_app_usable(tiny_model, monkeypa
     app = make_app(tiny_model, prompt=PROMPT, length=6)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await settle(pilot)
-        fail_on_call(monkeypatch, engine.runner, "sample", 3)
+        fail_on_call(monkeypatch, gpt2scope.engine.runner, "sample", 3)
         await pilot.press("g")
         await settle(pilot)
         assert "RuntimeError: injected fault" in await notices(pilot)
@@ -82,7 +82,7 @@ async def test_a_fault_mid_prefill_keeps_the_last_run(tiny_model, monkeypatch):
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await settle(pilot)
         before = app.scope.view.tokens
-        fail_on_call(monkeypatch, engine.run.Run, "extend", 1)
+        fail_on_call(monkeypatch, gpt2scope.engine.run.Run, "extend", 1)
         await pilot.press("p", *"New words", "enter")
         await settle(pilot)
         assert "injected fault" in await notices(pilot)
@@ -93,7 +93,7 @@ async def test_a_fault_mid_prefill_keeps_the_last_run(tiny_model, monkeypatch):
 
 
 async def test_quitting_mid_prefill_exits_within_a_second(tiny_model, monkeypatch):
-    slow(monkeypatch, engine.run.Run, "extend", 0.3)
+    slow(monkeypatch, gpt2scope.engine.run.Run, "extend", 0.3)
     threads = non_daemon_threads()
     app = make_app(tiny_model, prompt=LONG_PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -108,7 +108,7 @@ async def test_quitting_mid_prefill_exits_within_a_second(tiny_model, monkeypatc
 async def test_ctrl_q_over_the_help_screen_mid_generation_exits_within_a_second(
     tiny_model, monkeypatch
 ):
-    slow(monkeypatch, engine.runner, "sample", 0.05)
+    slow(monkeypatch, gpt2scope.engine.runner, "sample", 0.05)
     threads = non_daemon_threads()
     app = make_app(tiny_model, prompt=PROMPT, length=100)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -146,13 +146,13 @@ async def test_the_weights_file_changing_or_vanishing_under_the_app(tiny_checkpo
 
 MEMORY_FAULTS = {
     "refused up front": (
-        "import engine.load\nengine.load.available_memory = lambda: 1000",
+        "import gpt2scope.engine.load\ngpt2scope.engine.load.available_memory = lambda: 1000",
         "out of memory: the weights need",
     ),
     "MemoryError while copying": (
-        "import engine.model\n"
+        "import gpt2scope.engine.model\n"
         "def exhausted(*args, **kwargs):\n    raise MemoryError\n"
-        "engine.model.to_params = exhausted",
+        "gpt2scope.engine.model.to_params = exhausted",
         "out of memory while loading the weights",
     ),
 }
@@ -162,7 +162,7 @@ MEMORY_FAULTS = {
 @pytest.mark.parametrize("fault", MEMORY_FAULTS)
 def test_out_of_memory_while_loading_is_said_in_one_line(tiny_checkpoint, command, fault):
     code, message = MEMORY_FAULTS[fault]
-    result = gpt2scope(*command, "--weights", str(tiny_checkpoint), code=code, timeout=60)
+    result = run_cli(*command, "--weights", str(tiny_checkpoint), code=code, timeout=60)
     assert message in one_line_error(result)
 
 
@@ -186,7 +186,7 @@ async def test_a_model_that_overflows_is_a_notice_not_a_crash(overflowing_checkp
 
 
 def test_inspect_says_in_one_line_that_a_model_overflows(overflowing_checkpoint):
-    result = gpt2scope("inspect", "--weights", str(overflowing_checkpoint), "--prompt", "Hi")
+    result = run_cli("inspect", "--weights", str(overflowing_checkpoint), "--prompt", "Hi")
     assert "not finite" in one_line_error(result)
 
 
@@ -195,12 +195,12 @@ def test_ctrl_c_during_inspect_is_one_line_and_exit_130(tiny_checkpoint, tmp_pat
     # A shell without job control starts background commands with SIGINT ignored, and the
     # child would inherit that; ctrl+c from a terminal arrives with the default handler.
     code = (
-        "import signal, time, engine.runner\n"
+        "import signal, time, gpt2scope.engine.runner\n"
         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "def stuck(*args, **kwargs):\n"
         f"    open({str(started)!r}, 'w').close()\n"
         "    time.sleep(30)\n"
-        "engine.runner.sample = stuck"
+        "gpt2scope.engine.runner.sample = stuck"
     )
     args = ["inspect", "--weights", str(tiny_checkpoint), "--prompt", "Hi", "--length", "3"]
     process = gpt2scope_process(*args, code=code)

@@ -11,26 +11,26 @@ import torch
 from safetensors.torch import save_file
 from textual import events
 
-import tui.deeper
-from engine import gpt2_tokenizer
+import gpt2scope.tui.deeper
+from gpt2scope.engine import gpt2_tokenizer
+from gpt2scope.tui.cli import main
+from gpt2scope.tui.views import VIEWS
+from gpt2scope.tui.widgets import PromptInput
+from tests.driver import make_app, settle
 from tests.reliability import (  # noqa: F401 (fixtures)
     NASTY,
     NASTY_PROMPT,
     anyio_backend,
-    gpt2scope,
     new_runner_threads,
     no_runner_left_behind,
     notices,
     one_line_error,
+    run_cli,
     runner_threads,
     screen_text,
     script_sampling,
     unsafe_in,
 )
-from tui.cli import main
-from tui.testing import make_app, settle
-from tui.views import VIEWS
-from tui.widgets import PromptInput
 
 pytestmark = pytest.mark.anyio
 
@@ -132,7 +132,7 @@ async def test_a_deeper_screen_that_fails_says_so_visibly(tiny_model, monkeypatc
     def broken(*args, **kwargs):
         raise RuntimeError("no \x1b]0;pwned\x07 figure")
 
-    monkeypatch.setattr(tui.deeper, "stages_figure", broken)
+    monkeypatch.setattr(gpt2scope.tui.deeper, "stages_figure", broken)
     app = make_app(tiny_model, prompt="Hello", length=2)
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
         await settle(pilot)
@@ -190,10 +190,10 @@ def test_inspect_text_shows_generated_control_tokens_visibly(capsys, tiny_checkp
 def test_inspect_writes_no_raw_control_byte_for_a_nasty_prompt(tiny_checkpoint):
     prompt = NASTY_PROMPT.replace("\x00", "")  # the one character argv cannot carry
     args = ["inspect", "--weights", str(tiny_checkpoint), "--prompt", prompt]
-    result = gpt2scope(*args, "--length", "2")
+    result = run_cli(*args, "--length", "2")
     assert result.returncode == 0, result.stderr.decode()
     assert not unsafe_in(result.stdout.decode("utf-8"))
-    result = gpt2scope(*args, "--length", "2", "--format", "json")
+    result = run_cli(*args, "--length", "2", "--format", "json")
     assert result.returncode == 0 and result.stdout.isascii()
     assert json.loads(result.stdout)["prompt"] == prompt
 
@@ -202,7 +202,7 @@ def test_inspect_writes_no_raw_control_byte_for_a_nasty_prompt(tiny_checkpoint):
 def test_a_nasty_weights_path_is_echoed_visibly_on_one_line(tmp_path, command):
     path = tmp_path / "evil\x1b]0;pwned\x07\nnext line\u202e"
     path.mkdir()
-    err = one_line_error(gpt2scope(*command, "--weights", str(path)))
+    err = one_line_error(run_cli(*command, "--weights", str(path)))
     assert not unsafe_in(err)
     assert "evil␛]0;pwned␇↵next line\\u202e" in err
 
@@ -210,7 +210,7 @@ def test_a_nasty_weights_path_is_echoed_visibly_on_one_line(tmp_path, command):
 def test_a_nasty_tensor_name_in_a_weights_file_is_echoed_visibly(tmp_path):
     weights = tmp_path / "model.safetensors"
     save_file({"\x1b[2J\x1b]0;pwned\x07": torch.zeros(2)}, str(weights))
-    err = one_line_error(gpt2scope("inspect", "--weights", str(weights)))
+    err = one_line_error(run_cli("inspect", "--weights", str(weights)))
     assert not unsafe_in(err) and "␛[2J␛]0;pwned␇" in err
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from engine import load_model
+from gpt2scope.engine import load_model
+from gpt2scope.tui.app import ScopeApp
+from gpt2scope.tui.cli import main
 from tests.conftest import write_checkpoint
+from tests.driver import make_app, settle
 from tests.reliability import (  # noqa: F401 (fixtures)
     anyio_backend,
-    gpt2scope,
     no_runner_left_behind,
     one_line_error,
+    run_cli,
 )
-from tui.app import ScopeApp
-from tui.cli import main
-from tui.testing import make_app, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -158,7 +158,7 @@ def test_a_flag_that_is_not_a_number_is_refused_by_argparse(capsys):
 
 def test_the_app_refuses_a_seed_past_the_generator_in_a_fresh_process(tiny_checkpoint):
     """The seed reaches torch only once the app is running: refused before it starts."""
-    result = gpt2scope("--weights", str(tiny_checkpoint), "--seed", str(2**64), timeout=60)
+    result = run_cli("--weights", str(tiny_checkpoint), "--seed", str(2**64), timeout=60)
     assert f"--seed {2**64}: must be in 0..2**63-1" in one_line_error(result)
 
 

@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.cells import cell_len
 
-from engine import SamplingParams, gpt2_tokenizer, sample
-from engine.sampling import N_CANDIDATES, distributions
+from gpt2scope.engine import SamplingParams, gpt2_tokenizer, sample
+from gpt2scope.engine.sampling import N_CANDIDATES, distributions
+from gpt2scope.tui.session import HeadData
+from gpt2scope.tui.text import editable, from_editable
+from gpt2scope.tui.views import VIEWS
 from tests.reliability import COMBINING_IDS, NASTY_PROMPT, WIDE_TEXT, session_of, unsafe_in
-from tui.session import HeadData
-from tui.text import editable, from_editable
-from tui.views import VIEWS
 
 tok = gpt2_tokenizer()
 EOT = tok.eot_id

@@ -15,15 +15,15 @@ from rich.cells import cell_len
 from textual import events
 from textual.widgets._footer import FooterKey
 
-import engine.runner
+import gpt2scope.engine.runner
+from gpt2scope.tui.app import ScopeApp
+from gpt2scope.tui.keys import KEYS, SCREEN_KEYS
+from tests.driver import make_app, settle
 from tests.reliability import (  # noqa: F401 (fixtures)
     anyio_backend,
     no_runner_left_behind,
     screen_lines,
 )
-from tui.app import ScopeApp
-from tui.keys import KEYS, SCREEN_KEYS
-from tui.testing import make_app, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -32,14 +32,14 @@ LONG_PROMPT = " one two three" * 21  # 63 tokens: the context is 128
 
 
 class Throttle:
-    """Stands in for `engine.runner.sample`: each token takes 20 ms, and the one before the
+    """Stands in for the runner's sampler: each token takes 20 ms, and the one before the
     last waits to be released, so that a generation outlasts whatever the test does."""
 
     def __init__(self, length: int) -> None:
         self.length = length
         self.calls = 0
         self.released = threading.Event()
-        self.sample = engine.runner.sample
+        self.sample = gpt2scope.engine.runner.sample
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -51,7 +51,7 @@ class Throttle:
 
 def throttle(monkeypatch, length: int) -> Throttle:
     throttled = Throttle(length)
-    monkeypatch.setattr(engine.runner, "sample", throttled)
+    monkeypatch.setattr(gpt2scope.engine.runner, "sample", throttled)
     return throttled
 
 

@@ -7,29 +7,29 @@ import pytest
 import torch
 from rich.cells import cell_len
 
-from engine import gpt2_tokenizer, load_model
+from gpt2scope.engine import gpt2_tokenizer, load_model
+from gpt2scope.tui.cli import main
+from gpt2scope.tui.keep_tail import KeepTailScreen
+from gpt2scope.tui.text import Pieces
+from gpt2scope.tui.views.attention import key_label_rows, row_label, window
+from gpt2scope.tui.views.continuation import steps_table
+from gpt2scope.tui.views.probabilities import render_probabilities
+from gpt2scope.tui.views.qkv import render_qkv
+from gpt2scope.tui.views.query import render_query
+from gpt2scope.tui.widgets import PromptInput
+from tests.driver import make_app, settle, shown
 from tests.reliability import (  # noqa: F401 (fixtures)
     COMBINING_IDS,
     WIDE_TEXT,
     anyio_backend,
-    gpt2scope,
     new_runner_threads,
     no_runner_left_behind,
     notices,
+    run_cli,
     runner_threads,
     screen_lines,
     session_of,
 )
-from tui.cli import main
-from tui.keep_tail import KeepTailScreen
-from tui.testing import make_app, settle, shown
-from tui.text import Pieces
-from tui.views.attention import key_label_rows, row_label, window
-from tui.views.continuation import steps_table
-from tui.views.probabilities import render_probabilities
-from tui.views.qkv import render_qkv
-from tui.views.query import render_query
-from tui.widgets import PromptInput
 
 pytestmark = pytest.mark.anyio
 
@@ -222,7 +222,7 @@ async def test_end_of_text_from_the_model_stops_says_why_and_can_continue(tiny_c
 
 def test_inspect_on_a_terminal_that_cannot_encode_its_glyphs(tiny_checkpoint):
     args = ["inspect", "--weights", str(tiny_checkpoint), "--prompt", "Hi 漢字", "--length", "1"]
-    result = gpt2scope(*args, PYTHONIOENCODING="ascii")
+    result = run_cli(*args, PYTHONIOENCODING="ascii")
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.isascii() and b"Traceback" not in result.stderr
     assert b"== Attention ==" in result.stdout and b"\\u6f22" in result.stdout

@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
-import engine.runner
-from engine import (
+import gpt2scope.engine.runner
+from gpt2scope.engine import (
     Failed,
     Finished,
     Prefilled,
@@ -59,13 +59,13 @@ def runner(tiny_model, recorder):
 @pytest.fixture
 def slow_sampling(monkeypatch):
     """Each token takes 50 ms, so a stop or close lands mid-generation."""
-    real = engine.runner.sample
+    real = gpt2scope.engine.runner.sample
 
     def slow(*args, **kwargs):
         time.sleep(0.05)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine.runner, "sample", slow)
+    monkeypatch.setattr(gpt2scope.engine.runner, "sample", slow)
 
 
 def test_events_arrive_in_order(runner, recorder):
@@ -186,7 +186,7 @@ def test_a_raising_step_is_reported_and_the_worker_lives_on(runner, recorder, mo
     def faulty(*args, **kwargs):
         raise next(calls)
 
-    monkeypatch.setattr(engine.runner, "sample", faulty)
+    monkeypatch.setattr(gpt2scope.engine.runner, "sample", faulty)
     runner.generate(3)
     assert "injected fault" in recorder.wait(Failed).message
     monkeypatch.undo()

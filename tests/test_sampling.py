@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import SamplingParams, sample
-from engine.sampling import distributions
+from gpt2scope.engine import SamplingParams, sample
+from gpt2scope.engine.sampling import distributions
 
 LOGITS = torch.tensor([4.0, 3.0, 2.5, 1.0, 0.0, -1.0, -3.0, -5.0])
 

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine import EngineError, gpt2_tokenizer
-from engine.tokenizer import load_tokenizer
+from gpt2scope.engine import EngineError, gpt2_tokenizer
+from gpt2scope.engine.tokenizer import load_tokenizer
 
 tok = gpt2_tokenizer()
 

@@ -12,19 +12,19 @@ import pytest
 import torch
 from huggingface_hub import constants
 
-import engine.runner
-import tui.app
-import tui.download_screen
-from engine import gpt2_tokenizer, load_model
+import gpt2scope.engine.runner
+import gpt2scope.tui.app
+import gpt2scope.tui.download_screen
+from gpt2scope.engine import gpt2_tokenizer, load_model
+from gpt2scope.tui.app import ScopeApp
+from gpt2scope.tui.download_screen import DownloadScreen
+from gpt2scope.tui.help import HelpScreen
+from gpt2scope.tui.session import SAMPLE_PROMPT
+from gpt2scope.tui.text import editable
+from gpt2scope.tui.widgets import Pane, PromptInput
+from gpt2scope.weights import DEMO_DIR
+from tests.driver import HeldDownload, make_app, settle, shown, wait_for
 from tests.reliability import ROOT, notices, screen_text
-from tui.app import ScopeApp
-from tui.download_screen import DownloadScreen
-from tui.help import HelpScreen
-from tui.session import SAMPLE_PROMPT
-from tui.testing import HeldDownload, make_app, settle, shown, wait_for
-from tui.text import editable
-from tui.widgets import Pane, PromptInput
-from weights import DEMO_DIR
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +43,7 @@ class Gate:
     def __init__(self) -> None:
         self.opened = threading.Event()
         self.entered = threading.Event()
-        self.real = engine.runner.sample
+        self.real = gpt2scope.engine.runner.sample
 
     def sample(self, *args, **kwargs):
         self.entered.set()
@@ -58,20 +58,20 @@ class Gate:
 @pytest.fixture
 def gate(monkeypatch: pytest.MonkeyPatch) -> Gate:
     gate = Gate()
-    monkeypatch.setattr(engine.runner, "sample", gate.sample)
+    monkeypatch.setattr(gpt2scope.engine.runner, "sample", gate.sample)
     return gate
 
 
 @pytest.fixture
 def slow_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each sampled token takes 50 ms, as on a bigger model."""
-    sample = engine.runner.sample
+    sample = gpt2scope.engine.runner.sample
 
     def slow(*args, **kwargs):
         time.sleep(0.05)
         return sample(*args, **kwargs)
 
-    monkeypatch.setattr(engine.runner, "sample", slow)
+    monkeypatch.setattr(gpt2scope.engine.runner, "sample", slow)
 
 
 def tokens(app: ScopeApp) -> list[int]:
@@ -242,8 +242,8 @@ async def test_a_publish_due_within_a_microsecond_still_reaches_the_screen(tiny_
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         now = time.monotonic()
-        monkeypatch.setattr(tui.app, "time", SimpleNamespace(monotonic=lambda: now))
-        app._last_publish = now - tui.app.PUBLISH_INTERVAL + 1e-8
+        monkeypatch.setattr(gpt2scope.tui.app, "time", SimpleNamespace(monotonic=lambda: now))
+        app._last_publish = now - gpt2scope.tui.app.PUBLISH_INTERVAL + 1e-8
         app.session.update(seed=7)
         app.schedule_publish()
         await pilot.pause(0.2)
@@ -377,7 +377,7 @@ async def test_question_mark_shows_help_listing_every_key(tiny_model):
 
 
 async def test_every_key_is_in_the_command_palette(tiny_model):
-    from tui.keys import KEYS
+    from gpt2scope.tui.keys import KEYS
 
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -422,12 +422,12 @@ async def test_a_failure_shows_a_notice_and_the_app_stays_usable(tiny_model, mon
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await settle(pilot)
-        sample = engine.runner.sample
-        monkeypatch.setattr(engine.runner, "sample", lambda *a, **k: 1 / 0)
+        sample = gpt2scope.engine.runner.sample
+        monkeypatch.setattr(gpt2scope.engine.runner, "sample", lambda *a, **k: 1 / 0)
         await pilot.press("g")
         await settle(pilot)
         assert "ZeroDivisionError" in await notices(pilot)
-        monkeypatch.setattr(engine.runner, "sample", sample)
+        monkeypatch.setattr(gpt2scope.engine.runner, "sample", sample)
         await pilot.press("g")
         await settle(pilot)
         assert app.scope.steps == 6
@@ -493,7 +493,7 @@ async def test_d_downloads_gpt2_small_and_switches_to_it(tiny_model, fake_hub):
 
 async def test_the_download_shows_its_progress_and_esc_cancels_it(tiny_model, monkeypatch):
     held = HeldDownload()
-    monkeypatch.setattr(tui.download_screen, "download", held)
+    monkeypatch.setattr(gpt2scope.tui.download_screen, "download", held)
     app = make_app(tiny_model, name="demo", origin="demo", prompt=PROMPT)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await settle(pilot)
@@ -517,7 +517,7 @@ async def test_the_download_shows_its_progress_and_esc_cancels_it(tiny_model, mo
 
 async def test_quitting_during_a_download_cancels_it(tiny_model, monkeypatch):
     held = HeldDownload()
-    monkeypatch.setattr(tui.download_screen, "download", held)
+    monkeypatch.setattr(gpt2scope.tui.download_screen, "download", held)
     app = make_app(tiny_model, name="demo", origin="demo", prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
@@ -531,10 +531,10 @@ async def test_quitting_during_a_download_cancels_it(tiny_model, monkeypatch):
 # sleeps between retries when there is no network (half a minute), then quits.
 STUCK_DOWNLOAD_THEN_QUIT = """
 import asyncio, threading
-import tui.download_screen
-from engine import load_model
-from tui.testing import make_app, settle, wait_for
-from weights import DEMO_DIR
+import gpt2scope.tui.download_screen
+from gpt2scope.engine import load_model
+from tests.driver import make_app, settle, wait_for
+from gpt2scope.weights import DEMO_DIR
 
 called = threading.Event()
 
@@ -542,7 +542,7 @@ def stuck(*args, **kwargs):
     called.set()
     threading.Event().wait()
 
-tui.download_screen.download = stuck
+gpt2scope.tui.download_screen.download = stuck
 
 async def main():
     app = make_app(load_model(DEMO_DIR), name="demo", origin="demo", prompt="Hello")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-import tui.download_screen
-from tui.keep_tail import KeepTailScreen
-from tui.testing import HeldDownload, make_app, settle, wait_for
-from tui.widgets import PromptInput
+import gpt2scope.tui.download_screen
+from gpt2scope.tui.keep_tail import KeepTailScreen
+from gpt2scope.tui.widgets import PromptInput
+from tests.driver import HeldDownload, make_app, settle, wait_for
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 PROMPT = "The cat sat on the mat because it was tired."
@@ -66,7 +66,7 @@ def test_demo_model_banner(snap_compare, tiny_model):
 
 def test_download_dialog(snap_compare, tiny_model, monkeypatch):
     """D on the demo model, halfway through the weights file."""
-    monkeypatch.setattr(tui.download_screen, "download", HeldDownload())
+    monkeypatch.setattr(gpt2scope.tui.download_screen, "download", HeldDownload())
     app = make_app(tiny_model, name="demo", origin="demo", prompt=PROMPT)
 
     async def run_before(pilot) -> None:

@@ -17,22 +17,22 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.style import Style
 
-from engine import Finished, Runner, SamplingParams, gpt2_tokenizer, load_model
+from gpt2scope.engine import Finished, Runner, SamplingParams, gpt2_tokenizer, load_model
+from gpt2scope.tui.keys import KEYS, LADDERS, keys_help, next_on_ladder
+from gpt2scope.tui.session import ModelInfo, Session, Settings
+from gpt2scope.tui.text import Pieces, editable, from_editable, running_texts, visible
+from gpt2scope.tui.views import VIEWS, render_header
+from gpt2scope.tui.views.attention import GAP, render_attention
+from gpt2scope.tui.views.block import INDEX_WIDTH, strip_lines
+from gpt2scope.tui.views.continuation import render_continuation, wrap
+from gpt2scope.tui.views.embeddings import render_embeddings
+from gpt2scope.tui.views.lens import probability as lens_probability
+from gpt2scope.tui.views.probabilities import render_probabilities
+from gpt2scope.tui.views.qkv import detailed, detailed_height
+from gpt2scope.tui.views.query import render_query
+from gpt2scope.tui.views.style import MASKED, signed, weight_cell
+from gpt2scope.weights import DEMO_DIR
 from tests.conftest import write_checkpoint
-from tui.keys import KEYS, LADDERS, keys_help, next_on_ladder
-from tui.session import ModelInfo, Session, Settings
-from tui.text import Pieces, editable, from_editable, running_texts, visible
-from tui.views import VIEWS, render_header
-from tui.views.attention import GAP, render_attention
-from tui.views.block import INDEX_WIDTH, strip_lines
-from tui.views.continuation import render_continuation, wrap
-from tui.views.embeddings import render_embeddings
-from tui.views.lens import probability as lens_probability
-from tui.views.probabilities import render_probabilities
-from tui.views.qkv import detailed, detailed_height
-from tui.views.query import render_query
-from tui.views.style import MASKED, signed, weight_cell
-from weights import DEMO_DIR
 
 INVISIBLE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"}
 

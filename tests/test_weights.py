@@ -23,12 +23,19 @@ import torch
 from huggingface_hub import constants
 from safetensors.torch import load_file, save_file
 
-import weights.hub
-from engine import EngineError, load_model
+import gpt2scope.weights.hub
+from gpt2scope.engine import EngineError, load_model
+from gpt2scope.tui.download import download_main
+from gpt2scope.weights import (
+    DownloadCancelled,
+    WeightsError,
+    download,
+    is_cached,
+    load_checkpoint,
+    resolve,
+)
+from gpt2scope.weights.checkpoint import canonical_name
 from tests.conftest import REVISION, blob_name, hub_tensors, write_checkpoint
-from tui.download import download_main
-from weights import DownloadCancelled, WeightsError, download, is_cached, load_checkpoint, resolve
-from weights.checkpoint import canonical_name
 
 N_LAYER, N_HEAD, N_EMBD, N_CTX, VOCAB = 2, 2, 32, 64, 256
 IDS = [3, 1, 4, 1, 5, 9, 2, 6]
@@ -310,12 +317,12 @@ def test_default_is_gpt2_small_from_the_hub_cache(hub_cache, good):
     # Naming the snapshot's file keeps the symlink, so config.json is still beside it.
     by_file = resolve(str(snapshot / "model.safetensors"))
     assert (by_file.path, by_file.name) == (snapshot / "model.safetensors", REVISION)
-    assert weights.load_checkpoint(by_file.path).config["n_head"] == N_HEAD
+    assert load_checkpoint(by_file.path).config["n_head"] == N_HEAD
     torch.testing.assert_close(logits(chosen.path), logits(good), atol=0, rtol=0)
 
 
 def test_default_without_a_cached_gpt2_is_the_demo(hub_cache, good, monkeypatch):
-    monkeypatch.setattr(weights.hub, "DEMO_DIR", good)
+    monkeypatch.setattr(gpt2scope.weights.hub, "DEMO_DIR", good)
     chosen = resolve(None)
     assert (chosen.path, chosen.name, chosen.origin) == (good, "demo", "demo")
     assert chosen.description == "demo model (bundled)"
@@ -327,10 +334,11 @@ def test_default_with_neither_says_how_to_get_a_model(hub_cache):
 
 
 @pytest.mark.skipif(
-    not (weights.hub.DEMO_DIR / "model.safetensors").exists(), reason="demo not trained yet"
+    not (gpt2scope.weights.hub.DEMO_DIR / "model.safetensors").exists(),
+    reason="demo not trained yet",
 )
 def test_the_bundled_demo_loads():
-    model = load_model(weights.hub.DEMO_DIR)
+    model = load_model(gpt2scope.weights.hub.DEMO_DIR)
     assert model.start(IDS).logits.isfinite().all()
 
 
@@ -345,7 +353,7 @@ def test_named_sizes_come_from_the_cache_or_say_to_download(hub_cache, good):
 
 
 def test_an_existing_path_wins_and_is_named_after_itself(hub_cache, good, monkeypatch):
-    assert resolve(str(good)) == weights.Resolved(good, good.name, "path")
+    assert resolve(str(good)) == gpt2scope.weights.Resolved(good, good.name, "path")
     assert resolve(str(good / "model.safetensors")).name == good.name
     monkeypatch.chdir(good.parent)
     assert resolve(good.name).path == good
@@ -366,7 +374,7 @@ def test_a_half_downloaded_blob_is_never_resolved(hub_cache, good, monkeypatch):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(REVISION)
     (repo / "snapshots" / REVISION).mkdir(parents=True)
-    monkeypatch.setattr(weights.hub, "DEMO_DIR", good)
+    monkeypatch.setattr(gpt2scope.weights.hub, "DEMO_DIR", good)
     assert not is_cached("gpt2")
     assert resolve(None).origin == "demo"
 
@@ -400,7 +408,7 @@ def test_download_fills_the_cache_that_resolve_reads(fake_hub, tiny_checkpoint):
     seen = []
     snapshot = download("gpt2", progress=False, on_progress=lambda *a: seen.append(a))
     assert snapshot == fake_hub / "models--openai-community--gpt2" / "snapshots" / REVISION
-    assert resolve(None) == weights.Resolved(snapshot, "gpt2", "hub cache")
+    assert resolve(None) == gpt2scope.weights.Resolved(snapshot, "gpt2", "hub cache")
     torch.testing.assert_close(logits(snapshot), logits(tiny_checkpoint), atol=0, rtol=0)
     size = (tiny_checkpoint / "model.safetensors").stat().st_size
     assert seen[-1] == ("model.safetensors", size, size)
@@ -445,7 +453,8 @@ def test_download_command_without_a_network_says_what_it_fetches_then_one_line(t
     env |= {"HF_HOME": str(tmp_path), "HF_ENDPOINT": f"http://127.0.0.1:{port}"}
     sleeps = tmp_path / "sleeps"
     command = (
-        "import sys, time; naps = []; time.sleep = naps.append; from tui.cli import main; "
+        "import sys, time; naps = []; time.sleep = naps.append; "
+        "from gpt2scope.tui.cli import main; "
         f"code = main(['download']); open({str(sleeps)!r}, 'w').write(str(len(naps))); "
         "sys.exit(code)"
     )
@@ -465,7 +474,7 @@ def test_download_command_without_a_network_says_what_it_fetches_then_one_line(t
 
 def test_download_command_in_a_fresh_process_never_shows_a_traceback(tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-    command = "import sys; from tui.cli import main; sys.exit(main(['download']))"
+    command = "import sys; from gpt2scope.tui.cli import main; sys.exit(main(['download']))"
     done = subprocess.run(
         [sys.executable, "-c", command], env=env, capture_output=True, text=True, timeout=60
     )

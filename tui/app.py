@@ -20,21 +20,34 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Input, Label
 
-from engine import Failed, Finished, Model, Prefilled, Runner, Tokenizer
-from engine import gpt2_tokenizer as default_tokenizer
-from engine.heap import return_freed_memory
-from engine.runner import Event
-from tui.cli import Options
-from tui.download_screen import DownloadScreen, Fetched, FetchFailed, FetchProgress, fetch_gpt2
-from tui.help import HelpScreen
-from tui.keep_tail import KeepTailScreen
-from tui.keys import KEYS, bindings, next_on_ladder
-from tui.models import OpenError, open_model
-from tui.screens import DeeperActions, DeeperScreen
-from tui.session import SAMPLE_PROMPT, ModelInfo, Scope, Session, check_settings, settings_from
-from tui.text import editable, from_editable, visible
-from tui.views import VIEWS
-from tui.widgets import AttentionPane, LeanFooter, Pane, PromptInput, StatusLine
+from gpt2scope.engine import Failed, Finished, Model, Prefilled, Runner, Tokenizer
+from gpt2scope.engine import gpt2_tokenizer as default_tokenizer
+from gpt2scope.engine.runner import Event
+from gpt2scope.tui.cli import Options
+from gpt2scope.tui.download_screen import (
+    DownloadScreen,
+    Fetched,
+    FetchFailed,
+    FetchProgress,
+    fetch_gpt2,
+)
+from gpt2scope.tui.heap import return_freed_memory
+from gpt2scope.tui.help import HelpScreen
+from gpt2scope.tui.keep_tail import KeepTailScreen
+from gpt2scope.tui.keys import KEYS, bindings, next_on_ladder
+from gpt2scope.tui.models import OpenError, open_model
+from gpt2scope.tui.screens import DeeperActions, DeeperScreen
+from gpt2scope.tui.session import (
+    SAMPLE_PROMPT,
+    ModelInfo,
+    Scope,
+    Session,
+    check_settings,
+    settings_from,
+)
+from gpt2scope.tui.text import editable, from_editable, visible
+from gpt2scope.tui.views import VIEWS
+from gpt2scope.tui.widgets import AttentionPane, LeanFooter, Pane, PromptInput, StatusLine
 
 TERMINAL_EVENTS = (Prefilled, Finished, Failed)
 PUBLISH_INTERVAL = 0.1  # seconds: while generating, the panes follow at most 10 times a second

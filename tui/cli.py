@@ -6,7 +6,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from tui.keys import keys_help
+from gpt2scope.tui.keys import keys_help
 
 
 @dataclass(frozen=True)
@@ -120,13 +120,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(argv: list[str]) -> int:
     if argv[:1] == ["inspect"]:
-        from tui.inspect import inspect_main
+        from gpt2scope.tui.inspect import inspect_main
 
         return inspect_main(argv[1:])
     if argv[:1] == ["download"]:
-        from tui.download import download_main
+        from gpt2scope.tui.download import download_main
 
         return download_main(argv[1:])
-    from tui.app import app_main
+    from gpt2scope.tui.app import app_main
 
     return app_main(options_from(app_parser().parse_args(argv)))

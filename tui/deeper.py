@@ -13,9 +13,9 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from engine import SampleRecord
-from engine.analysis import HeadStats
-from tui.figures import (
+from gpt2scope.engine import SampleRecord
+from gpt2scope.engine.analysis import HeadStats
+from gpt2scope.tui.figures import (
     Block,
     Lens,
     Page,
@@ -25,15 +25,15 @@ from tui.figures import (
     map_figure,
     stages_figure,
 )
-from tui.keys import KEYS, SCREEN_KEYS, Key
-from tui.session import Scope
-from tui.text import Piece, Pieces, token_json
-from tui.views.block import render_block
-from tui.views.common import Drawn
-from tui.views.history import render_history
-from tui.views.lens import render_lens
-from tui.views.model_map import render_model_map
-from tui.views.stages import N_STAGES, render_stages
+from gpt2scope.tui.keys import KEYS, SCREEN_KEYS, Key
+from gpt2scope.tui.session import Scope
+from gpt2scope.tui.text import Piece, Pieces, token_json
+from gpt2scope.tui.views.block import render_block
+from gpt2scope.tui.views.common import Drawn
+from gpt2scope.tui.views.history import render_history
+from gpt2scope.tui.views.lens import render_lens
+from gpt2scope.tui.views.model_map import render_model_map
+from gpt2scope.tui.views.stages import N_STAGES, render_stages
 
 HISTORY_CANDIDATES = 10  # per step in the JSON
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tui.text import visible
-from weights import MODEL_NAMES, WeightsError, download, fetch_notice
+from gpt2scope.tui.text import visible
+from gpt2scope.weights import MODEL_NAMES, WeightsError, download, fetch_notice
 
 
 def download_parser() -> argparse.ArgumentParser:

@@ -14,12 +14,12 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import ProgressBar, Static
 
-from engine import Model
-from tui.models import OpenError, open_model
-from tui.session import ModelInfo
-from tui.widgets import LeanFooter
-from weights import DownloadCancelled, download
-from weights.hub import repo_id
+from gpt2scope.engine import Model
+from gpt2scope.tui.models import OpenError, open_model
+from gpt2scope.tui.session import ModelInfo
+from gpt2scope.tui.widgets import LeanFooter
+from gpt2scope.weights import DownloadCancelled, download
+from gpt2scope.weights.hub import repo_id
 
 GPT2_SMALL = "gpt2"
 

@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 import numpy as np
 import torch
 
-from engine.analysis import (
+from gpt2scope.engine.analysis import (
     BlockInternals,
     HeadStats,
     attention_stages,
@@ -20,9 +20,9 @@ from engine.analysis import (
     head_stats,
     logit_lens_top,
 )
-from engine.run import RunView
-from tui.session import Scope
-from tui.text import Piece, Pieces
+from gpt2scope.engine.run import RunView
+from gpt2scope.tui.session import Scope
+from gpt2scope.tui.text import Piece, Pieces
 
 LENS_TOP = 5
 
@@ -49,7 +49,7 @@ def numpy(t: torch.Tensor) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Stages:
-    """One attention row, stage by stage (engine.analysis.attention_stages), with the head
+    """One attention row, stage by stage (gpt2scope.engine.analysis.attention_stages), with the head
     output the engine computes for the whole head, which the last stage must equal."""
 
     layer: int

@@ -10,10 +10,10 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from tui.deeper import deeper_table
-from tui.keys import BUILT_IN, KEYS
-from tui.views import VIEWS
-from tui.widgets import LeanFooter
+from gpt2scope.tui.deeper import deeper_table
+from gpt2scope.tui.keys import BUILT_IN, KEYS
+from gpt2scope.tui.views import VIEWS
+from gpt2scope.tui.widgets import LeanFooter
 
 INTRO = (
     "gpt2scope runs GPT-2 in a background thread and shows what happens inside it. "

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from engine import (
+from gpt2scope.engine import (
     EngineError,
     Failed,
     Finished,
@@ -23,11 +23,11 @@ from engine import (
     StateChanged,
     gpt2_tokenizer,
 )
-from engine.heap import return_freed_memory
-from tui.cli import Options, add_run_options, options_from
-from tui.deeper import deeper_json, deeper_text
-from tui.models import OpenError, open_model
-from tui.session import (
+from gpt2scope.tui.cli import Options, add_run_options, options_from
+from gpt2scope.tui.deeper import deeper_json, deeper_text
+from gpt2scope.tui.heap import return_freed_memory
+from gpt2scope.tui.models import OpenError, open_model
+from gpt2scope.tui.session import (
     SAMPLE_PROMPT,
     Prediction,
     Scope,
@@ -35,8 +35,8 @@ from tui.session import (
     check_settings,
     settings_from,
 )
-from tui.text import Pieces, token_json, visible
-from tui.views import VIEWS, render_header
+from gpt2scope.tui.text import Pieces, token_json, visible
+from gpt2scope.tui.views import VIEWS, render_header
 
 DEFAULT_WIDTH = 100
 MIN_WIDTH, MAX_WIDTH = 40, 1000  # --width is clamped to these: a view costs width x height

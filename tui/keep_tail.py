@@ -8,7 +8,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from tui.widgets import LeanFooter
+from gpt2scope.tui.widgets import LeanFooter
 
 
 class KeepTailScreen(ModalScreen[bool]):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from engine import EngineError, Model, load_model
-from tui.session import ModelInfo
-from weights import WeightsError
-from weights.hub import resolve
+from gpt2scope.engine import EngineError, Model, load_model
+from gpt2scope.tui.session import ModelInfo
+from gpt2scope.weights import WeightsError
+from gpt2scope.weights.hub import resolve
 
 OpenError = (EngineError, WeightsError)
 

@@ -23,17 +23,17 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from engine import Runner
-from tui.deeper import BY_ID, Deeper, chosen_index
-from tui.figures import Page
-from tui.inspect import run_json
-from tui.keys import BACK, SCREEN_KEYS, bindings
-from tui.session import Scope
-from tui.text import Pieces, visible
-from tui.views import View
-from tui.views.page import COMPUTING, DEFERRED
-from tui.views.stages import N_STAGES
-from tui.widgets import LeanFooter, Pane, StatusLine, selection_moved
+from gpt2scope.engine import Runner
+from gpt2scope.tui.deeper import BY_ID, Deeper, chosen_index
+from gpt2scope.tui.figures import Page
+from gpt2scope.tui.inspect import run_json
+from gpt2scope.tui.keys import BACK, SCREEN_KEYS, bindings
+from gpt2scope.tui.session import Scope
+from gpt2scope.tui.text import Pieces, visible
+from gpt2scope.tui.views import View
+from gpt2scope.tui.views.page import COMPUTING, DEFERRED
+from gpt2scope.tui.views.stages import N_STAGES
+from gpt2scope.tui.widgets import LeanFooter, Pane, StatusLine, selection_moved
 
 PAGE_KEYS = [
     Binding("pageup", "page(-1)", "page up", show=False),

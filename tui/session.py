@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from engine import (
+from gpt2scope.engine import (
     Finished,
     GPT2Config,
     Model,
@@ -28,12 +28,18 @@ from engine import (
     Stepped,
     Tokenizer,
 )
-from engine.runner import Event
-from engine.sampling import N_CANDIDATES, BadParam, distributions, entropy_bits, stable_top
-from tui.text import Piece, Pieces
+from gpt2scope.engine.runner import Event
+from gpt2scope.engine.sampling import (
+    N_CANDIDATES,
+    BadParam,
+    distributions,
+    entropy_bits,
+    stable_top,
+)
+from gpt2scope.tui.text import Piece, Pieces
 
 if TYPE_CHECKING:
-    from tui.cli import Options
+    from gpt2scope.tui.cli import Options
 
 # It stops at "it": the opening query is the pronoun whose referent the sentence leaves to
 # the reader, and a first `g` goes on with the sentence (after a full stop, the demo model

@@ -15,7 +15,7 @@ from functools import cached_property
 
 from rich.cells import cell_len, set_cell_size
 
-from engine import Tokenizer
+from gpt2scope.engine import Tokenizer
 
 SPACE = "·"
 NEWLINE = "↵"

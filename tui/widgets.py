@@ -1,5 +1,5 @@
 """The app's widgets: the status line, the prompt editor and the six view panes. Each takes
-the current `Scope` as a reactive attribute and draws it with a function from tui.views."""
+the current `Scope` as a reactive attribute and draws it with a function from its view."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer, Input
 
-from tui.session import Scope
-from tui.text import editable
-from tui.views import View, render_header
-from tui.views.common import Drawn
-from tui.views.style import NOTE
+from gpt2scope.tui.session import Scope
+from gpt2scope.tui.text import editable
+from gpt2scope.tui.views import View, render_header
+from gpt2scope.tui.views.common import Drawn
+from gpt2scope.tui.views.style import NOTE
 
 
 def joined_lines(lines: list[Text]) -> Text:

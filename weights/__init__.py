@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from weights.checkpoint import Checkpoint, WeightsError, load_checkpoint
-from weights.hub import (
+from gpt2scope.weights.checkpoint import Checkpoint, WeightsError, load_checkpoint
+from gpt2scope.weights.hub import (
     DEMO_DIR,
     MODEL_NAMES,
     DownloadCancelled,

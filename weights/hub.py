@@ -21,7 +21,7 @@ from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from huggingface_hub.utils import tqdm as hub_tqdm
 
-from weights.checkpoint import CONFIG_FILE, WEIGHTS_FILE, WeightsError
+from gpt2scope.weights.checkpoint import CONFIG_FILE, WEIGHTS_FILE, WeightsError
 
 MODEL_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 HUB_OWNER = "openai-community"

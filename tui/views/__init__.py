@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tui.session import Scope
-from tui.views.attention import render_attention
-from tui.views.common import Drawn
-from tui.views.continuation import render_continuation
-from tui.views.embeddings import render_embeddings
-from tui.views.header import render_header
-from tui.views.probabilities import render_probabilities
-from tui.views.qkv import render_qkv
-from tui.views.query import render_query
+from gpt2scope.tui.session import Scope
+from gpt2scope.tui.views.attention import render_attention
+from gpt2scope.tui.views.common import Drawn
+from gpt2scope.tui.views.continuation import render_continuation
+from gpt2scope.tui.views.embeddings import render_embeddings
+from gpt2scope.tui.views.header import render_header
+from gpt2scope.tui.views.probabilities import render_probabilities
+from gpt2scope.tui.views.qkv import render_qkv
+from gpt2scope.tui.views.query import render_query
 
 
 @dataclass(frozen=True)

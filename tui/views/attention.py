@@ -13,10 +13,10 @@ from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 
-from tui.session import HeadData, Scope
-from tui.text import SPACE, fit
-from tui.views.common import Drawn, append_if_fits, longest_fitting, no_run, piece_text
-from tui.views.style import (
+from gpt2scope.tui.session import HeadData, Scope
+from gpt2scope.tui.text import SPACE, fit
+from gpt2scope.tui.views.common import Drawn, append_if_fits, longest_fitting, no_run, piece_text
+from gpt2scope.tui.views.style import (
     BOLD,
     DIM,
     HEADING,

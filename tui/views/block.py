@@ -11,10 +11,10 @@ import math
 import numpy as np
 from rich.text import Text
 
-from tui.figures import Block, Page
-from tui.views.common import Drawn, append_if_fits, packed, piece_text
-from tui.views.page import not_ready, page_note
-from tui.views.style import DIM, HEADING, NOTE, bar, sequential_style, signed_strip
+from gpt2scope.tui.figures import Block, Page
+from gpt2scope.tui.views.common import Drawn, append_if_fits, packed, piece_text
+from gpt2scope.tui.views.page import not_ready, page_note
+from gpt2scope.tui.views.style import DIM, HEADING, NOTE, bar, sequential_style, signed_strip
 
 NAME_WIDTH = 13
 INDEX_WIDTH = 5

@@ -10,8 +10,8 @@ from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 
-from tui.text import Piece, clip, fit
-from tui.views.style import BYTES, NOTE
+from gpt2scope.tui.text import Piece, clip, fit
+from gpt2scope.tui.views.style import BYTES, NOTE
 
 NO_RUN = (
     "no run yet: type a prompt (p) and press enter",

@@ -10,10 +10,10 @@ from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 
-from tui.session import Scope
-from tui.text import MARK_BASE, Piece, running_texts
-from tui.views.common import Drawn, Lines, longest_fitting, no_run, packed, piece_text
-from tui.views.style import BYTES, DIM, HEADING, SELECTED, percent
+from gpt2scope.tui.session import Scope
+from gpt2scope.tui.text import MARK_BASE, Piece, running_texts
+from gpt2scope.tui.views.common import Drawn, Lines, longest_fitting, no_run, packed, piece_text
+from gpt2scope.tui.views.style import BYTES, DIM, HEADING, SELECTED, percent
 
 # Sampled probability bands; each band has a text attribute as well as a colour, so the
 # bands stay apart in 16 colours and with NO_COLOR.

@@ -11,10 +11,10 @@ from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 
-from tui.session import Scope
-from tui.text import Piece
-from tui.views.common import Drawn, append_if_fits, longest_fitting, no_run, piece_text
-from tui.views.style import (
+from gpt2scope.tui.session import Scope
+from gpt2scope.tui.text import Piece
+from gpt2scope.tui.views.common import Drawn, append_if_fits, longest_fitting, no_run, piece_text
+from gpt2scope.tui.views.style import (
     DIM,
     HEADING,
     NOTE,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from rich.style import Style
 from rich.text import Text
 
-from tui.session import Scope
-from tui.text import visible
-from tui.views.common import packed, piece_text
-from tui.views.style import DIM, SELECTED
+from gpt2scope.tui.session import Scope
+from gpt2scope.tui.text import visible
+from gpt2scope.tui.views.common import packed, piece_text
+from gpt2scope.tui.views.style import DIM, SELECTED
 
 STATE_STYLES = {
     "idle": Style(color="green"),

@@ -10,12 +10,12 @@ from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 
-from tui.figures import Page
-from tui.session import Scope
-from tui.views.common import Drawn, no_run, packed, piece_text
-from tui.views.continuation import PROMPT_STYLE, band_style, wrap
-from tui.views.probabilities import candidate_line
-from tui.views.style import CHOSEN, DIM, HEADING, MAX_BAR, NOTE, SELECTED, percent
+from gpt2scope.tui.figures import Page
+from gpt2scope.tui.session import Scope
+from gpt2scope.tui.views.common import Drawn, no_run, packed, piece_text
+from gpt2scope.tui.views.continuation import PROMPT_STYLE, band_style, wrap
+from gpt2scope.tui.views.probabilities import candidate_line
+from gpt2scope.tui.views.style import CHOSEN, DIM, HEADING, MAX_BAR, NOTE, SELECTED, percent
 
 TIMELINE_LINES = 3
 ATTENDED_KEYS = 5

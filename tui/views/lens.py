@@ -10,10 +10,10 @@ from __future__ import annotations
 from rich.cells import cell_len
 from rich.text import Text
 
-from tui.figures import Lens, Page
-from tui.views.common import Drawn, piece_text
-from tui.views.page import not_ready, page_note, wrapped_note
-from tui.views.style import CHOSEN, DIM, HEADING, NOTE, bar, sequential_style
+from gpt2scope.tui.figures import Lens, Page
+from gpt2scope.tui.views.common import Drawn, piece_text
+from gpt2scope.tui.views.page import not_ready, page_note, wrapped_note
+from gpt2scope.tui.views.style import CHOSEN, DIM, HEADING, NOTE, bar, sequential_style
 
 BLOCK_WIDTH = 6  # " 11 = "
 TARGET_BAR = 8

@@ -1,5 +1,5 @@
 """The model map: every head of every layer at once, labelled by what its attention does over
-the current text (engine.analysis.head_stats): the mean entropy of its rows, the mass on
+the current text (gpt2scope.engine.analysis.head_stats): the mean entropy of its rows, the mass on
 position 0 (the attention sink), on the previous token and on the query itself, and the
 pattern those name. The selected head is the cursor; the arrows move it.
 """
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from rich.style import Style
 from rich.text import Text
 
-from engine.analysis import HeadStats
-from tui.figures import Page
-from tui.views.common import Drawn, packed
-from tui.views.page import not_ready, page_note
-from tui.views.style import DIM, HEADING, SELECTED
+from gpt2scope.engine.analysis import HeadStats
+from gpt2scope.tui.figures import Page
+from gpt2scope.tui.views.common import Drawn, packed
+from gpt2scope.tui.views.page import not_ready, page_note
+from gpt2scope.tui.views.style import DIM, HEADING, SELECTED
 
 LEVELS = " ▁▂▃▄▅▆▇█"
 WIDE = 16  # "prev   92%  1.2b"

@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 from rich.text import Text
 
-from tui.figures import Page
-from tui.text import clip
-from tui.views.common import Drawn, no_run
-from tui.views.style import NOTE
+from gpt2scope.tui.figures import Page
+from gpt2scope.tui.text import clip
+from gpt2scope.tui.views.common import Drawn, no_run
+from gpt2scope.tui.views.style import NOTE
 
 COMPUTING = "computing…"
 DEFERRED = "updates when the generation stops"

@@ -11,9 +11,9 @@ from __future__ import annotations
 from rich.cells import cell_len
 from rich.text import Text
 
-from tui.session import Candidate, Prediction, Scope
-from tui.views.common import Drawn, no_run, packed, piece_text
-from tui.views.style import CHOSEN, CUT, DIM, HEADING, KEPT, MAX_BAR, NOTE, bar, percent
+from gpt2scope.tui.session import Candidate, Prediction, Scope
+from gpt2scope.tui.views.common import Drawn, no_run, packed, piece_text
+from gpt2scope.tui.views.style import CHOSEN, CUT, DIM, HEADING, KEPT, MAX_BAR, NOTE, bar, percent
 
 MODEL_COLUMN_MIN_WIDTH = 36
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 from rich.text import Text
 
-from tui.session import HeadData, Scope
-from tui.text import fit
-from tui.views.common import Drawn, longest_fitting, no_run, piece_text
-from tui.views.style import (
+from gpt2scope.tui.session import HeadData, Scope
+from gpt2scope.tui.text import fit
+from gpt2scope.tui.views.common import Drawn, longest_fitting, no_run, piece_text
+from gpt2scope.tui.views.style import (
     DIM,
     HEADING,
     NOTE,

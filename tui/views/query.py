@@ -9,8 +9,8 @@ import numpy as np
 from rich.cells import cell_len
 from rich.text import Text
 
-from tui.session import TOP_KEYS, Scope
-from tui.views.common import (
+from gpt2scope.tui.session import TOP_KEYS, Scope
+from gpt2scope.tui.views.common import (
     Drawn,
     Lines,
     append_if_fits,
@@ -19,7 +19,16 @@ from tui.views.common import (
     no_run,
     piece_text,
 )
-from tui.views.style import DIM, HEADING, MAX_BAR, NOTE, bar, percent, sequential_style, signed
+from gpt2scope.tui.views.style import (
+    DIM,
+    HEADING,
+    MAX_BAR,
+    NOTE,
+    bar,
+    percent,
+    sequential_style,
+    signed,
+)
 
 TOP_STYLE = sequential_style(31) + HEADING
 SCORE_WIDTH = 6

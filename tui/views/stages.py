@@ -22,12 +22,12 @@ import numpy as np
 from rich.cells import cell_len
 from rich.text import Text
 
-from tui.figures import Page, Stages
-from tui.session import Scope
-from tui.views.common import Drawn, append_if_fits, count, piece_text
-from tui.views.page import LazyLines, not_ready, page_note, wrapped_note
-from tui.views.qkv import vector
-from tui.views.style import (
+from gpt2scope.tui.figures import Page, Stages
+from gpt2scope.tui.session import Scope
+from gpt2scope.tui.views.common import Drawn, append_if_fits, count, piece_text
+from gpt2scope.tui.views.page import LazyLines, not_ready, page_note, wrapped_note
+from gpt2scope.tui.views.qkv import vector
+from gpt2scope.tui.views.style import (
     BOLD,
     DIM,
     HEADING,

@@ -9,12 +9,12 @@ from dataclasses import replace
 
 from textual.pilot import Pilot
 
-from engine import Model
-from tui.app import ScopeApp
-from tui.cli import Options, app_parser, options_from
-from tui.session import ModelInfo
-from tui.widgets import Pane
-from weights import DownloadCancelled
+from gpt2scope.engine import Model
+from gpt2scope.tui.app import ScopeApp
+from gpt2scope.tui.cli import Options, app_parser, options_from
+from gpt2scope.tui.session import ModelInfo
+from gpt2scope.tui.widgets import Pane
+from gpt2scope.weights import DownloadCancelled
 
 SETTLE_TIMEOUT = 20.0
 

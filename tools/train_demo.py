@@ -1,8 +1,9 @@
 """Train the bundled demo model: a 4-layer GPT-2 small enough to ship with the project.
 
-Run it as `python -m weights.train_demo`; it writes `weights/demo/model.safetensors`,
-`config.json` (Hugging Face GPT-2 layout, float16, LM head tied to `wte`), `metrics.json`
-and `heldout_windows.json` (the held-out text of the head figures). 7000 steps; about 24
+Run it from the repository as `python -m tools.train_demo`; it writes
+`weights/demo/model.safetensors`, `config.json` (Hugging Face GPT-2 layout, float16, LM head
+tied to `wte`), `metrics.json` and `heldout_windows.json` (the held-out text of the head
+figures). 7000 steps; about 24
 minutes on 2 CPU cores.
 
 Corpus: the quotations of Debian's `fortunes` package (the data files of BSD fortune(6),
@@ -11,7 +12,7 @@ The script fetches the package itself with `apt-get download fortunes` and unpac
 `dpkg-deb`, or reads an unpacked fortunes directory given with `--corpus`. Every 20th
 quotation is held out for evaluation and never trained on.
 
-The training runs the project's own GPT-2 maths (`engine.gpt2.forward`) over leaf tensors,
+The training runs the project's own GPT-2 maths (`gpt2scope.engine.gpt2.forward`) over leaf tensors,
 so the engine that shows the model is the one that trained it.
 """
 
@@ -31,13 +32,13 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from engine import Model, gpt2_tokenizer, load_model
-from engine.analysis import head_stats
-from engine.gpt2 import GPT2Config, Params, final_resid, forward, layer_norm
-from engine.heap import keep_freed_memory
-from engine.load import assemble, expected_shapes
+from gpt2scope.engine import Model, gpt2_tokenizer, load_model
+from gpt2scope.engine.analysis import head_stats
+from gpt2scope.engine.gpt2 import GPT2Config, Params, final_resid, forward, layer_norm
+from gpt2scope.engine.load import assemble, expected_shapes
+from gpt2scope.tui.heap import keep_freed_memory
 
-OUT_DIR = Path(__file__).resolve().parent / "demo"
+OUT_DIR = Path(__file__).resolve().parent.parent / "weights" / "demo"
 FORTUNES_SUBDIR = Path("usr/share/games/fortunes")
 # With this recipe 8 heads (0.29 and 0.05 after 7000 steps), 5 layers (0.37 and 0.05) and 6
 # layers (0.19 and 0.04 at step 5000) were all behind 4 x 4 (0.51 and 0.22 at step 5000, 0.93
