@@ -56,7 +56,7 @@ async def test_a_steps_through_the_stages_to_the_engines_head_output(tiny_model)
         await settle(pilot)
         stages, scope = screen.page.figure, app.scope
         assert (stages.layer, stages.head, stages.query) == (1, 2, scope.n_tokens - 3)
-        z = scope.view.head_output(1, 2)[stages.query].numpy()
+        z = scope.view.get("z", 1)[stages.query, 2].numpy()
         np.testing.assert_allclose(stages.z, z, atol=1e-5, rtol=0)
         assert "max |Δ|" in shown(screen.query_one("#stages"))
         await pilot.press("up")

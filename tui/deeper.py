@@ -119,7 +119,7 @@ def head_stats_json(
             "first_token": h.first_token,
             "previous_token": h.previous_token,
             "self_token": h.self_token,
-            "pattern_name": h.pattern_name,
+            "kind": h.kind,
         }
         for h in stats
     ]

@@ -66,7 +66,7 @@ class Stages:
     scaled_scores: np.ndarray  # [T] q·k / √d_head, -inf for keys after the query
     pattern: np.ndarray  # [T] softmax of the scaled scores
     z: np.ndarray  # [d_head] Σ pattern·v
-    engine_z: np.ndarray  # [d_head] RunView.head_output at the query
+    engine_z: np.ndarray  # [d_head] RunView.get('z') at the query
 
 
 def stages_figure(view: RunView, layer: int, head: int, query: int) -> Stages:
@@ -75,18 +75,18 @@ def stages_figure(view: RunView, layer: int, head: int, query: int) -> Stages:
         layer=layer,
         head=head,
         query=query,
-        resid_pre=numpy(s.resid_pre),
+        resid_pre=s.resid_pre,
         ln_mean=s.ln_mean,
         ln_std=s.ln_std,
-        normalized=numpy(s.normalized),
-        q=numpy(s.q),
-        k=numpy(s.k),
-        v=numpy(s.v),
-        raw_scores=numpy(s.raw_scores),
-        scaled_scores=numpy(s.scaled_scores),
-        pattern=numpy(s.pattern),
-        z=numpy(s.z),
-        engine_z=numpy(view.head_output(layer, head)[query]),
+        normalized=s.normalized,
+        q=s.q,
+        k=s.k,
+        v=s.v,
+        raw_scores=s.row.raw_scores,
+        scaled_scores=s.row.scores,
+        pattern=s.row.pattern,
+        z=s.row.z,
+        engine_z=numpy(view.get("z", layer, query)[head]),
     )
 
 
