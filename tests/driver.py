@@ -11,7 +11,7 @@ from textual.pilot import Pilot
 
 from gpt2scope.engine import Model
 from gpt2scope.tui.app import ScopeApp
-from gpt2scope.tui.cli import Options, app_parser, options_from
+from gpt2scope.tui.cli import Options, app_parser, options_from, settings_from
 from gpt2scope.tui.session import ModelInfo
 from gpt2scope.tui.widgets import Pane
 from gpt2scope.weights import DownloadCancelled
@@ -25,8 +25,10 @@ def options(**changes: object) -> Options:
 
 
 def make_app(model: Model, name: str = "tiny", origin: str = "path", **changes: object) -> ScopeApp:
+    """The app as `gpt2scope` would open it on `model`, with the flags' `changes`."""
     info = ModelInfo.of(model, name, origin, f"{name} ({origin})")
-    return ScopeApp(model, info, options(**changes))
+    o = options(**changes)
+    return ScopeApp(model, info, settings_from(o), o.prompt, o.device)
 
 
 def settled(app: ScopeApp) -> bool:

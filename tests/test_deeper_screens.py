@@ -12,12 +12,18 @@ import pytest
 import gpt2scope.engine.runner
 from gpt2scope.tui.help import HelpScreen
 from gpt2scope.tui.keys import KEYS
-from gpt2scope.tui.screens import HistoryScreen, LensScreen, MapScreen, StagesScreen
+from gpt2scope.tui.screens import DeeperScreen
 from gpt2scope.tui.views.page import DEFERRED
 from gpt2scope.tui.views.stages import N_STAGES
 from gpt2scope.tui.widgets import PromptInput
 from tests.driver import make_app, settle, shown
 from tests.reliability import notices
+
+
+def showing(screen: object, spec_id: str) -> bool:
+    """The deeper screen made from spec `spec_id` is the one shown."""
+    return isinstance(screen, DeeperScreen) and screen.spec.id == spec_id
+
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +55,7 @@ async def test_a_steps_through_the_stages_to_the_engines_head_output(tiny_model)
         await pilot.press("a")
         await settle(pilot)
         screen = app.screen
-        assert isinstance(screen, StagesScreen) and screen.page.cursor == 0
+        assert showing(screen, "stages") and screen.page.cursor == 0
         await pilot.press(*["down"] * (N_STAGES + 2))
         assert screen.page.cursor == N_STAGES - 1
         await pilot.press("left", "left")  # the app's query keys work here too
@@ -63,7 +69,7 @@ async def test_a_steps_through_the_stages_to_the_engines_head_output(tiny_model)
         assert screen.page.cursor == N_STAGES - 2
         await pilot.press("a")  # the same key goes back
         await pilot.pause()
-        assert not isinstance(app.screen, StagesScreen)
+        assert not showing(app.screen, "stages")
 
 
 async def test_m_picks_a_head_that_the_panes_then_show(tiny_model):
@@ -73,7 +79,7 @@ async def test_m_picks_a_head_that_the_panes_then_show(tiny_model):
         await pilot.press("m")
         await settle(pilot)
         screen = app.screen
-        assert isinstance(screen, MapScreen)
+        assert showing(screen, "head_stats")
         assert len(screen.page.figure) == 2 * 4
         await pilot.press("down", "right", "right")
         await settle(pilot)
@@ -81,7 +87,7 @@ async def test_m_picks_a_head_that_the_panes_then_show(tiny_model):
         assert "L1 H2" in shown(screen.query_one("#head_stats"))
         await pilot.press("enter")
         await pilot.pause()
-        assert not isinstance(app.screen, MapScreen)
+        assert not showing(app.screen, "head_stats")
         assert (app.scope.attn.layer, app.scope.attn.head) == (1, 2)
         assert "L1 H2" in status(app)
 
@@ -93,7 +99,7 @@ async def test_l_reads_the_lens_whose_last_row_is_the_output(tiny_model):
         await pilot.press("l")
         await settle(pilot)
         lens = app.screen.page.figure
-        assert isinstance(app.screen, LensScreen) and len(lens.rows) == 2
+        assert showing(app.screen, "logit_lens") and len(lens.rows) == 2
         top = app.scope.view.logits.topk(5).indices.tolist()
         assert [piece.token_id for piece, _ in lens.rows[-1].top] == top
         await pilot.press("left")
@@ -157,11 +163,11 @@ async def test_one_deeper_screen_opens_another_in_its_place(tiny_model):
         await settle(pilot)
         await pilot.press("a", "m")
         await settle(pilot)
-        assert isinstance(app.screen, MapScreen) and len(app.screen_stack) == 2
+        assert showing(app.screen, "head_stats") and len(app.screen_stack) == 2
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
-        assert isinstance(app.screen, MapScreen)
+        assert showing(app.screen, "head_stats")
 
 
 async def test_p_on_a_deeper_screen_goes_back_to_edit_the_prompt(tiny_model):
@@ -254,7 +260,7 @@ async def test_h_moves_through_steps_and_the_panes_keep_the_step(tiny_model):
         await pilot.press("h")
         await settle(pilot)
         screen = app.screen
-        assert isinstance(screen, HistoryScreen)
+        assert showing(screen, "history")
         chosen = app.scope.prediction.chosen.token_id
         candidates = [c.piece.token_id for c in app.scope.prediction.candidates]
         assert candidates[screen.page.cursor] == chosen  # the cursor starts on the choice

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import save_file
 from textual import events
 
-import gpt2scope.tui.deeper
+import gpt2scope.tui.views.stages
 from gpt2scope.engine import gpt2_tokenizer
 from gpt2scope.tui.cli import main
-from gpt2scope.tui.views import VIEWS
+from gpt2scope.tui.views import PANES
 from gpt2scope.tui.widgets import PromptInput
 from tests.driver import make_app, settle
 from tests.reliability import (  # noqa: F401 (fixtures)
@@ -67,7 +67,7 @@ def unsafe_in_views(app, width: int, height: int) -> dict[str, list[str]]:
     found = {}
     for query in range(app.scope.n_tokens):
         app.session.update(query=query)
-        for view in VIEWS:
+        for view in PANES:
             lines = view.render(app.session.scope(), width, height).lines
             if bad := unsafe_in("\n".join(line.plain for line in lines)):
                 found[f"{view.id} at {query}"] = bad
@@ -132,7 +132,7 @@ async def test_a_deeper_screen_that_fails_says_so_visibly(tiny_model, monkeypatc
     def broken(*args, **kwargs):
         raise RuntimeError("no \x1b]0;pwned\x07 figure")
 
-    monkeypatch.setattr(gpt2scope.tui.deeper, "stages_figure", broken)
+    monkeypatch.setattr(gpt2scope.tui.views.stages, "stages_figure", broken)
     app = make_app(tiny_model, prompt="Hello", length=2)
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
         await settle(pilot)

@@ -17,7 +17,8 @@ from textual.widgets._footer import FooterKey
 
 import gpt2scope.engine.runner
 from gpt2scope.tui.app import ScopeApp
-from gpt2scope.tui.keys import KEYS, SCREEN_KEYS
+from gpt2scope.tui.keys import KEYS
+from gpt2scope.tui.views import SCREENS
 from tests.driver import make_app, settle
 from tests.reliability import (  # noqa: F401 (fixtures)
     anyio_backend,
@@ -172,7 +173,7 @@ async def test_moving_the_focus_lets_the_old_footer_keys_go(tiny_model):
 # where typed letters and enter could run the palette's "quit".
 MONKEY_KEYS = sorted(
     {k.key for k in KEYS if k.key != "q"}
-    | {k.key for keys in SCREEN_KEYS.values() for k in keys}
+    | {k.key for screen in SCREENS for k in screen.keys}
     | {"tab", "shift+tab", "enter", "escape", "up", "down", "pageup", "pagedown", "x", "9"}
 )
 

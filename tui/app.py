@@ -6,7 +6,6 @@ it commands, so no key waits on the model.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,7 +22,6 @@ from textual.widgets import Input, Label
 from gpt2scope.engine import Failed, Finished, Model, Prefilled, Runner, Tokenizer
 from gpt2scope.engine import gpt2_tokenizer as default_tokenizer
 from gpt2scope.engine.runner import Event
-from gpt2scope.tui.cli import Options
 from gpt2scope.tui.download_screen import (
     DownloadScreen,
     Fetched,
@@ -31,22 +29,13 @@ from gpt2scope.tui.download_screen import (
     FetchProgress,
     fetch_gpt2,
 )
-from gpt2scope.tui.heap import return_freed_memory
 from gpt2scope.tui.help import HelpScreen
 from gpt2scope.tui.keep_tail import KeepTailScreen
 from gpt2scope.tui.keys import KEYS, bindings, next_on_ladder
-from gpt2scope.tui.models import OpenError, open_model
 from gpt2scope.tui.screens import DeeperActions, DeeperScreen
-from gpt2scope.tui.session import (
-    SAMPLE_PROMPT,
-    ModelInfo,
-    Scope,
-    Session,
-    check_settings,
-    settings_from,
-)
+from gpt2scope.tui.session import SAMPLE_PROMPT, ModelInfo, Scope, Session, Settings
 from gpt2scope.tui.text import editable, from_editable, visible
-from gpt2scope.tui.views import VIEWS
+from gpt2scope.tui.views import PANES
 from gpt2scope.tui.widgets import AttentionPane, LeanFooter, Pane, PromptInput, StatusLine
 
 TERMINAL_EVENTS = (Prefilled, Finished, Failed)
@@ -82,13 +71,18 @@ class ScopeApp(DeeperActions, App[int]):
         self,
         model: Model,
         info: ModelInfo,
-        options: Options,
+        settings: Settings,
+        prompt: str | None = None,
+        device: str = "cpu",
         tokenizer: Tokenizer | None = None,
     ) -> None:
+        """`prompt` None opens on a sample sentence with the editor focused; a blank one asks
+        for a prompt and runs nothing; `device` is where a downloaded model goes."""
         super().__init__()
         self.model = model
-        self.options = options
-        self.session = Session(info, tokenizer or default_tokenizer(), settings_from(options))
+        self.prompt = prompt
+        self.device = device
+        self.session = Session(info, tokenizer or default_tokenizer(), settings)
         self.runner: Runner | None = None
         self.generation = 0  # counts the runners started, one per model
         self.fetching: threading.Thread | None = None  # the download of GPT-2 small, if asked
@@ -109,9 +103,9 @@ class ScopeApp(DeeperActions, App[int]):
                 id="prompt",
             )
         with Grid(id="panes"):
-            for view in VIEWS:
-                pane = AttentionPane if view.id == "attention" else Pane
-                yield pane(view).data_bind(ScopeApp.scope)
+            for spec in PANES:
+                pane = AttentionPane if spec.id == "attention" else Pane
+                yield pane(spec).data_bind(ScopeApp.scope)
         yield LeanFooter()
 
     def on_mount(self) -> None:
@@ -119,14 +113,14 @@ class ScopeApp(DeeperActions, App[int]):
         self.publish()
         if self.first_prompt.strip():
             self.run_prompt(self.first_prompt)
-        if self.options.prompt is None or not self.first_prompt.strip():
+        if self.prompt is None or not self.first_prompt.strip():
             self.query_one(PromptInput).focus()  # a blank --prompt asks for one, unrun
         else:
             self.query_one("#attention").focus()
 
     @property
     def first_prompt(self) -> str:
-        return SAMPLE_PROMPT if self.options.prompt is None else self.options.prompt
+        return SAMPLE_PROMPT if self.prompt is None else self.prompt
 
     def on_resize(self, event: events.Resize) -> None:
         """Say once, each time the terminal shrinks below LAID_OUT_FOR, that panes are cut and
@@ -354,7 +348,7 @@ class ScopeApp(DeeperActions, App[int]):
         # minute without looking at `cancel`. Quitting then would hang on a blank screen.
         self.fetching = threading.Thread(
             target=fetch_gpt2,
-            args=(self.post_message, cancel, self.options.device),
+            args=(self.post_message, cancel, self.device),
             name="download GPT-2 small",
             daemon=True,
         )
@@ -419,18 +413,3 @@ class ScopeApp(DeeperActions, App[int]):
 
     def palette_action(self, action: str) -> Callable[[], None]:
         return lambda: self.call_later(self.run_action, action)
-
-
-def app_main(options: Options) -> int:
-    return_freed_memory()
-    try:
-        settings = settings_from(options)
-        model, info = open_model(options.weights, options.device)
-        check_settings(settings, model.config)
-        tokenizer = default_tokenizer()
-    except (ValueError, *OpenError) as e:
-        print(f"gpt2scope: error: {visible(str(e))}", file=sys.stderr)
-        return 1
-    app = ScopeApp(model, info, options, tokenizer)
-    app.run()
-    return app.return_code or 0  # 1 after an unhandled error, whose traceback Textual prints

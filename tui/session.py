@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,23 +30,17 @@ from gpt2scope.engine import (
 from gpt2scope.engine.runner import Event
 from gpt2scope.engine.sampling import (
     N_CANDIDATES,
-    BadParam,
     distributions,
     entropy_bits,
     stable_top,
 )
 from gpt2scope.tui.text import Piece, Pieces
 
-if TYPE_CHECKING:
-    from gpt2scope.tui.cli import Options
-
 # It stops at "it": the opening query is the pronoun whose referent the sentence leaves to
 # the reader, and a first `g` goes on with the sentence (after a full stop, the demo model
 # trained on quotations often ends the text at once).
 SAMPLE_PROMPT = "The trophy doesn't fit in the suitcase because it"
 TOP_KEYS = 5
-# torch.Generator takes seeds below 2**64; staying below 2**63 leaves room for r to count up.
-MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -88,33 +81,6 @@ class Settings:
     length: int = 6
     seed: int = 0
     bos: bool = False  # the tokens start with <|endoftext|>
-
-
-def settings_from(options: Options) -> Settings:
-    """The command line's choices; raises ValueError, in the flags' words, for values out of
-    range."""
-    try:
-        params = SamplingParams(options.temperature, options.top_k, options.top_p)
-    except BadParam as e:
-        raise ValueError(f"--{e.name.replace('_', '-')} {e.value}: must be {e.rule}") from e
-    if not 0 <= options.seed <= MAX_SEED:
-        raise ValueError(f"--seed {options.seed}: must be in 0..2**63-1")
-    return Settings(
-        options.layer, options.head, None, params, options.length, options.seed, options.bos
-    )
-
-
-def check_settings(settings: Settings, config: GPT2Config) -> None:
-    """Raise ValueError, in words for the command line, for a choice the model cannot take."""
-    L, H = config.n_layer, config.n_head
-    if not 0 <= settings.layer < L:
-        raise ValueError(f"--layer {settings.layer}: the model has {L} layers, 0..{L - 1}")
-    if not 0 <= settings.head < H:
-        raise ValueError(f"--head {settings.head}: the model has {H} heads, 0..{H - 1}")
-    if settings.params.top_k > config.vocab_size:
-        raise ValueError(f"--top-k {settings.params.top_k}: the vocabulary has {config.vocab_size}")
-    if not 0 <= settings.length <= config.n_ctx:
-        raise ValueError(f"--length {settings.length}: must be in 0..{config.n_ctx}")
 
 
 @dataclass(frozen=True, eq=False)
