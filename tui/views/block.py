@@ -1,4 +1,4 @@
-"""BlockFigure internals: what one transformer block does to the selected token's row. The
+"""Block internals: what one transformer block does to the selected token's row. The
 residual stream's norm before and after attention and the MLP, the norms of what each adds
 (attn_out, mlp_out), the LayerNorm statistics each sublayer normalised by, and the MLP's
 4·n_embd activations after GELU (mlp_post) as a strip, with the strongest neurons listed.
@@ -150,7 +150,7 @@ def block_json(block: BlockFigure, scope: Scope, pieces: Pieces) -> dict[str, An
 
 SPEC = ScreenSpec(
     id="block",
-    title="BlockFigure internals",
+    title="Block internals",
     key="b",
     label="block",
     summary="block internals: residual norms, LayerNorm, MLP",
