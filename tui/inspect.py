@@ -14,13 +14,11 @@ from typing import Any
 import numpy as np
 
 from gpt2scope.engine import (
+    Done,
     EngineError,
     Failed,
-    Finished,
-    Prefilled,
     Runner,
     SampleRecord,
-    StateChanged,
     gpt2_tokenizer,
 )
 from gpt2scope.tui.cli import Options, add_run_options, options_from
@@ -79,15 +77,14 @@ def inspect_parser() -> argparse.ArgumentParser:
 
 def run(session: Session, runner_events: queue.Queue, runner: Runner, prompt: str) -> None:
     """Prefill and generate, feeding every event to the session; raise on a failure."""
-    runner.start_prompt(prompt, session.settings.bos)
-    wait_for(session, runner_events, Prefilled)
+    last = runner.start_prompt(prompt, session.settings.bos)
     if session.settings.length:
-        runner.generate(session.settings.length)
-        wait_for(session, runner_events, Finished)
-    session.apply(StateChanged("idle"))
+        last = runner.generate(session.settings.length)
+    wait_for(session, runner_events, last)
 
 
-def wait_for(session: Session, events: queue.Queue, kind: type) -> None:
+def wait_for(session: Session, events: queue.Queue, command: int) -> None:
+    """Until the Done of `command`, the last one asked."""
     while True:
         try:
             event = events.get(timeout=RUN_TIMEOUT)
@@ -95,9 +92,9 @@ def wait_for(session: Session, events: queue.Queue, kind: type) -> None:
             raise EngineError(f"the model took more than {RUN_TIMEOUT:.0f} s") from None
         if isinstance(event, Failed):
             raise EngineError(event.message)
-        session.apply(event)
-        if isinstance(event, kind):
+        if isinstance(event, Done) and event.command == command:
             return
+        session.apply(event)
 
 
 def select_query(session: Session, query: int) -> None:

@@ -23,7 +23,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from gpt2scope.engine import Runner
+from gpt2scope.engine import State
 from gpt2scope.tui.deeper import BY_ID, Deeper, chosen_index
 from gpt2scope.tui.figures import Page
 from gpt2scope.tui.inspect import run_json
@@ -130,7 +130,7 @@ class DeeperScreen(Screen[str | None]):
 
     def deferred(self, scope: Scope) -> bool:
         """A costly figure already shown waits while the runner generates."""
-        waits = not self.deeper.while_generating and scope.state == "generating"
+        waits = not self.deeper.while_generating and scope.state == State.GENERATING
         return waits and self._figure is not None
 
     def show(self) -> None:
@@ -274,13 +274,11 @@ class DeeperActions:
         step, token_id = message.step, message.token_id
         later = len(self.session.sampled) - step
 
-        def command(runner: Runner) -> None:
-            runner.stop()  # a generation under way would only be thrown away
-            runner.branch(step, token_id)
-            runner.generate(later)
-
         self.action_follow()
-        self.send(command)
+        if self.runner is not None:
+            self.runner.stop()  # a generation under way would only be thrown away
+        self.send(lambda r: r.branch(step, token_id))
+        self.send(lambda r: r.generate(later))
 
     def action_export(self) -> None:
         try:  # the working directory itself may have been removed since the app started
