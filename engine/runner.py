@@ -144,7 +144,8 @@ class Runner:
 
     def stop(self) -> None:
         """Stop every prompt, generation and branch asked so far, the one running within a
-        token or a prefill chunk: each ends with Finished "stopped". A new seed still applies."""
+        token or a prefill chunk: each one not done by then ends with Finished "stopped". A
+        new seed still applies."""
         with self._asking:
             self._stop_below = self._last_command + 1
 
