@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import html
 import json
-import threading
 
 import numpy as np
 import pytest
 
-import gpt2scope.engine.runner
 from gpt2scope.tui.help import HelpScreen
 from gpt2scope.tui.keys import KEYS
 from gpt2scope.tui.screens import DeeperScreen
 from gpt2scope.tui.views.page import DEFERRED
 from gpt2scope.tui.views.stages import N_STAGES
 from gpt2scope.tui.widgets import PromptInput
-from tests.driver import make_app, settle, shown
+from tests.driver import make_app, settle, shown, wait_for
 from tests.reliability import notices
 
 
@@ -125,33 +123,20 @@ async def test_b_shows_the_selected_layer_and_token(tiny_model):
         assert app.screen is app.screen_stack[0]
 
 
-async def test_the_model_map_waits_for_the_generation_to_stop(tiny_model, monkeypatch):
-    second_sample = threading.Event()
-    release = threading.Event()
-    sample, calls = gpt2scope.engine.runner.sample, []
-
-    def held_at_the_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            second_sample.set()
-            release.wait(timeout=10)
-        return sample(*args, **kwargs)
-
-    monkeypatch.setattr(gpt2scope.engine.runner, "sample", held_at_the_second)
-    app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
+async def test_the_model_map_waits_for_the_generation_to_stop(tiny_model, sampler):
+    app = make_app(tiny_model, sampler=sampler.hold(2), prompt=PROMPT, length=LENGTH)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("m")
         await settle(pilot)
         before = app.screen.page.source
         await pilot.press("g")
-        while not second_sample.is_set():
-            await pilot.pause(0.01)
+        await wait_for(pilot, sampler.reached.is_set)
         await pilot.pause(0.1)
         page = app.screen.page
         assert page.scope.steps == 1 and page.source is before and page.note == DEFERRED
         assert not app.screen.computing
-        release.set()
+        sampler.release()
         await settle(pilot)
         page = app.screen.page
         assert page.note == "" and page.source.n_tokens == before.n_tokens + LENGTH
@@ -284,25 +269,16 @@ async def test_history_shows_the_steps_record_after_the_parameters_change(tiny_m
         assert f"step {LENGTH} chose" in shown(app.screen.query_one("#history"))
 
 
-async def test_looking_back_stays_put_while_the_run_grows(tiny_model, monkeypatch):
+async def test_looking_back_stays_put_while_the_run_grows(tiny_model, sampler):
     """A look back taken during a generation is kept as the new tokens arrive."""
-    opened, calls, real = threading.Event(), [], gpt2scope.engine.runner.sample
-
-    def held(*args, **kwargs):
-        calls.append(None)
-        if len(calls) == LENGTH + 1:  # the second generation's first token
-            opened.wait(timeout=10)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(gpt2scope.engine.runner, "sample", held)
-    app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
+    sampler.hold(LENGTH + 1)  # the second generation's first token
+    app = make_app(tiny_model, sampler=sampler, prompt=PROMPT, length=LENGTH)
     async with app.run_test(size=(80, 24)) as pilot:
         await generated(pilot)
         await pilot.press("g")
-        while len(calls) <= LENGTH:
-            await pilot.pause(0.01)
+        await wait_for(pilot, sampler.reached.is_set)
         await pilot.press("less_than_sign")
-        opened.set()
+        sampler.release()
         await settle(pilot)
         assert app.scope.steps == LENGTH - 1 and len(app.scope.history) == 2 * LENGTH
 

@@ -47,6 +47,7 @@ def test_json_has_every_field(inspected_json):
     assert data["query"] == n - 1
     assert len(data["continuation"]) == 5
     assert data["prompt_tokens"] + 5 == n
+    assert data["finish"] == "length"
     assert [t["id"] for t in data["tokens"][: data["prompt_tokens"]]] == gpt2_tokenizer().encode(
         PROMPT
     )

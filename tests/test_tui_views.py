@@ -17,7 +17,7 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.style import Style
 
-from gpt2scope.engine import Finished, Runner, SamplingParams, gpt2_tokenizer, load_model
+from gpt2scope.engine import Finished, Runner, SamplingParams, State, gpt2_tokenizer, load_model
 from gpt2scope.tui.keys import KEYS, LADDERS, keys_help, next_on_ladder
 from gpt2scope.tui.session import ModelInfo, Session, Settings
 from gpt2scope.tui.text import Pieces, editable, from_editable, running_texts, visible
@@ -200,7 +200,7 @@ def test_the_header_breaks_its_lines_in_the_same_places_whatever_the_token(sessi
     layouts = set()
     for query in (None, *range(session.scope().n_tokens)):
         session.update(query=query)  # None follows the last token: " (last)"
-        for state in ("idle", "prefilling", "generating"):
+        for state in State:
             lines = render_header(replace(session.scope(), state=state), width)
             layouts.add(tuple(line.plain.count("│") for line in lines))
     assert len(layouts) == 1

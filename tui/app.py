@@ -19,7 +19,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Input, Label
 
-from gpt2scope.engine import Failed, Finished, Model, Prefilled, Runner, Tokenizer
+from gpt2scope.engine import Done, Failed, Model, Runner, Sampler, Tokenizer, sample
 from gpt2scope.engine import gpt2_tokenizer as default_tokenizer
 from gpt2scope.engine.runner import Event
 from gpt2scope.tui.download_screen import (
@@ -38,7 +38,6 @@ from gpt2scope.tui.text import editable, from_editable, visible
 from gpt2scope.tui.views import PANES
 from gpt2scope.tui.widgets import AttentionPane, LeanFooter, Pane, PromptInput, StatusLine
 
-TERMINAL_EVENTS = (Prefilled, Finished, Failed)
 PUBLISH_INTERVAL = 0.1  # seconds: while generating, the panes follow at most 10 times a second
 # Textual (8.2) drops a one-shot timer whose delay is below about a microsecond, unfired.
 SHORTEST_TIMER = 0.001
@@ -75,11 +74,13 @@ class ScopeApp(DeeperActions, App[int]):
         prompt: str | None = None,
         device: str = "cpu",
         tokenizer: Tokenizer | None = None,
+        sampler: Sampler = sample,
     ) -> None:
         """`prompt` None opens on a sample sentence with the editor focused; a blank one asks
         for a prompt and runs nothing; `device` is where a downloaded model goes."""
         super().__init__()
         self.model = model
+        self.sampler = sampler
         self.prompt = prompt
         self.device = device
         self.session = Session(info, tokenizer or default_tokenizer(), settings)
@@ -87,7 +88,7 @@ class ScopeApp(DeeperActions, App[int]):
         self.generation = 0  # counts the runners started, one per model
         self.fetching: threading.Thread | None = None  # the download of GPT-2 small, if asked
         self.fetch_cancel = threading.Event()
-        self.pending = 0  # commands sent whose final event has not arrived yet
+        self.outstanding: set[int] = set()  # ids of the commands sent whose Done is to come
         self._publish_scheduled = False
         self._last_publish = 0.0
         self.too_small = False
@@ -150,15 +151,17 @@ class ScopeApp(DeeperActions, App[int]):
             """Called on the runner's thread: hand the event over, never wait."""
             self.post_message(EngineEvent(event, generation))
 
-        self.runner = Runner(self.model, receive, s.params, s.seed, self.session.pieces.tokenizer)
+        tokenizer = self.session.pieces.tokenizer
+        self.runner = Runner(self.model, receive, s.params, s.seed, tokenizer, self.sampler)
 
     def on_engine_event(self, message: EngineEvent) -> None:
         if message.generation != self.generation:
             return  # from the runner of the model before a switch
         event = message.event
+        if isinstance(event, Done):
+            self.outstanding.discard(event.command)
+            return  # nothing on screen changes: the events before it said what happened
         self.session.apply(event)
-        if isinstance(event, TERMINAL_EVENTS):
-            self.pending = max(self.pending - 1, 0)
         if isinstance(event, Failed):
             self.notify(
                 visible(event.message),
@@ -219,10 +222,10 @@ class ScopeApp(DeeperActions, App[int]):
 
         self.push_screen(KeepTailScreen(len(ids), len(tail)), answered)
 
-    def send(self, command: Callable[[Runner], None]) -> None:
+    def send(self, command: Callable[[Runner], int]) -> None:
+        """Give the runner a command, kept outstanding until its Done arrives."""
         if self.runner is not None:
-            self.pending += 1
-            command(self.runner)
+            self.outstanding.add(command(self.runner))
 
     def change(self, **changes: object) -> None:
         self.session.update(**changes)
@@ -286,7 +289,7 @@ class ScopeApp(DeeperActions, App[int]):
         self.send(lambda r: r.step())
 
     def action_stop(self) -> None:
-        if self.pending or self.session.state != "idle":
+        if self.outstanding:
             if self.runner is not None:
                 self.runner.stop()
         elif self.screen.maximized is not None:
@@ -383,7 +386,7 @@ class ScopeApp(DeeperActions, App[int]):
         self.close_runner()
         self.model = model
         self.session = Session(info, self.session.pieces.tokenizer, self.session.settings)
-        self.pending = 0
+        self.outstanding.clear()
         self.start_runner()
         self.publish()
         self.run_prompt(prompt)

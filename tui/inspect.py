@@ -10,13 +10,11 @@ import queue
 import sys
 
 from gpt2scope.engine import (
+    Done,
     EngineError,
     Failed,
-    Finished,
     Model,
-    Prefilled,
     Runner,
-    StateChanged,
     gpt2_tokenizer,
 )
 from gpt2scope.tui.report import run_json, run_text
@@ -68,15 +66,14 @@ def inspected(model: Model, info: ModelInfo, settings: Settings, prompt: str, qu
 
 def run(session: Session, runner_events: queue.Queue, runner: Runner, prompt: str) -> None:
     """Prefill and generate, feeding every event to the session; raise on a failure."""
-    runner.start_prompt(prompt, session.settings.bos)
-    wait_for(session, runner_events, Prefilled)
+    last = runner.start_prompt(prompt, session.settings.bos)
     if session.settings.length:
-        runner.generate(session.settings.length)
-        wait_for(session, runner_events, Finished)
-    session.apply(StateChanged("idle"))
+        last = runner.generate(session.settings.length)
+    wait_for(session, runner_events, last)
 
 
-def wait_for(session: Session, events: queue.Queue, kind: type) -> None:
+def wait_for(session: Session, events: queue.Queue, command: int) -> None:
+    """Until the Done of `command`, the last one asked."""
     while True:
         try:
             event = events.get(timeout=RUN_TIMEOUT)
@@ -84,9 +81,9 @@ def wait_for(session: Session, events: queue.Queue, kind: type) -> None:
             raise EngineError(f"the model took more than {RUN_TIMEOUT:.0f} s") from None
         if isinstance(event, Failed):
             raise EngineError(event.message)
-        session.apply(event)
-        if isinstance(event, kind):
+        if isinstance(event, Done) and event.command == command:
             return
+        session.apply(event)
 
 
 def select_query(session: Session, query: int) -> None:

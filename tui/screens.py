@@ -26,7 +26,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from gpt2scope.engine import Runner
+from gpt2scope.engine import State
 from gpt2scope.tui.keys import BACK, bindings
 from gpt2scope.tui.report import run_json
 from gpt2scope.tui.session import Scope
@@ -176,7 +176,7 @@ class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
 
     def deferred(self, scope: Scope) -> bool:
         """A costly figure already shown waits while the runner generates."""
-        waits = not self.spec.while_generating and scope.state == "generating"
+        waits = not self.spec.while_generating and scope.state == State.GENERATING
         return waits and self._figure is not None
 
     def show(self) -> None:
@@ -264,14 +264,11 @@ class DeeperActions:
         the views follow the new steps."""
         step, token_id = message.branch.step, message.branch.token_id
         later = len(self.session.sampled) - step
-
-        def command(runner: Runner) -> None:
-            runner.stop()  # a generation under way would only be thrown away
-            runner.branch(step, token_id)
-            runner.generate(later)
-
         self.action_follow()
-        self.send(command)
+        if self.runner is not None:
+            self.runner.stop()  # a generation under way would only be thrown away
+        self.send(lambda r: r.branch(step, token_id))
+        self.send(lambda r: r.generate(later))
 
     def action_export(self) -> None:
         try:  # the working directory itself may have been removed since the app started

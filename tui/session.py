@@ -17,12 +17,14 @@ import torch
 
 from gpt2scope.engine import (
     Finished,
+    FinishReason,
     GPT2Config,
     Model,
     Prefilled,
     RunView,
     SampleRecord,
     SamplingParams,
+    State,
     StateChanged,
     Stepped,
     Tokenizer,
@@ -223,7 +225,7 @@ class Scope:
 
     info: ModelInfo
     settings: Settings
-    state: str = "idle"  # the runner's: idle, prefilling, generating
+    state: State = State.IDLE  # the runner's
     prompt: str = ""
     view: RunView | None = None
     pieces: tuple[Piece, ...] = ()
@@ -232,7 +234,7 @@ class Scope:
     # Every step of the run, also those after the one shown when looking back in history.
     history: tuple[SampleRecord, ...] = ()
     history_pieces: tuple[Piece, ...] = ()  # the token each of those steps chose
-    finish: str | None = None  # why the last generation stopped
+    finish: FinishReason | None = None  # why the last generation stopped
     attn: HeadData | None = None  # the selected layer and head
     prediction: Prediction | None = None
     step_prediction: Prediction | None = None  # what the shown step sampled from
@@ -281,13 +283,13 @@ class Session:
         self.pieces = Pieces(tokenizer)
         self.view: RunView | None = None
         self.settings = self.clamped(settings)
-        self.state = "idle"
+        self.state = State.IDLE
         self.prompt = ""
         self.prompt_length = 0
         self.sampled: list[SampleRecord] = []
         self.views: list[RunView] = []  # the run after each step; 0 is the prompt alone
         self.at_step: int | None = None  # the past step shown; None follows the run
-        self.finish: str | None = None
+        self.finish: FinishReason | None = None
         self.show_record = False  # the Probabilities view shows the last sampled step
         self._attn: HeadData | None = None
         self._prediction: Prediction | None = None

@@ -11,7 +11,7 @@ from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 
-from gpt2scope.engine import SampleRecord
+from gpt2scope.engine import FinishReason, SampleRecord, State
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import MARK_BASE, Piece, running_texts, token_json
 from gpt2scope.tui.views.common import Drawn, Lines, longest_fitting, no_run, packed, piece_text
@@ -27,10 +27,10 @@ BANDS = (
 )
 PROMPT_STYLE = Style(color="grey70")
 REASONS = {
-    "length": "done",  # every token asked for: `length` after g, one after s
-    "end-of-text": "stopped: <|endoftext|>",
-    "context limit": "stopped: context full",
-    "stopped": "stopped by esc",
+    FinishReason.LENGTH: "done",  # every token asked for: `length` after g, one after s
+    FinishReason.END_OF_TEXT: "stopped: <|endoftext|>",
+    FinishReason.CONTEXT_LIMIT: "stopped: context full",
+    FinishReason.STOPPED: "stopped by esc",
 }
 
 
@@ -41,10 +41,10 @@ def band_style(probability: float) -> Style:
 def status(scope: Scope, width: int) -> list[Text]:
     n_ctx = scope.info.config.n_ctx
     parts = [Text(f"step {scope.steps} · cache {scope.n_tokens}/{n_ctx}", HEADING)]
-    if scope.state != "idle":
+    if scope.state != State.IDLE:
         parts.append(Text(f"{scope.state}…"))
     elif scope.finish is not None and not scope.looking_back:  # why the newest step ended
-        parts.append(Text(REASONS.get(scope.finish, scope.finish)))
+        parts.append(Text(REASONS[scope.finish]))
     elif scope.steps == 0:
         parts.append(Text("g generates, s steps", DIM))
     return packed(parts, width, " · ")
