@@ -30,12 +30,7 @@ from gpt2scope.engine import (
     Tokenizer,
 )
 from gpt2scope.engine.runner import Event
-from gpt2scope.engine.sampling import (
-    N_CANDIDATES,
-    distributions,
-    entropy_bits,
-    stable_top,
-)
+from gpt2scope.engine.sampling import preview_record
 from gpt2scope.tui.text import Piece, Pieces
 
 # It stops at "it": the opening query is the pronoun whose referent the sentence leaves to
@@ -169,48 +164,35 @@ class Prediction:
     chosen_prob: float | None = None
 
     @classmethod
-    def of_record(cls, record: SampleRecord, step: int, pieces: Pieces) -> Prediction:
+    def of_record(cls, record: SampleRecord, step: int | None, pieces: Pieces) -> Prediction:
+        """What a step sampled from; with `step` None, only its distribution (a preview)."""
+        candidates = zip(
+            record.candidate_ids,
+            record.candidate_probs,
+            record.candidate_probs_temperature,
+            record.candidate_probs_filtered,
+            strict=True,
+        )
+        chosen = step is not None
         return cls(
             candidates=tuple(
                 Candidate(pieces(i), p, pt, pf, rank < record.n_kept)
-                for rank, (i, p, pt, pf) in enumerate(
-                    zip(
-                        record.candidate_ids,
-                        record.candidate_probs,
-                        record.candidate_probs_temperature,
-                        record.candidate_probs_filtered,
-                        strict=True,
-                    )
-                )
+                for rank, (i, p, pt, pf) in enumerate(candidates)
             ),
             params=record.params,
             entropy=record.entropy,
             sampled_entropy=record.sampled_entropy,
             n_kept=record.n_kept,
             step=step,
-            chosen=pieces(record.token_id),
-            chosen_rank=record.rank,
-            chosen_prob=record.probability,
+            chosen=pieces(record.token_id) if chosen else None,
+            chosen_rank=record.rank if chosen else None,
+            chosen_prob=record.probability if chosen else None,
         )
 
     @classmethod
     def preview(cls, logits: torch.Tensor, params: SamplingParams, pieces: Pieces) -> Prediction:
-        dist = distributions(logits, params)
-        _, top = stable_top(logits, N_CANDIDATES)  # as `sample` ranks its candidates
-        values = (dist.probs[top], dist.probs_temperature[top], dist.probs_filtered[top])
-        probs, probs_t, probs_f = (v.tolist() for v in values)
-        return cls(
-            candidates=tuple(
-                Candidate(pieces(int(i)), p, pt, pf, rank < dist.n_kept)
-                for rank, (i, p, pt, pf) in enumerate(
-                    zip(top.tolist(), probs, probs_t, probs_f, strict=True)
-                )
-            ),
-            params=params,
-            entropy=entropy_bits(dist.probs),
-            sampled_entropy=entropy_bits(dist.probs_filtered),
-            n_kept=dist.n_kept,
-        )
+        """The next token's distribution under `params`, before anything is drawn."""
+        return cls.of_record(preview_record(logits, params), None, pieces)
 
 
 def query_index(query: int | None, n_tokens: int) -> int:
