@@ -6,11 +6,15 @@ from gpt2scope.engine.gpt2 import GPT2Config
 from gpt2scope.engine.model import Model, load_model
 from gpt2scope.engine.run import Run, RunView
 from gpt2scope.engine.runner import (
+    Done,
     Event,
     Failed,
     Finished,
+    FinishReason,
     Prefilled,
     Runner,
+    Sampler,
+    State,
     StateChanged,
     Stepped,
 )
@@ -18,14 +22,18 @@ from gpt2scope.engine.sampling import SampleRecord, SamplingParams, sample
 from gpt2scope.engine.tokenizer import Tokenizer, gpt2_tokenizer
 
 __all__ = [
+    "Done",
     "EngineError",
     "Event",
     "Failed",
     "Finished",
+    "FinishReason",
     "Prefilled",
     "Runner",
     "SampleRecord",
+    "Sampler",
     "SamplingParams",
+    "State",
     "StateChanged",
     "Stepped",
     "sample",

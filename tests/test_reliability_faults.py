@@ -12,7 +12,6 @@ import time
 import pytest
 
 import gpt2scope.engine.run
-import gpt2scope.engine.runner
 from gpt2scope.engine import load_model
 from gpt2scope.tui.help import HelpScreen
 from tests.conftest import write_checkpoint
@@ -63,11 +62,10 @@ def slow(monkeypatch, owner, name: str, seconds: float) -> None:
     monkeypatch.setattr(owner, name, slowed)
 
 
-async def test_a_fault_mid_generation_leaves_the_app_usable(tiny_model, monkeypatch):
-    app = make_app(tiny_model, prompt=PROMPT, length=6)
+async def test_a_fault_mid_generation_leaves_the_app_usable(tiny_model, sampler):
+    app = make_app(tiny_model, sampler=sampler.fail(call=3), prompt=PROMPT, length=6)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await settle(pilot)
-        fail_on_call(monkeypatch, gpt2scope.engine.runner, "sample", 3)
         await pilot.press("g")
         await settle(pilot)
         assert "RuntimeError: injected fault" in await notices(pilot)
@@ -106,11 +104,10 @@ async def test_quitting_mid_prefill_exits_within_a_second(tiny_model, monkeypatc
 
 
 async def test_ctrl_q_over_the_help_screen_mid_generation_exits_within_a_second(
-    tiny_model, monkeypatch
+    tiny_model, sampler
 ):
-    slow(monkeypatch, gpt2scope.engine.runner, "sample", 0.05)
     threads = non_daemon_threads()
-    app = make_app(tiny_model, prompt=PROMPT, length=100)
+    app = make_app(tiny_model, sampler=sampler.slow(0.05), prompt=PROMPT, length=100)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("g", "question_mark")
@@ -195,12 +192,12 @@ def test_ctrl_c_during_inspect_is_one_line_and_exit_130(tiny_checkpoint, tmp_pat
     # A shell without job control starts background commands with SIGINT ignored, and the
     # child would inherit that; ctrl+c from a terminal arrives with the default handler.
     code = (
-        "import signal, time, gpt2scope.engine.runner\n"
+        "import functools, signal, time, gpt2scope.tui.inspect as inspect\n"
         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "def stuck(*args, **kwargs):\n"
         f"    open({str(started)!r}, 'w').close()\n"
         "    time.sleep(30)\n"
-        "gpt2scope.engine.runner.sample = stuck"
+        "inspect.Runner = functools.partial(inspect.Runner, sampler=stuck)"
     )
     args = ["inspect", "--weights", str(tiny_checkpoint), "--prompt", "Hi", "--length", "3"]
     process = gpt2scope_process(*args, code=code)

@@ -17,7 +17,7 @@ from gpt2scope.engine import SamplingParams, gpt2_tokenizer, sample
 from gpt2scope.engine.sampling import N_CANDIDATES, distributions
 from gpt2scope.tui.session import HeadData
 from gpt2scope.tui.text import editable, from_editable
-from gpt2scope.tui.views import VIEWS
+from gpt2scope.tui.views import PANES
 from tests.reliability import COMBINING_IDS, NASTY_PROMPT, WIDE_TEXT, session_of, unsafe_in
 
 tok = gpt2_tokenizer()
@@ -113,7 +113,7 @@ def test_every_view_draws_at_any_size_within_its_width(
 ):
     awkward_session.update(query=query, layer=layer, head=head)
     scope = awkward_session.scope()
-    for view in VIEWS:
+    for view in PANES:
         for line in view.render(scope, width, height).lines:
             assert cell_len(line.plain) <= width, view.id
             assert not unsafe_in(line.plain), view.id

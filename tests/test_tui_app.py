@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from types import SimpleNamespace
 
@@ -12,7 +11,6 @@ import pytest
 import torch
 from huggingface_hub import constants
 
-import gpt2scope.engine.runner
 import gpt2scope.tui.app
 import gpt2scope.tui.download_screen
 from gpt2scope.engine import gpt2_tokenizer, load_model
@@ -34,44 +32,6 @@ PROMPT = "Hello world, this is a test."
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Gate:
-    """Holds the runner inside `sample` until opened, so that a generation is certainly
-    running while the test presses keys."""
-
-    def __init__(self) -> None:
-        self.opened = threading.Event()
-        self.entered = threading.Event()
-        self.real = gpt2scope.engine.runner.sample
-
-    def sample(self, *args, **kwargs):
-        self.entered.set()
-        self.opened.wait(timeout=10)
-        return self.real(*args, **kwargs)
-
-    async def wait_entered(self, pilot) -> None:
-        while not self.entered.is_set():
-            await pilot.pause(0.01)
-
-
-@pytest.fixture
-def gate(monkeypatch: pytest.MonkeyPatch) -> Gate:
-    gate = Gate()
-    monkeypatch.setattr(gpt2scope.engine.runner, "sample", gate.sample)
-    return gate
-
-
-@pytest.fixture
-def slow_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each sampled token takes 50 ms, as on a bigger model."""
-    sample = gpt2scope.engine.runner.sample
-
-    def slow(*args, **kwargs):
-        time.sleep(0.05)
-        return sample(*args, **kwargs)
-
-    monkeypatch.setattr(gpt2scope.engine.runner, "sample", slow)
 
 
 def tokens(app: ScopeApp) -> list[int]:
@@ -204,32 +164,51 @@ async def test_g_generates_length_tokens_and_s_one(tiny_model):
         assert status == ["step 5 · cache 13/128", "done"]
 
 
-async def test_esc_stops_a_generation(tiny_model, gate):
-    app = make_app(tiny_model, prompt=PROMPT, length=100)
+async def test_esc_stops_a_generation(tiny_model, sampler):
+    app = make_app(tiny_model, sampler=sampler.hold(1), prompt=PROMPT, length=100)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("g")
-        await gate.wait_entered(pilot)
+        await wait_for(pilot, sampler.reached.is_set)
         await pilot.press("escape")
-        gate.opened.set()
+        sampler.release()
         await settle(pilot)
         assert app.scope.finish == "stopped"
         assert app.scope.steps == 1  # the token being sampled when esc came
 
 
-async def test_keys_work_while_generating(tiny_model, gate):
-    app = make_app(tiny_model, prompt=PROMPT, length=10)
+async def test_esc_stops_every_command_outstanding_then_leaves_the_zoom(tiny_model, sampler):
+    """g, then s queued behind it: both stay outstanding until each one's last event, and
+    esc stops them both; once none is outstanding esc leaves the zoom."""
+    app = make_app(tiny_model, sampler=sampler.hold(1), prompt=PROMPT, length=100)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("z", "g", "s")
+        await wait_for(pilot, sampler.reached.is_set)
+        assert len(app.outstanding) == 2
+        await pilot.press("escape")
+        sampler.release()
+        await settle(pilot)
+        assert not app.outstanding and app.session.state == "idle"
+        assert (app.scope.steps, app.scope.finish) == (1, "stopped")
+        assert app.screen.maximized is not None
+        await pilot.press("escape")
+        assert app.screen.maximized is None
+
+
+async def test_keys_work_while_generating(tiny_model, sampler):
+    app = make_app(tiny_model, sampler=sampler.hold(1), prompt=PROMPT, length=10)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("g")
-        await gate.wait_entered(pilot)
+        await wait_for(pilot, sampler.reached.is_set)
         await pilot.press("right_square_bracket", "full_stop", "left", "T", "z")
         assert app.session.state == "generating"
         s = app.scope.settings
         assert (s.layer, s.head, s.params.temperature) == (1, 1, 1.0)
         assert app.scope.query == app.scope.n_tokens - 2
         assert app.screen.maximized is not None
-        gate.opened.set()
+        sampler.release()
         await settle(pilot)
         assert (app.scope.finish, app.scope.steps) == ("length", 10)
         assert app.scope.prediction.params.temperature == 1.0
@@ -250,16 +229,16 @@ async def test_a_publish_due_within_a_microsecond_still_reaches_the_screen(tiny_
         assert app.scope.settings.seed == 7
 
 
-async def test_resizing_mid_generation(tiny_model, gate):
-    app = make_app(tiny_model, prompt=PROMPT, length=10)
+async def test_resizing_mid_generation(tiny_model, sampler):
+    app = make_app(tiny_model, sampler=sampler.hold(1), prompt=PROMPT, length=10)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("g")
-        await gate.wait_entered(pilot)
+        await wait_for(pilot, sampler.reached.is_set)
         for size in ((160, 48), (60, 20), (120, 40)):
             await pilot.resize_terminal(*size)
             await pilot.pause()
-        gate.opened.set()
+        sampler.release()
         await settle(pilot)
         assert (app.scope.finish, app.scope.steps) == ("length", 10)
         assert app.query_one("#attention").region.width > 30
@@ -404,8 +383,8 @@ async def test_q_quits(tiny_model):
     assert not app.runner.alive
 
 
-async def test_quit_mid_generation_exits_promptly(tiny_model, slow_sampling):
-    app = make_app(tiny_model, prompt=PROMPT, length=100)
+async def test_quit_mid_generation_exits_promptly(tiny_model, sampler):
+    app = make_app(tiny_model, sampler=sampler.slow(0.05), prompt=PROMPT, length=100)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("g")
@@ -418,16 +397,14 @@ async def test_quit_mid_generation_exits_promptly(tiny_model, slow_sampling):
     assert not app.runner.alive
 
 
-async def test_a_failure_shows_a_notice_and_the_app_stays_usable(tiny_model, monkeypatch):
-    app = make_app(tiny_model, prompt=PROMPT)
+async def test_a_failure_shows_a_notice_and_the_app_stays_usable(tiny_model, sampler):
+    sampler.fail(1, ZeroDivisionError("division by zero"))
+    app = make_app(tiny_model, sampler=sampler, prompt=PROMPT)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await settle(pilot)
-        sample = gpt2scope.engine.runner.sample
-        monkeypatch.setattr(gpt2scope.engine.runner, "sample", lambda *a, **k: 1 / 0)
         await pilot.press("g")
         await settle(pilot)
-        assert "ZeroDivisionError" in await notices(pilot)
-        monkeypatch.setattr(gpt2scope.engine.runner, "sample", sample)
+        assert "ZeroDivisionError: division by zero" in await notices(pilot)
         await pilot.press("g")
         await settle(pilot)
         assert app.scope.steps == 6
@@ -506,7 +483,7 @@ async def test_the_download_shows_its_progress_and_esc_cancels_it(tiny_model, mo
         await wait_for(pilot, lambda: file_line() == "model.safetensors: 5.0 MB of 10.0 MB")
         await pilot.press("question_mark", "g", "D")  # nothing but esc and q while it runs
         assert isinstance(app.screen, DownloadScreen)
-        assert app.pending == 0 and not held.cancelled.is_set()
+        assert not app.outstanding and not held.cancelled.is_set()
         await pilot.press("escape")
         assert "download of GPT-2 small cancelled" in await notices(pilot)
         await wait_for(pilot, lambda: not app.fetching.is_alive())

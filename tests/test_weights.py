@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 import gpt2scope.weights.hub
 from gpt2scope.engine import EngineError, load_model
-from gpt2scope.tui.download import download_main
+from gpt2scope.tui.cli import main
 from gpt2scope.weights import (
     DownloadCancelled,
     WeightsError,
@@ -436,7 +436,7 @@ def test_a_cancelled_download_leaves_nothing_to_load(fake_hub):
 
 def test_download_command_offline_prints_one_line_and_fails(hub_cache, monkeypatch, capsys):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert download_main(["gpt2-medium"]) == 1
+    assert main(["download", "gpt2-medium"]) == 1
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith("gpt2scope: cannot reach the Hugging Face hub to download gpt2-medium")

@@ -6,7 +6,6 @@ it commands, so no key waits on the model.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -20,10 +19,9 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Input, Label
 
-from gpt2scope.engine import Failed, Finished, Model, Prefilled, Runner, Tokenizer
+from gpt2scope.engine import Done, Failed, Model, Runner, Sampler, Tokenizer, sample
 from gpt2scope.engine import gpt2_tokenizer as default_tokenizer
 from gpt2scope.engine.runner import Event
-from gpt2scope.tui.cli import Options
 from gpt2scope.tui.download_screen import (
     DownloadScreen,
     Fetched,
@@ -31,25 +29,15 @@ from gpt2scope.tui.download_screen import (
     FetchProgress,
     fetch_gpt2,
 )
-from gpt2scope.tui.heap import return_freed_memory
 from gpt2scope.tui.help import HelpScreen
 from gpt2scope.tui.keep_tail import KeepTailScreen
 from gpt2scope.tui.keys import KEYS, bindings, next_on_ladder
-from gpt2scope.tui.models import OpenError, open_model
 from gpt2scope.tui.screens import DeeperActions, DeeperScreen
-from gpt2scope.tui.session import (
-    SAMPLE_PROMPT,
-    ModelInfo,
-    Scope,
-    Session,
-    check_settings,
-    settings_from,
-)
+from gpt2scope.tui.session import SAMPLE_PROMPT, ModelInfo, Scope, Session, Settings
 from gpt2scope.tui.text import editable, from_editable, visible
-from gpt2scope.tui.views import VIEWS
+from gpt2scope.tui.views import PANES
 from gpt2scope.tui.widgets import AttentionPane, LeanFooter, Pane, PromptInput, StatusLine
 
-TERMINAL_EVENTS = (Prefilled, Finished, Failed)
 PUBLISH_INTERVAL = 0.1  # seconds: while generating, the panes follow at most 10 times a second
 # Textual (8.2) drops a one-shot timer whose delay is below about a microsecond, unfired.
 SHORTEST_TIMER = 0.001
@@ -82,18 +70,25 @@ class ScopeApp(DeeperActions, App[int]):
         self,
         model: Model,
         info: ModelInfo,
-        options: Options,
+        settings: Settings,
+        prompt: str | None = None,
+        device: str = "cpu",
         tokenizer: Tokenizer | None = None,
+        sampler: Sampler = sample,
     ) -> None:
+        """`prompt` None opens on a sample sentence with the editor focused; a blank one asks
+        for a prompt and runs nothing; `device` is where a downloaded model goes."""
         super().__init__()
         self.model = model
-        self.options = options
-        self.session = Session(info, tokenizer or default_tokenizer(), settings_from(options))
+        self.sampler = sampler
+        self.prompt = prompt
+        self.device = device
+        self.session = Session(info, tokenizer or default_tokenizer(), settings)
         self.runner: Runner | None = None
         self.generation = 0  # counts the runners started, one per model
         self.fetching: threading.Thread | None = None  # the download of GPT-2 small, if asked
         self.fetch_cancel = threading.Event()
-        self.pending = 0  # commands sent whose final event has not arrived yet
+        self.outstanding: set[int] = set()  # ids of the commands sent whose Done is to come
         self._publish_scheduled = False
         self._last_publish = 0.0
         self.too_small = False
@@ -109,9 +104,9 @@ class ScopeApp(DeeperActions, App[int]):
                 id="prompt",
             )
         with Grid(id="panes"):
-            for view in VIEWS:
-                pane = AttentionPane if view.id == "attention" else Pane
-                yield pane(view).data_bind(ScopeApp.scope)
+            for spec in PANES:
+                pane = AttentionPane if spec.id == "attention" else Pane
+                yield pane(spec).data_bind(ScopeApp.scope)
         yield LeanFooter()
 
     def on_mount(self) -> None:
@@ -119,14 +114,14 @@ class ScopeApp(DeeperActions, App[int]):
         self.publish()
         if self.first_prompt.strip():
             self.run_prompt(self.first_prompt)
-        if self.options.prompt is None or not self.first_prompt.strip():
+        if self.prompt is None or not self.first_prompt.strip():
             self.query_one(PromptInput).focus()  # a blank --prompt asks for one, unrun
         else:
             self.query_one("#attention").focus()
 
     @property
     def first_prompt(self) -> str:
-        return SAMPLE_PROMPT if self.options.prompt is None else self.options.prompt
+        return SAMPLE_PROMPT if self.prompt is None else self.prompt
 
     def on_resize(self, event: events.Resize) -> None:
         """Say once, each time the terminal shrinks below LAID_OUT_FOR, that panes are cut and
@@ -156,15 +151,17 @@ class ScopeApp(DeeperActions, App[int]):
             """Called on the runner's thread: hand the event over, never wait."""
             self.post_message(EngineEvent(event, generation))
 
-        self.runner = Runner(self.model, receive, s.params, s.seed, self.session.pieces.tokenizer)
+        tokenizer = self.session.pieces.tokenizer
+        self.runner = Runner(self.model, receive, s.params, s.seed, tokenizer, self.sampler)
 
     def on_engine_event(self, message: EngineEvent) -> None:
         if message.generation != self.generation:
             return  # from the runner of the model before a switch
         event = message.event
+        if isinstance(event, Done):
+            self.outstanding.discard(event.command)
+            return  # nothing on screen changes: the events before it said what happened
         self.session.apply(event)
-        if isinstance(event, TERMINAL_EVENTS):
-            self.pending = max(self.pending - 1, 0)
         if isinstance(event, Failed):
             self.notify(
                 visible(event.message),
@@ -225,10 +222,10 @@ class ScopeApp(DeeperActions, App[int]):
 
         self.push_screen(KeepTailScreen(len(ids), len(tail)), answered)
 
-    def send(self, command: Callable[[Runner], None]) -> None:
+    def send(self, command: Callable[[Runner], int]) -> None:
+        """Give the runner a command, kept outstanding until its Done arrives."""
         if self.runner is not None:
-            self.pending += 1
-            command(self.runner)
+            self.outstanding.add(command(self.runner))
 
     def change(self, **changes: object) -> None:
         self.session.update(**changes)
@@ -292,7 +289,7 @@ class ScopeApp(DeeperActions, App[int]):
         self.send(lambda r: r.step())
 
     def action_stop(self) -> None:
-        if self.pending or self.session.state != "idle":
+        if self.outstanding:
             if self.runner is not None:
                 self.runner.stop()
         elif self.screen.maximized is not None:
@@ -354,7 +351,7 @@ class ScopeApp(DeeperActions, App[int]):
         # minute without looking at `cancel`. Quitting then would hang on a blank screen.
         self.fetching = threading.Thread(
             target=fetch_gpt2,
-            args=(self.post_message, cancel, self.options.device),
+            args=(self.post_message, cancel, self.device),
             name="download GPT-2 small",
             daemon=True,
         )
@@ -389,7 +386,7 @@ class ScopeApp(DeeperActions, App[int]):
         self.close_runner()
         self.model = model
         self.session = Session(info, self.session.pieces.tokenizer, self.session.settings)
-        self.pending = 0
+        self.outstanding.clear()
         self.start_runner()
         self.publish()
         self.run_prompt(prompt)
@@ -419,18 +416,3 @@ class ScopeApp(DeeperActions, App[int]):
 
     def palette_action(self, action: str) -> Callable[[], None]:
         return lambda: self.call_later(self.run_action, action)
-
-
-def app_main(options: Options) -> int:
-    return_freed_memory()
-    try:
-        settings = settings_from(options)
-        model, info = open_model(options.weights, options.device)
-        check_settings(settings, model.config)
-        tokenizer = default_tokenizer()
-    except (ValueError, *OpenError) as e:
-        print(f"gpt2scope: error: {visible(str(e))}", file=sys.stderr)
-        return 1
-    app = ScopeApp(model, info, options, tokenizer)
-    app.run()
-    return app.return_code or 0  # 1 after an unhandled error, whose traceback Textual prints

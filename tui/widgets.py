@@ -17,7 +17,7 @@ from textual.widgets import Footer, Input
 
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import editable
-from gpt2scope.tui.views import View, render_header
+from gpt2scope.tui.views import PaneSpec, render_header
 from gpt2scope.tui.views.common import Drawn
 from gpt2scope.tui.views.style import NOTE
 
@@ -121,7 +121,7 @@ class Pane(Widget, can_focus=True):
     scope: reactive[Scope | None] = reactive(None, repaint=False)
     top: reactive[int | None] = reactive(None)  # first line shown; None follows the focus
 
-    def __init__(self, view: View) -> None:
+    def __init__(self, view: PaneSpec) -> None:
         super().__init__(id=view.id, classes="pane")
         self.view = view
         self.border_title = view.title
