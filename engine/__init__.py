@@ -1,6 +1,15 @@
 """GPT-2 as plain tensor math with every intermediate value the views show, plus sampling
 and the background runner. Imports nothing from the UI."""
 
+from gpt2scope.engine.attribution import (
+    Ablation,
+    AblationMode,
+    Attribution,
+    Component,
+    attribution,
+    default_target,
+    saliency,
+)
 from gpt2scope.engine.errors import EngineError
 from gpt2scope.engine.gpt2 import GPT2Config
 from gpt2scope.engine.model import Model, load_model
@@ -22,6 +31,13 @@ from gpt2scope.engine.sampling import SampleRecord, SamplingParams, sample
 from gpt2scope.engine.tokenizer import Tokenizer, gpt2_tokenizer
 
 __all__ = [
+    "Ablation",
+    "AblationMode",
+    "Attribution",
+    "Component",
+    "attribution",
+    "default_target",
+    "saliency",
     "Done",
     "EngineError",
     "Event",

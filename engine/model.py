@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from gpt2scope.engine.ablation import NO_ABLATION, Ablation
 from gpt2scope.engine.errors import EngineError
 from gpt2scope.engine.gpt2 import GPT2Config, Params
 from gpt2scope.engine.load import check_memory, check_tensors, infer_config, to_params
@@ -29,14 +30,15 @@ class Model:
                 tensors += [part.weight, part.bias]
         return sum(t.numel() for t in tensors)
 
-    def start(self, token_ids: list[int]) -> Run:
+    def start(self, token_ids: list[int], ablation: Ablation = NO_ABLATION) -> Run:
         """A new run with the tokens prefilled through the KV cache."""
-        run = self.new_run()
+        run = self.new_run(ablation)
         run.extend(list(token_ids))
         return run
 
-    def new_run(self) -> Run:
-        return Run(self.config, self.params)
+    def new_run(self, ablation: Ablation = NO_ABLATION) -> Run:
+        """An empty run of this model with `ablation`'s knock-outs."""
+        return Run(self.config, self.params, ablation)
 
 
 def load_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Model:

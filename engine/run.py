@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gpt2scope.engine import ablation as knock
 from gpt2scope.engine import gpt2, kernels
+from gpt2scope.engine.ablation import NO_ABLATION, Ablation, AblationMode
 from gpt2scope.engine.errors import EngineError
 from gpt2scope.engine.gpt2 import GPT2Config, Params
 
@@ -94,14 +96,53 @@ class _Cache:
 
 
 class Run:
-    """Tokens so far, their cached activations, and the logits for the next token."""
+    """Tokens so far, their cached activations, and the logits for the next token, of the
+    model with `ablation`'s knock-outs (none by default)."""
 
-    def __init__(self, config: GPT2Config, params: Params) -> None:
+    def __init__(
+        self, config: GPT2Config, params: Params, ablation: Ablation = NO_ABLATION
+    ) -> None:
         self.config = config
         self.params = params
+        self.ablation = ablation
         self.tokens: list[int] = []
         self.logits: torch.Tensor | None = None
         self._cache = _Cache(config, params)
+        self._z_sums: dict[int, torch.Tensor] = {}  # mean-mode knock-outs' running sums
+
+    @classmethod
+    def rerun(cls, view: RunView, ablation: Ablation) -> Run:
+        """The tokens of `view` through the model with `ablation`: the layers before the first
+        one the two models compute differently are copied from `view`, not recomputed."""
+        run = cls(view.config, view.params, ablation)
+        first = ablation.first_difference(view.ablation)
+        first = view.config.n_layer if first is None else first
+        T, c = view.n_tokens, run._cache
+        c.write(0, T, view.config.n_ctx)
+        c.q[:first, :, :T] = view._q[:first]
+        c.k[:first, :, :T] = view._k[:first]
+        c.v[:first, :, :T] = view._v[:first]
+        c.resid_pre[:first, :T] = view._resid_pre[:first]
+        if first == view.config.n_layer:
+            c.keep_resid_post(view._resid_post)
+            run._finish(list(view.tokens), view.logits, {})
+            return run
+        sums: dict[int, torch.Tensor] = {}
+        with torch.no_grad():
+            resid = knock.transformer(
+                view.params,
+                view.config.n_head,
+                view._resid_pre[first],
+                ablation,
+                kernels.CPU,
+                c,
+                first,
+                sums,
+            )
+            c.keep_resid_post(resid)
+            logits = gpt2.unembed(view.params, resid[-1], kernels.CPU)
+        run._finish(list(view.tokens), logits, sums)
+        return run
 
     @property
     def n_tokens(self) -> int:
@@ -115,12 +156,23 @@ class Run:
         start, end = self.n_tokens, self.n_tokens + len(token_ids)
         self._cache.write(start, end, self.config.n_ctx)
         positions = torch.arange(start, end, device=device)
+        # The sums are the run's only state that is not per position: copied, so that a
+        # refused pass leaves them as they were.
+        sums = dict(self._z_sums)
         with torch.no_grad():
             resid = gpt2.embed(self.params, ids, positions)
             n_head = self.config.n_head
-            resid = gpt2.transformer(self.params, n_head, resid, kernels.CPU, self._cache)
+            if self.ablation.empty:
+                resid = gpt2.transformer(self.params, n_head, resid, kernels.CPU, self._cache)
+            else:
+                resid = knock.transformer(
+                    self.params, n_head, resid, self.ablation, kernels.CPU, self._cache, 0, sums
+                )
             self._cache.keep_resid_post(resid)
             logits = gpt2.unembed(self.params, resid[-1], kernels.CPU)
+        self._finish(self.tokens + token_ids, logits, sums)
+
+    def _finish(self, tokens: list[int], logits: torch.Tensor, sums: dict) -> None:
         if not torch.isfinite(logits).all():
             # Refused before anything changes, so the run stays as it was before the call.
             raise EngineError(
@@ -128,7 +180,8 @@ class Run:
                 "(are the weights scaled wrong?)"
             )
         self.logits = logits
-        self.tokens.extend(token_ids)
+        self.tokens = tokens
+        self._z_sums = sums
 
     def step(self, token_id: int) -> None:
         self.extend([token_id])
@@ -145,6 +198,7 @@ class Run:
             _v=c.v[:, :, :T],
             _resid_pre=c.resid_pre[:, :T],
             _resid_post=c.resid_post[:T],
+            ablation=self.ablation,
         )
 
     def _check(self, token_ids: list[int]) -> None:
@@ -176,6 +230,7 @@ class RunView:
     _v: torch.Tensor
     _resid_pre: torch.Tensor  # [n_layer, T, n_embd]
     _resid_post: torch.Tensor  # [T, n_embd] leaving the last block
+    ablation: Ablation = NO_ABLATION  # the knock-outs of the model that made the run
 
     @property
     def n_tokens(self) -> int:
@@ -248,8 +303,19 @@ class RunView:
         return F.pad(scores, (0, self.n_tokens - rows.stop), value=float("-inf"))
 
     def _z(self, layer: int, rows: slice) -> torch.Tensor:
+        """z as it enters c_proj: of a knocked-out head, what replaced it."""
+        if self.ablation.mode == AblationMode.MEAN and self.ablation.heads_at(layer):
+            # A mean over the positions so far needs every earlier row.
+            z = self.ablation.knock_out(layer, self._real_z(layer, slice(0, rows.stop)), 0, {})
+            z = z[:, rows]
+        else:
+            z = self.ablation.knock_out(layer, self._real_z(layer, rows), rows.start, {})
+        return z.transpose(0, 1)
+
+    def _real_z(self, layer: int, rows: slice) -> torch.Tensor:
+        """[n_head, rows, d_head], the pattern-weighted values."""
         pattern = torch.softmax(self._scores(layer, rows), dim=-1)
-        return (pattern @ self._v[layer]).transpose(0, 1)
+        return pattern @ self._v[layer]
 
     def _resid_mid(self, layer: int, rows: slice) -> torch.Tensor:
         attn_out = gpt2.linear(self._z(layer, rows).flatten(-2), self.params.blocks[layer].c_proj)
