@@ -8,6 +8,7 @@ event or selection change, never per paint.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 
 from gpt2scope.engine import (
+    Ablation,
+    AblationMode,
     Finished,
     FinishReason,
     GPT2Config,
@@ -28,6 +31,7 @@ from gpt2scope.engine import (
     Stepped,
     Tokenizer,
 )
+from gpt2scope.engine.ablation import NO_ABLATION
 from gpt2scope.engine.analysis import AttentionRow, attention_row
 from gpt2scope.engine.runner import Event
 from gpt2scope.engine.sampling import preview_record
@@ -38,6 +42,7 @@ from gpt2scope.tui.text import Piece, Pieces
 # trained on quotations often ends the text at once).
 SAMPLE_PROMPT = "The trophy doesn't fit in the suitcase because it"
 TOP_KEYS = 5
+INTACT_KEPT = 16  # the intact model's logits for this many knocked-out token sequences
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,10 @@ class Settings:
     length: int = 6
     seed: int = 0
     bos: bool = False  # the tokens start with <|endoftext|>
+    # The token the contributions screen explains at the query, and the one it is set
+    # against (a logit difference); None: the default target, no contrast.
+    target: int | None = None
+    contrast: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,6 +196,50 @@ class Prediction:
         return cls.of_record(preview_record(logits, params), None, pieces)
 
 
+@dataclass(frozen=True)
+class Shift:
+    """How the knock-outs moved a prediction: the intact model's probability (temperature 1)
+    of each of its candidates, and KL(intact || knocked out) over the whole vocabulary."""
+
+    before: tuple[float, ...]
+    kl_bits: float
+
+
+@dataclass(frozen=True, eq=False)
+class HeadEffects:
+    """The total effect of knocking out each head alone on one target's logit (or logit
+    difference), as far as computed: a row per layer, None until it is done."""
+
+    job: int  # tells a restarted computation's rows from the one before
+    view: RunView
+    position: int
+    target: int
+    contrast: int | None
+    mode: AblationMode
+    rows: tuple[tuple[float, ...] | None, ...]
+    cancelled: bool = False
+
+    @property
+    def n_done(self) -> int:
+        return sum(row is not None for row in self.rows)
+
+    @property
+    def done(self) -> bool:
+        return self.n_done == len(self.rows)
+
+
+def fitted_ablation(ablation: Ablation, config: GPT2Config) -> tuple[Ablation, str]:
+    """The knock-outs a model of `config` has, and those it has not, named ('L30H2 L40mlp')."""
+    heads = frozenset(
+        (layer, head)
+        for layer, head in ablation.heads
+        if layer < config.n_layer and head < config.n_head
+    )
+    mlps = frozenset(layer for layer in ablation.mlps if layer < config.n_layer)
+    gone = replace(ablation, heads=ablation.heads - heads, mlps=ablation.mlps - mlps)
+    return replace(ablation, heads=heads, mlps=mlps), gone.label()
+
+
 def query_index(query: int | None, n_tokens: int) -> int:
     """The selected query token among `n_tokens`: None (and anything past the end) is the
     last."""
@@ -214,6 +267,9 @@ class Scope:
     step_prediction: Prediction | None = None  # what the shown step sampled from
     # (token embedding row, positional embedding row, their sum) at the query
     embedding: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    ablation: Ablation = NO_ABLATION  # what the user knocked out (the runner follows)
+    shift: Shift | None = None  # the prediction against the intact model's, once known
+    effects: HeadEffects | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -265,6 +321,13 @@ class Session:
         self.at_step: int | None = None  # the past step shown; None follows the run
         self.finish: FinishReason | None = None
         self.show_record = False  # the Probabilities view shows the last sampled step
+        self.ablation = NO_ABLATION
+        # The intact model's next-token logits after each of the last knocked-out token
+        # sequences, worked out by the app off the UI thread (see intact_wanted).
+        self._intact: dict[tuple[int, ...], torch.Tensor | None] = {}
+        self.effects: HeadEffects | None = None
+        self._effects_jobs = 0
+        self._shift: Shift | None = None
         self._attn: HeadData | None = None
         self._prediction: Prediction | None = None
         self._step_prediction: Prediction | None = None
@@ -326,6 +389,55 @@ class Session:
         self.prompt = text
         self._scope = None
 
+    def set_ablation(self, ablation: Ablation) -> None:
+        self.ablation = ablation
+        self._scope = None
+
+    # Knock-outs against the intact model.
+
+    def intact_wanted(self) -> RunView | None:
+        """The knocked-out run whose prediction is shown, while the intact model's logits
+        for its tokens are not known yet."""
+        view = self._prediction_view()
+        if view is None or view.ablation.empty or view.tokens in self._intact:
+            return None
+        return view
+
+    def keep_intact(self, tokens: tuple[int, ...], logits: torch.Tensor | None) -> None:
+        self._intact[tokens] = logits
+        while len(self._intact) > INTACT_KEPT:
+            del self._intact[next(iter(self._intact))]
+        self._shift = None
+        self._scope = None
+
+    # Head effects, computed by the app in a worker, a layer at a time.
+
+    def start_effects(
+        self,
+        view: RunView,
+        position: int,
+        target: int,
+        contrast: int | None,
+        mode: AblationMode,
+    ) -> HeadEffects:
+        self._effects_jobs += 1
+        rows = (None,) * view.config.n_layer
+        self.effects = HeadEffects(self._effects_jobs, view, position, target, contrast, mode, rows)
+        self._scope = None
+        return self.effects
+
+    def effects_row(self, job: int, layer: int, row: list[float]) -> None:
+        e = self.effects
+        if e is not None and e.job == job:
+            rows = e.rows[:layer] + (tuple(row),) + e.rows[layer + 1 :]
+            self.effects = replace(e, rows=rows)
+            self._scope = None
+
+    def cancel_effects(self) -> None:
+        if self.effects is not None and not self.effects.done:
+            self.effects = replace(self.effects, cancelled=True)
+            self._scope = None
+
     # The runner's events.
 
     def apply(self, event: Event) -> None:
@@ -353,7 +465,7 @@ class Session:
         self._scope = None
 
     def _forget_run(self) -> None:
-        self._attn = self._prediction = self._step_prediction = None
+        self._attn = self._prediction = self._step_prediction = self._shift = None
 
     # The snapshot.
 
@@ -380,7 +492,31 @@ class Session:
             prediction=self._next_prediction(),
             step_prediction=self._shown_step_prediction(),
             embedding=self._embedding(),
+            ablation=self.ablation,
+            shift=self._prediction_shift(),
+            effects=self.effects,
         )
+
+    def _prediction_view(self) -> RunView | None:
+        """The run the Probabilities view's distribution came from: a sampled step's was the
+        run before its token."""
+        p = self._next_prediction()
+        if p is None:
+            return None
+        return self.shown_view if p.step is None else self.views[p.step - 1]
+
+    def _prediction_shift(self) -> Shift | None:
+        view = self._prediction_view()
+        if view is None or view.ablation.empty or self._intact.get(view.tokens) is None:
+            return None
+        if self._shift is None:
+            log_before = torch.log_softmax(self._intact[view.tokens].float(), -1)
+            log_after = torch.log_softmax(view.logits.float(), -1)
+            before = log_before.exp()
+            kl = float((before * (log_before - log_after)).sum()) / math.log(2)
+            ids = [c.piece.token_id for c in self._next_prediction().candidates]
+            self._shift = Shift(tuple(before[ids].tolist()), max(kl, 0.0))
+        return self._shift
 
     def _embedding(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         view = self.shown_view

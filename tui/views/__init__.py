@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from gpt2scope.tui.views import (
     attention,
+    attribution,
     block,
     continuation,
     embeddings,
@@ -26,7 +27,9 @@ PANES: tuple[PaneSpec, ...] = tuple(
     m.SPEC for m in (embeddings, attention, probabilities, query, qkv, continuation)
 )
 # In the order the help screen and the key list name them.
-SCREENS: tuple[ScreenSpec, ...] = tuple(m.SPEC for m in (stages, model_map, lens, block, history))
+SCREENS: tuple[ScreenSpec, ...] = tuple(
+    m.SPEC for m in (stages, model_map, lens, block, attribution, history)
+)
 SCREEN_BY_ID = {s.id: s for s in SCREENS}
 
 __all__ = ["PANES", "SCREENS", "SCREEN_BY_ID", "Drawn", "Key", "PaneSpec", "ScreenSpec"]

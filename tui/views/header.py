@@ -24,6 +24,7 @@ DEMO_NOTE_SHORT = "demo model, not GPT-2 · D: download GPT-2 small"
 # for inspect's text, where there is no D key
 DEMO_NOTE_PRINTED = "demo model, not OpenAI's GPT-2: `gpt2scope download` fetches GPT-2 small"
 LOOKING_BACK = Style(color="black", bgcolor="yellow", bold=True)
+KNOCKED_OUT = Style(color="black", bgcolor="magenta", bold=True)
 
 
 def model_label(scope: Scope) -> Text:
@@ -68,6 +69,13 @@ def history_label(scope: Scope) -> list[Text]:
     return [Text(f"◂ step {scope.steps} of {len(scope.history)} · f: live", LOOKING_BACK)]
 
 
+def ablation_label(scope: Scope) -> list[Text]:
+    """While anything is knocked out, say what and how: every number on screen is from the
+    model without them."""
+    a = scope.ablation
+    return [] if a.empty else [Text(f"off: {a.label()} · {a.mode}", KNOCKED_OUT)]
+
+
 def render_header(scope: Scope, width: int, live: bool = True) -> list[Text]:
     """The app's status line; not `live`, for printing, without the runner's state."""
     s, c = scope.settings, scope.info.config
@@ -78,6 +86,7 @@ def render_header(scope: Scope, width: int, live: bool = True) -> list[Text]:
         *((part, 0) for part in history_label(scope)),
         (model_label(scope), 0),
         (Text(f"L{s.layer} H{s.head}", "bold"), len(f"L{c.n_layer - 1} H{c.n_head - 1}")),
+        *((part, 0) for part in ablation_label(scope)),
         (
             query_label(scope, width),
             # with room for " (last)" either way: moving the query must not move the breaks

@@ -11,20 +11,26 @@ from __future__ import annotations
 from typing import Any
 
 from rich.cells import cell_len
+from rich.style import Style
 from rich.text import Text
 
-from gpt2scope.tui.session import Candidate, Prediction, Scope
+from gpt2scope.tui.session import Candidate, Prediction, Scope, Shift
 from gpt2scope.tui.text import token_json
 from gpt2scope.tui.views.common import Drawn, no_run, packed, piece_text
 from gpt2scope.tui.views.spec import PaneSpec
 from gpt2scope.tui.views.style import CHOSEN, CUT, DIM, HEADING, KEPT, MAX_BAR, NOTE, bar, percent
 
+KNOCKED_OUT = Style(color="magenta")
+
 MODEL_COLUMN_MIN_WIDTH = 36
 
 
-def summary(p: Prediction, vocab: int, width: int, off_query: bool) -> list[Text]:
+def summary(
+    p: Prediction, vocab: int, width: int, off_query: bool, shift: Shift | None = None
+) -> list[Text]:
     """What was chosen (or that nothing was yet), the settings and the entropies, wrapped;
-    `off_query` when the query is not the last token, whose prediction this is."""
+    `off_query` when the query is not the last token, whose prediction this is; with a
+    `shift`, how far the knock-outs moved the distribution from the intact model's."""
     if p.chosen is None:
         parts = [Text("next token · not sampled yet", HEADING)]
     else:
@@ -42,11 +48,23 @@ def summary(p: Prediction, vocab: int, width: int, off_query: bool) -> list[Text
         ]
     else:  # the status line has T, k and p; the cut line shows what was kept
         parts.append(Text(f"H {p.entropy:.2f}→{p.sampled_entropy:.2f} bits", DIM))
+    if shift is not None:
+        parts.append(Text(f"KL(intact‖now) {shift.kl_bits:.3f} bits", KNOCKED_OUT))
     return packed(parts, width, " · ")
 
 
+def before_after(before: float, after: float) -> str:
+    """' 43.1→12.0': the intact model's probability, then the knocked-out one's, in %."""
+    return f" {before * 100:4.1f}→{after * 100:4.1f}"
+
+
 def candidate_line(
-    c: Candidate, chosen: bool, label_width: int, bar_width: int, model_column: bool
+    c: Candidate,
+    chosen: bool,
+    label_width: int,
+    bar_width: int,
+    model_column: bool,
+    before: float | None = None,
 ) -> Text:
     line = Text("▸ " if chosen else "  ", CHOSEN)
     line.append_text(piece_text(c.piece, label_width, pad=True, style=CHOSEN if chosen else None))
@@ -57,7 +75,9 @@ def candidate_line(
             glyph_bar = ("░" * len(glyph_bar.rstrip())).ljust(bar_width)
         line.append(glyph_bar + " ", KEPT if c.kept else CUT)
     line.append(percent(c.prob_sampled) if c.kept else "  cut", "" if c.kept else CUT)
-    if model_column:
+    if model_column and before is not None:
+        line.append(before_after(before, c.prob), KNOCKED_OUT)
+    elif model_column:
         line.append(f" {percent(c.prob)}", DIM)
     return line
 
@@ -87,9 +107,11 @@ def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
     p = scope.prediction
     if p is None:
         return no_run(width)
-    drawn = Drawn(summary(p, scope.info.config.vocab_size, width, not scope.query_is_last))
+    shift = scope.shift
+    vocab = scope.info.config.vocab_size
+    drawn = Drawn(summary(p, vocab, width, not scope.query_is_last, shift))
     model_column = width >= MODEL_COLUMN_MIN_WIDTH
-    tail = 6 if model_column else 0
+    tail = (len(before_after(1, 1)) if shift else 6) if model_column else 0
     longest = max(cell_len(c.piece.label) for c in p.candidates)
     label_width = max(4, min(longest, 14, (width - 2 - 6 - tail) // 2))
     bar_width = min(width - 2 - label_width - 1 - 5 - tail - 1, MAX_BAR)
@@ -97,7 +119,8 @@ def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
         bar_width = 0
     if model_column:
         header = "  " + "token".ljust(label_width) + " "
-        header += ("after T".ljust(bar_width) + " " if bar_width else "") + "   p%  T=1"
+        header += ("after T".ljust(bar_width) + " " if bar_width else "") + "   p%"
+        header += "  intact→now" if shift else "  T=1"
         drawn.add(Text(header, DIM))
     chosen_id = p.chosen.token_id if p.chosen else None
     shown = list(p.candidates[: shown_count(p, height - len(drawn.lines))])
@@ -105,7 +128,8 @@ def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
         if i == p.n_kept:
             drawn.add(Text(f"  ─ {cut_reason(p)} ─", NOTE))
         is_chosen = c.piece.token_id == chosen_id
-        drawn.add(candidate_line(c, is_chosen, label_width, bar_width, model_column))
+        before = shift.before[i] if shift else None
+        drawn.add(candidate_line(c, is_chosen, label_width, bar_width, model_column, before))
     if p.chosen is not None and all(c.piece.token_id != chosen_id for c in shown):
         chosen_line = Text(f"▸ chose rank {p.chosen_rank}: ", CHOSEN)
         # the token with an ellipsis if it must be cut, not chopped by the pane's edge
@@ -117,7 +141,8 @@ def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
 
 
 def on_prediction(scope: Scope) -> tuple:
-    return id(scope.prediction), scope.query_is_last  # "after the last token" or not
+    # "after the last token" or not; the intact model's, once worked out
+    return id(scope.prediction), scope.query_is_last, id(scope.shift)
 
 
 def prediction_json(p: Prediction) -> dict[str, Any]:
@@ -154,7 +179,9 @@ SPEC = PaneSpec(
     about="the next-token candidates by logit, after the last token: bar = probability after "
     "temperature (█ kept, ░ cut by top-k/top-p), p% = what it is sampled with (kept, "
     "renormalised), T=1 = the model's own; ▸ the token chosen; entropy in bits, model's → "
-    "sampled from",
+    "sampled from; while heads or MLPs are knocked out, intact→now is the model's own "
+    "probability without the knock-outs and with them, and KL(intact‖now) how far apart the "
+    "two distributions are, in bits",
     depends=on_prediction,
     json=probabilities_json,
 )
