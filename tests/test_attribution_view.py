@@ -10,6 +10,7 @@ import torch
 from rich.cells import cell_len
 
 from gpt2scope.engine import Ablation, Prefilled, gpt2_tokenizer, load_model
+from gpt2scope.engine.ablation import NO_ABLATION
 from gpt2scope.engine.attribution import attribution
 from gpt2scope.tui.session import ModelInfo, Session, Settings
 from gpt2scope.tui.text import Pieces
@@ -30,9 +31,9 @@ VOCAB = 300
 SCREEN = (78, 19)  # the sheet of a deeper screen in an 80x24 terminal
 
 
-def session_on(model, ids, settings=Settings(), ablation=Ablation(), query=None):
+def session_on(model, ids, settings=None, ablation=NO_ABLATION, query=None):
     info = ModelInfo.of(model, "test", "path", "test")
-    session = Session(info, gpt2_tokenizer(), settings)
+    session = Session(info, gpt2_tokenizer(), settings or Settings())
     session.apply(Prefilled(1, model.start(ids, ablation).view()))
     session.update(query=query)
     return session

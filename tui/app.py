@@ -10,7 +10,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from functools import partial
 
+import torch
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Grid, Horizontal
@@ -18,9 +20,24 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Input, Label
+from textual.worker import Worker, WorkerState
 
-from gpt2scope.engine import Done, Failed, Model, Runner, Sampler, Tokenizer, sample
+from gpt2scope.engine import (
+    Ablation,
+    AblationMode,
+    Done,
+    Failed,
+    Model,
+    Run,
+    Runner,
+    RunView,
+    Sampler,
+    Tokenizer,
+    sample,
+)
+from gpt2scope.engine import attribution as engine_attribution
 from gpt2scope.engine import gpt2_tokenizer as default_tokenizer
+from gpt2scope.engine.ablation import NO_ABLATION
 from gpt2scope.engine.runner import Event
 from gpt2scope.tui.download_screen import (
     DownloadScreen,
@@ -33,9 +50,18 @@ from gpt2scope.tui.help import HelpScreen
 from gpt2scope.tui.keep_tail import KeepTailScreen
 from gpt2scope.tui.keys import KEYS, bindings, next_on_ladder
 from gpt2scope.tui.screens import DeeperActions, DeeperScreen
-from gpt2scope.tui.session import SAMPLE_PROMPT, ModelInfo, Scope, Session, Settings
+from gpt2scope.tui.session import (
+    SAMPLE_PROMPT,
+    HeadEffects,
+    ModelInfo,
+    Scope,
+    Session,
+    Settings,
+    fitted_ablation,
+)
 from gpt2scope.tui.text import editable, from_editable, visible
 from gpt2scope.tui.views import PANES
+from gpt2scope.tui.views import attribution as contributions
 from gpt2scope.tui.widgets import AttentionPane, LeanFooter, Pane, PromptInput, StatusLine
 
 PUBLISH_INTERVAL = 0.1  # seconds: while generating, the panes follow at most 10 times a second
@@ -89,6 +115,9 @@ class ScopeApp(DeeperActions, App[int]):
         self.fetching: threading.Thread | None = None  # the download of GPT-2 small, if asked
         self.fetch_cancel = threading.Event()
         self.outstanding: set[int] = set()  # ids of the commands sent whose Done is to come
+        self._intact: Worker | None = None  # works out the intact model's logits
+        # The head effects being computed (their job number) and what cancels them.
+        self._effects: tuple[int, threading.Event] | None = None
         self._publish_scheduled = False
         self._last_publish = 0.0
         self.too_small = False
@@ -138,6 +167,7 @@ class ScopeApp(DeeperActions, App[int]):
 
     def on_unmount(self) -> None:
         self.fetch_cancel.set()
+        self.stop_effects()
         self.close_runner()
 
     # Between the threads.
@@ -193,6 +223,33 @@ class ScopeApp(DeeperActions, App[int]):
     def publish(self) -> None:
         self._last_publish = time.monotonic()
         self.scope = self.session.scope()
+        self.want_intact()
+
+    def want_intact(self) -> None:
+        """While something is knocked out, work out the intact model's prediction for the
+        tokens shown, one run at a time, the newest, for the Probabilities view's before."""
+        view = self.session.intact_wanted()
+        if view is not None and self._intact is None:
+            self._intact = self.run_worker(
+                partial(intact_logits, view), thread=True, group="intact", exit_on_error=False
+            )
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is not self._intact or event.state not in FINAL:
+            return
+        self._intact = None
+        if event.state != WorkerState.SUCCESS:
+            return  # the app is closing
+        tokens, logits, error = event.worker.result
+        self.session.keep_intact(tokens, logits)  # None: not tried again for these tokens
+        if error is not None:
+            self.notify(
+                visible(error),
+                title="The intact model's prediction could not be worked out",
+                severity="error",
+                markup=False,
+            )
+        self.publish()
 
     def close_runner(self) -> None:
         if self.runner is not None:
@@ -334,6 +391,8 @@ class ScopeApp(DeeperActions, App[int]):
             return action == "quit"
         if action == "zoom" and isinstance(self.screen, DeeperScreen):
             return False  # a deeper screen already fills the terminal: no z in its footer
+        if action == "cancel_effects":
+            return self._effects is not None  # else esc goes back, as on every screen
         return super().check_action(action, parameters)
 
     def action_download(self) -> None:
@@ -383,14 +442,124 @@ class ScopeApp(DeeperActions, App[int]):
     def switch_model(self, model: Model, info: ModelInfo) -> None:
         """Run `model` from now on, with the same settings, the prompt on screen run again."""
         prompt = self.session.prompt or self.first_prompt
+        ablation, dropped = fitted_ablation(self.session.ablation, info.config)
+        self.stop_effects()
         self.close_runner()
         self.model = model
         self.session = Session(info, self.session.pieces.tokenizer, self.session.settings)
         self.outstanding.clear()
         self.start_runner()
+        if ablation != NO_ABLATION:
+            self.set_ablation(ablation)
         self.publish()
         self.run_prompt(prompt)
         self.notify(f"now running {info.description}, {info.size} parameters", markup=False)
+        if dropped:
+            self.notify(f"{info.name} has no {dropped}: no longer knocked out", markup=False)
+
+    # Knock-outs, and the contributions screen's target and head effects.
+
+    def set_ablation(self, ablation: Ablation) -> None:
+        """Knock out `ablation`'s heads and MLPs from now on: the runner runs the tokens
+        again through the knocked-out model, and so every prompt, token and branch after."""
+        self.session.set_ablation(ablation)
+        self.send(lambda r: r.set_ablation(ablation))
+        self.publish()
+
+    def action_knock_out(self) -> None:
+        s, a = self.session.settings, self.session.ablation
+        self.set_ablation(replace(a, heads=a.heads ^ {(s.layer, s.head)}))
+
+    def action_knock_out_mlp(self) -> None:
+        s, a = self.session.settings, self.session.ablation
+        self.set_ablation(replace(a, mlps=a.mlps ^ {s.layer}))
+
+    def action_restore(self) -> None:
+        a = self.session.ablation
+        if a.empty:
+            self.notify("nothing is knocked out: o knocks out the selected head, M its MLP")
+            return
+        self.set_ablation(replace(a, heads=frozenset(), mlps=frozenset()))
+
+    def action_ablation_mode(self) -> None:
+        a = self.session.ablation
+        mode = AblationMode.MEAN if a.mode == AblationMode.ZERO else AblationMode.ZERO
+        self.set_ablation(replace(a, mode=mode))
+        said = "its mean over the run" if mode == AblationMode.MEAN else "0"
+        self.notify(f"knock-outs: {mode}, a head's z set to {said}", timeout=3)
+
+    def action_target(self, delta: int) -> None:
+        scope = self.scope
+        if scope is not None and scope.view is not None:
+            self.change(**contributions.moved_target(scope, delta))
+
+    def action_contrast(self) -> None:
+        scope = self.scope
+        if scope is not None and scope.view is not None:
+            self.change(contrast=contributions.toggled_contrast(scope))
+
+    def action_head_effects(self) -> None:
+        """Knock out each head alone, in a worker, the rows shown as they finish."""
+        scope = self.scope
+        if scope is None or scope.view is None:
+            self.notify("no run yet: type a prompt (p) and press enter")
+            return
+        self.stop_effects()
+        view, position = scope.view, scope.query
+        target, contrast = contributions.chosen_tokens(view, position, scope.settings)
+        mode = self.session.ablation.mode
+        effects = self.session.start_effects(view, position, target, contrast, mode)
+        cancel = threading.Event()
+        self._effects = (effects.job, cancel)
+        work = partial(self.compute_effects, effects, cancel)
+        self.run_worker(work, thread=True, group="effects", exit_on_error=False)
+        self.refresh_bindings()
+        self.publish()
+
+    def compute_effects(self, effects: HeadEffects, cancel: threading.Event) -> None:
+        """In a worker thread; each finished layer goes to the UI thread at once."""
+
+        def on_row(layer: int, row: list[float]) -> None:
+            if not cancel.is_set():
+                self.call_from_thread(self.effects_row, effects.job, layer, row)
+
+        error = None
+        try:
+            engine_attribution.head_effects(
+                effects.view,
+                effects.position,
+                effects.target,
+                effects.contrast,
+                effects.mode,
+                on_row=on_row,
+                cancelled=cancel.is_set,
+            )
+        except Exception as e:  # said on screen; the rows done so far stay
+            error = f"{type(e).__name__}: {e}"
+        if not cancel.is_set():
+            self.call_from_thread(self.effects_ended, effects.job, error)
+
+    def effects_row(self, job: int, layer: int, row: list[float]) -> None:
+        self.session.effects_row(job, layer, row)
+        self.schedule_publish()
+
+    def effects_ended(self, job: int, error: str | None) -> None:
+        if self._effects is not None and self._effects[0] == job:
+            self._effects = None
+            self.refresh_bindings()
+        if error is not None:
+            self.notify(visible(error), title="Head effects failed", severity="error", markup=False)
+
+    def stop_effects(self) -> None:
+        if self._effects is not None:
+            self._effects[1].set()
+            self._effects = None
+            self.session.cancel_effects()
+            self.refresh_bindings()
+
+    def action_cancel_effects(self) -> None:
+        self.stop_effects()
+        self.publish()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -416,3 +585,15 @@ class ScopeApp(DeeperActions, App[int]):
 
     def palette_action(self, action: str) -> Callable[[], None]:
         return lambda: self.call_later(self.run_action, action)
+
+
+FINAL = (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED)
+
+
+def intact_logits(view: RunView) -> tuple[tuple[int, ...], torch.Tensor | None, str | None]:
+    """In a worker thread: the intact model's next-token logits after the view's tokens,
+    the layers before the first knocked-out one reused from the view; or why not."""
+    try:
+        return view.tokens, Run.rerun(view, NO_ABLATION).logits, None
+    except Exception as e:
+        return view.tokens, None, f"{type(e).__name__}: {e}"

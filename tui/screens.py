@@ -100,9 +100,12 @@ class BranchRequested(Message):
 
 
 def screen_bindings(spec: ScreenSpec) -> list[Binding]:
-    """Back first, so that a narrow footer always shows the way out; then the screen's own
-    keys, and p, which goes back to edit the prompt."""
-    return [*bindings((BACK, *spec.keys)), Binding("p", "edit_prompt", "prompt")]
+    """Back first, so that a narrow footer always shows the way out (after a key of the
+    screen's own on esc, which cancels something while it runs and is off otherwise); then
+    the screen's own keys, and p, which goes back to edit the prompt."""
+    on_esc = tuple(k for k in spec.keys if k.key == BACK.key)
+    own = tuple(k for k in spec.keys if k.key != BACK.key)
+    return [*bindings((*on_esc, BACK, *own)), Binding("p", "edit_prompt", "prompt")]
 
 
 class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):

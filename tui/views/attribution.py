@@ -42,6 +42,7 @@ LIST_ROWS = (8, 12)  # the pushers and pullers list: at least, at most this many
 ENTRY = 16  # "ln_f.bias +12.34 " in the list
 TOKEN_CELLS = 8  # the most cells a token takes in the saliency strip
 STRIP_LABEL = 9  # "saliency "
+PROGRESS = 10  # cells of the head effects' progress bar
 
 
 @dataclass(frozen=True, eq=False)
@@ -253,15 +254,14 @@ def list_lines(f: Contributions, rows: int, columns: int) -> tuple[Text, list[Te
     return Text("pushers, pullers", HEADING), [entry(c) for c in entries]
 
 
-def progress(e: HeadEffects, width: int) -> Text:
-    if e.done:
-        return Text(f"total effects ({e.mode})"[:width], HEADING)
-    text = Text("effects ", HEADING)
-    status = " cancelled" if e.cancelled else f" {e.n_done}/{len(e.rows)}"
-    bar_width = max(width - text.cell_len - len(status), 1)
-    text.append(bar(e.n_done / len(e.rows), bar_width).replace(" ", "░"), Style(color="cyan"))
-    text.append(status, NOTE if e.cancelled else DIM)
-    text.truncate(width)
+def progress(e: HeadEffects) -> Text:
+    """How far the head effects are: a bar and the layers done, until they all are."""
+    text = Text(f"total effects ({e.mode})", HEADING)
+    if not e.done:
+        text.append(" ")
+        text.append(bar(e.n_done / len(e.rows), PROGRESS).replace(" ", "░"), Style(color="cyan"))
+        status = " cancelled" if e.cancelled else f" {e.n_done}/{len(e.rows)} · esc cancels"
+        text.append(status, NOTE if e.cancelled else DIM)
     return text
 
 
@@ -333,18 +333,21 @@ def sum_line(page: Page[Contributions], width: int, scale: float) -> list[Text]:
     return packed(parts, width, " · ")
 
 
-def title(page: Page[Contributions], effects: HeadEffects | None) -> Text:
-    a, s = page.figure.attribution, page.scope.settings
+def title(page: Page[Contributions], effects: HeadEffects | None, width: int) -> list[Text]:
+    a, s, heads = page.figure.attribution, page.scope.settings, page.figure.heads
     text = Text(f"contributions · query {a.position} ", HEADING)
     text.append_text(piece_text(page.source.pieces[a.position], 10))
-    value = page.figure.heads[s.layer, s.head] if s.layer < len(page.figure.heads) else None
-    if value is not None and s.head < page.figure.heads.shape[1]:
-        text.append(f" · L{s.layer}H{s.head} direct {value:+.3f}")
+    text.append_text(page_note(page))
+    parts = [text]
+    if s.layer < heads.shape[0] and s.head < heads.shape[1]:
+        selected = Text(f"L{s.layer}H{s.head} direct {heads[s.layer, s.head]:+.3f}")
         row = effects.rows[s.layer] if effects is not None else None
         if row is not None:
-            text.append(f" · total {row[s.head]:+.3f}")
-    text.append_text(page_note(page))
-    return text
+            selected.append(f" total {row[s.head]:+.3f}")
+        parts.append(selected)
+    if effects is not None:
+        parts.append(progress(effects))
+    return packed(parts, width, " · ")
 
 
 def render_contributions(page: Page[Contributions], width: int, height: int) -> Drawn:
@@ -356,7 +359,7 @@ def render_contributions(page: Page[Contributions], width: int, height: int) -> 
     effects = matching_effects(page)
     layout = layout_for(L, H, width, effects is not None)
     scale = max(scale_of(f.heads), scale_of(f.mlps))
-    head = [title(page, effects), *target_line(page, width), *sum_line(page, width, scale)]
+    head = [*title(page, effects, width), *target_line(page, width), *sum_line(page, width, scale)]
     head += saliency_lines(page, width)
     rows = min(max(L, LIST_ROWS[0]), LIST_ROWS[1])
     list_header, entries = (
@@ -369,7 +372,7 @@ def render_contributions(page: Page[Contributions], width: int, height: int) -> 
         done = [row for row in effects.rows if row is not None]
         effects_scale = scale_of(np.array(done)) if done else 0.0
         grid_header.append(" │", DIM)
-        grid_header.append_text(progress(effects, H * layout.cell))
+        grid_header.append("total"[: H * layout.cell], HEADING)
     grid_header.append(" " * (layout.grids - grid_header.cell_len))
     grid_header.append_text(list_header)
     head.append(grid_header)

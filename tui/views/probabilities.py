@@ -75,7 +75,7 @@ def candidate_line(
             glyph_bar = ("░" * len(glyph_bar.rstrip())).ljust(bar_width)
         line.append(glyph_bar + " ", KEPT if c.kept else CUT)
     line.append(percent(c.prob_sampled) if c.kept else "  cut", "" if c.kept else CUT)
-    if model_column and before is not None:
+    if before is not None:  # in a narrow pane too: it is what a knock-out is about
         line.append(before_after(before, c.prob), KNOCKED_OUT)
     elif model_column:
         line.append(f" {percent(c.prob)}", DIM)
@@ -111,7 +111,7 @@ def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
     vocab = scope.info.config.vocab_size
     drawn = Drawn(summary(p, vocab, width, not scope.query_is_last, shift))
     model_column = width >= MODEL_COLUMN_MIN_WIDTH
-    tail = (len(before_after(1, 1)) if shift else 6) if model_column else 0
+    tail = len(before_after(1, 1)) if shift else 6 if model_column else 0
     longest = max(cell_len(c.piece.label) for c in p.candidates)
     label_width = max(4, min(longest, 14, (width - 2 - 6 - tail) // 2))
     bar_width = min(width - 2 - label_width - 1 - 5 - tail - 1, MAX_BAR)
