@@ -121,3 +121,31 @@ def keys_help() -> str:
         if own:
             text += f"  {k.shown}  " + ", ".join(f"{o.shown} {o.help}" for o in own) + "\n"
     return text
+
+
+def keys_markdown() -> str:
+    """Every key as Markdown tables, for docs/keys.md (`python -m tools.write_docs`)."""
+
+    def table(rows: list[tuple[str, str]]) -> str:
+        # A bare | would end the cell (<|endoftext|>).
+        lines = [f"| `{shown}` | {text.replace('|', chr(92) + '|')} |" for shown, text in rows]
+        return "| key | does |\n|---|---|\n" + "\n".join(lines) + "\n"
+
+    text = (
+        "<!-- Written by `python -m tools.write_docs` from tui/keys.py: edit those, not this. -->\n"
+        "# Keys\n\nThe main screen's keys, as `?` and `gpt2scope --help` list them; the deeper "
+        "screens add their own, below.\n\n"
+    )
+    text += table([(k.shown, k.help) for k in KEYS] + list(BUILT_IN))
+    openers = {k.action: k for k in KEYS}
+    bare = []
+    for name, own in SCREEN_KEYS.items():
+        opener = openers[f"open('{name}')"]
+        if own:
+            text += f"\n## The screen `{opener.shown}` opens\n\n{opener.help}; `esc` or "
+            text += f"`{opener.shown}` goes back.\n\n" + table([(k.shown, k.help) for k in own])
+        else:
+            bare.append(f"`{opener.shown}`")
+    if bare:
+        text += f"\nThe screens {' and '.join(bare)} open have no keys of their own.\n"
+    return text
