@@ -6,14 +6,12 @@ import subprocess
 import sys
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
 from huggingface_hub import constants
 
 import gpt2scope.engine.runner
-import gpt2scope.tui.app
 import gpt2scope.tui.download_screen
 from gpt2scope.engine import gpt2_tokenizer, load_model
 from gpt2scope.tui.app import ScopeApp
@@ -235,19 +233,15 @@ async def test_keys_work_while_generating(tiny_model, gate):
         assert app.scope.prediction.params.temperature == 1.0
 
 
-async def test_a_publish_due_within_a_microsecond_still_reaches_the_screen(tiny_model, monkeypatch):
-    """Textual drops a one-shot timer of a delay that small, unfired: the screen would show
-    a stale run until the next event."""
+async def test_events_reach_the_screen_at_the_next_tick_not_one_by_one(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        now = time.monotonic()
-        monkeypatch.setattr(gpt2scope.tui.app, "time", SimpleNamespace(monotonic=lambda: now))
-        app._last_publish = now - gpt2scope.tui.app.PUBLISH_INTERVAL + 1e-8
         app.session.update(seed=7)
-        app.schedule_publish()
-        await pilot.pause(0.2)
-        assert app.scope.settings.seed == 7
+        app.unpublished = True  # as each runner event leaves it
+        assert app.scope.settings.seed != 7
+        await wait_for(pilot, lambda: app.scope.settings.seed == 7)
+        assert not app.unpublished
 
 
 async def test_resizing_mid_generation(tiny_model, gate):

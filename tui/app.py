@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
@@ -18,6 +17,7 @@ from textual.containers import Grid, Horizontal
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Input, Label
 
 from gpt2scope.engine import Failed, Finished, Model, Prefilled, Runner, Tokenizer
@@ -51,8 +51,6 @@ from gpt2scope.tui.widgets import AttentionPane, LeanFooter, Pane, PromptInput, 
 
 TERMINAL_EVENTS = (Prefilled, Finished, Failed)
 PUBLISH_INTERVAL = 0.1  # seconds: while generating, the panes follow at most 10 times a second
-# Textual (8.2) drops a one-shot timer whose delay is below about a microsecond, unfired.
-SHORTEST_TIMER = 0.001
 LAID_OUT_FOR = (80, 24)  # the smallest terminal the six panes are arranged for
 
 
@@ -94,8 +92,8 @@ class ScopeApp(DeeperActions, App[int]):
         self.fetching: threading.Thread | None = None  # the download of GPT-2 small, if asked
         self.fetch_cancel = threading.Event()
         self.pending = 0  # commands sent whose final event has not arrived yet
-        self._publish_scheduled = False
-        self._last_publish = 0.0
+        self.unpublished = False  # events have changed the session since the last publish
+        self.publish_tick: Timer | None = None
         self.too_small = False
 
     def compose(self) -> ComposeResult:
@@ -115,6 +113,10 @@ class ScopeApp(DeeperActions, App[int]):
         yield LeanFooter()
 
     def on_mount(self) -> None:
+        # Events only mark the session changed; this tick shows them, once for all the events
+        # of an interval: a fast model steps faster than the screen needs to follow, and
+        # repainting every pane per token would leave key presses waiting behind the renders.
+        self.publish_tick = self.set_interval(PUBLISH_INTERVAL, self.publish_events)
         self.start_runner()
         self.publish()
         if self.first_prompt.strip():
@@ -172,29 +174,21 @@ class ScopeApp(DeeperActions, App[int]):
                 severity="error",
                 markup=False,
             )
-        self.schedule_publish()
+        self.unpublished = True
 
-    def schedule_publish(self) -> None:
-        """Publish once for all the events that arrive within PUBLISH_INTERVAL: a fast model
-        steps faster than the screen needs to follow, and repainting every pane per token
-        would leave key presses waiting behind the renders."""
-        if not self._publish_scheduled:
-            self._publish_scheduled = True
-            self.publish_when_due()
-
-    def publish_when_due(self) -> None:
-        """Publish once PUBLISH_INTERVAL has passed since the last publish. A key publishes
-        at once, so the token after it waits its turn instead of adding its renders to the
-        key's repaint."""
-        wait = self._last_publish + PUBLISH_INTERVAL - time.monotonic()
-        if wait > SHORTEST_TIMER:
-            self.set_timer(wait, self.publish_when_due)
-        else:
-            self._publish_scheduled = False
-            self.publish()
+    def publish_events(self) -> None:
+        if self.unpublished:
+            self.show_session()
 
     def publish(self) -> None:
-        self._last_publish = time.monotonic()
+        """Show the session now, as a key does. The tick starts over, so the token after
+        the key waits its turn instead of adding its renders to the key's repaint."""
+        if self.publish_tick is not None:
+            self.publish_tick.reset()
+        self.show_session()
+
+    def show_session(self) -> None:
+        self.unpublished = False
         self.scope = self.session.scope()
 
     def close_runner(self) -> None:
