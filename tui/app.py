@@ -14,7 +14,6 @@ from dataclasses import replace
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Grid, Horizontal
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
@@ -24,17 +23,12 @@ from gpt2scope.engine import Failed, Finished, Model, Prefilled, Runner, Tokeniz
 from gpt2scope.engine import gpt2_tokenizer as default_tokenizer
 from gpt2scope.engine.runner import Event
 from gpt2scope.tui.cli import Options
-from gpt2scope.tui.download_screen import (
-    DownloadScreen,
-    Fetched,
-    FetchFailed,
-    FetchProgress,
-    fetch_gpt2,
-)
+from gpt2scope.tui.download_screen import DownloadScreen, fetch_gpt2
 from gpt2scope.tui.heap import return_freed_memory
 from gpt2scope.tui.help import HelpScreen
 from gpt2scope.tui.keep_tail import KeepTailScreen
 from gpt2scope.tui.keys import KEYS, bindings, next_on_ladder
+from gpt2scope.tui.messages import EngineEvent, Fetched, FetchFailed, FetchProgress, PromptLeft
 from gpt2scope.tui.models import OpenError, open_model
 from gpt2scope.tui.screens import DeeperActions, DeeperScreen
 from gpt2scope.tui.session import (
@@ -52,16 +46,6 @@ from gpt2scope.tui.widgets import AttentionPane, LeanFooter, Pane, PromptInput, 
 TERMINAL_EVENTS = (Prefilled, Finished, Failed)
 PUBLISH_INTERVAL = 0.1  # seconds: while generating, the panes follow at most 10 times a second
 LAID_OUT_FOR = (80, 24)  # the smallest terminal the six panes are arranged for
-
-
-class EngineEvent(Message):
-    """A runner event, carried from the worker thread to the UI thread; `generation` tells
-    the events of a runner replaced by a model switch from those of the current one."""
-
-    def __init__(self, event: Event, generation: int) -> None:
-        super().__init__()
-        self.event = event
-        self.generation = generation
 
 
 class ScopeApp(DeeperActions, App[int]):
@@ -257,12 +241,12 @@ class ScopeApp(DeeperActions, App[int]):
         text = from_editable(message.value)
         if not text.strip():  # the bar goes back to the prompt of the run on screen
             self.notify("the prompt is empty: type some text to run", severity="error")
-            self.on_prompt_input_left()
+            self.on_prompt_left()
             return
         self.run_prompt(text)
         self.focus_panes()
 
-    def on_prompt_input_left(self, message: PromptInput.Left | None = None) -> None:
+    def on_prompt_left(self, message: PromptLeft | None = None) -> None:
         # Leaving drops an edit that was not run: the bar shows the prompt of the run on screen.
         self.query_one(PromptInput).value = editable(self.session.prompt)
         to = message and message.to

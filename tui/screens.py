@@ -18,7 +18,6 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
@@ -28,6 +27,7 @@ from gpt2scope.tui.deeper import BY_ID, Deeper, chosen_index
 from gpt2scope.tui.figures import Page
 from gpt2scope.tui.inspect import run_json
 from gpt2scope.tui.keys import BACK, SCREEN_KEYS, bindings
+from gpt2scope.tui.messages import Branch
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces, visible
 from gpt2scope.tui.views import View
@@ -190,13 +190,6 @@ class BlockScreen(DeeperScreen):
 class HistoryScreen(DeeperScreen):
     """The cursor is a candidate of the step shown; it starts on the token that step chose."""
 
-    class Branch(Message):
-        """Put `token_id` at generated step `step` and generate the rest again."""
-
-        def __init__(self, step: int, token_id: int) -> None:
-            super().__init__()
-            self.step, self.token_id = step, token_id
-
     BINDINGS = screen_bindings("history")
 
     def follow(self, scope: Scope | None) -> None:
@@ -220,7 +213,7 @@ class HistoryScreen(DeeperScreen):
             self.notify("pick a generated step first: ← → move through them", markup=False)
             return
         candidate = scope.step_prediction.candidates[self.cursor]
-        self.post_message(self.Branch(scope.steps, candidate.piece.token_id))
+        self.post_message(Branch(scope.steps, candidate.piece.token_id))
 
 
 SCREENS: dict[str, type[DeeperScreen]] = {
@@ -268,7 +261,7 @@ class DeeperActions:
         self.session.look_at_step(len(self.session.sampled))
         self.publish()
 
-    def on_history_screen_branch(self, message: HistoryScreen.Branch) -> None:
+    def on_branch(self, message: Branch) -> None:
         """Put the token at the step, then generate as many tokens after it as the run had;
         the views follow the new steps."""
         step, token_id = message.step, message.token_id

@@ -9,12 +9,12 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
-from textual.message import Message
 from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer, Input
 
+from gpt2scope.tui.messages import PromptLeft
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import editable
 from gpt2scope.tui.views import View, render_header
@@ -80,16 +80,8 @@ class PromptInput(Input):
         Binding("shift+tab", "leave('previous')", "leave prompt", show=False),
     ]
 
-    class Left(Message):
-        """The user left the editor without running the prompt, for the panes (`to` None)
-        or for the next or previous widget in the focus chain."""
-
-        def __init__(self, to: str | None) -> None:
-            super().__init__()
-            self.to = to
-
     def action_leave(self, to: str | None = None) -> None:
-        self.post_message(self.Left(to))
+        self.post_message(PromptLeft(to))
 
     def _on_paste(self, event: events.Paste) -> None:
         event.prevent_default()
