@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ import time
 import pytest
 import torch
 from huggingface_hub import constants
+from textual.widgets._footer import FooterKey
 
 import gpt2scope.engine.runner
 import gpt2scope.tui.download_screen
@@ -242,6 +244,21 @@ async def test_events_reach_the_screen_at_the_next_tick_not_one_by_one(tiny_mode
         assert app.scope.settings.seed != 7
         await wait_for(pilot, lambda: app.scope.settings.seed == 7)
         assert not app.unpublished
+
+
+async def test_focusing_back_and_forth_does_not_keep_the_footers_old_keys(tiny_model):
+    """Each focus change recomposes the footer with new keys; those it removed must go."""
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for _ in range(30):
+            app.action_edit_prompt()
+            await pilot.pause()
+            app.focus_panes()
+            await pilot.pause()
+        gc.collect()
+        alive = sum(type(o) is FooterKey for o in gc.get_objects())
+        assert alive == len(app.query(FooterKey))
 
 
 async def test_resizing_mid_generation(tiny_model, gate):

@@ -58,14 +58,14 @@ class StatusLine(Widget):
 
 
 class LeanFooter(Footer):
-    """Textual's Footer without its leak (textual#6666): every focus change recomposes it,
-    and each new key binds itself to the footer's `compact`, a watcher that Textual only
-    drops when `compact` changes, which it never does. Drop those of removed keys."""
+    """Textual's Footer without its leak (textual#6666, still in 8.2): every focus change
+    recomposes it, and each new key binds itself to the footer's `compact`, a watcher that
+    Textual drops, once its key is removed, only when `compact` is set, which it never is.
+    Forcing an update of the unchanged `compact` drops them."""
 
     async def recompose(self) -> None:
         await super().recompose()
-        for watchers in getattr(self, "__watchers", {}).values():
-            watchers[:] = [(node, callback) for node, callback in watchers if node.is_attached]
+        self.mutate_reactive(Footer.compact)
 
 
 class PromptInput(Input):
