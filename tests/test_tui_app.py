@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 from huggingface_hub import constants
+from textual import events
 from textual.widgets._footer import FooterKey
 
 import gpt2scope.engine.runner
@@ -259,6 +260,42 @@ async def test_focusing_back_and_forth_does_not_keep_the_footers_old_keys(tiny_m
         gc.collect()
         alive = sum(type(o) is FooterKey for o in gc.get_objects())
         assert alive == len(app.query(FooterKey))
+
+
+def wheel(pane: Pane, kind: type[events.MouseScrollDown | events.MouseScrollUp]) -> None:
+    pane.post_message(kind(pane, 1, 1, 0, 0, 0, False, False, False))
+
+
+async def test_the_mouse_wheel_scrolls_a_pane_with_hidden_lines_and_back(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        pane = app.query_one("#query", Pane)
+        top = shown(pane)
+        assert "more lines above" not in top and "more lines" in top
+        for _ in range(3):
+            wheel(pane, events.MouseScrollDown)
+        await pilot.pause()
+        assert pane.scroll_offset.y > 0 and "more lines above" in shown(pane)
+        for _ in range(10):
+            wheel(pane, events.MouseScrollUp)
+        await pilot.pause()
+        assert pane.scroll_offset.y == 0 and shown(pane) == top
+
+
+async def test_a_pane_scrolled_by_hand_stays_until_the_query_moves(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        pane = app.query_one("#query", Pane)
+        pane.focus()
+        await pilot.press("end")
+        assert pane.scroll_offset.y == pane.max_scroll_y > 0
+        await pilot.press("T")  # a new temperature leaves the selection where it was
+        assert pane.scroll_offset.y == pane.max_scroll_y
+        await pilot.press("left")
+        await pilot.pause()
+        assert "more lines above" not in shown(pane)
 
 
 async def test_resizing_mid_generation(tiny_model, gate):

@@ -58,7 +58,7 @@ class Sheet(Pane):
 
     def watch_scope(self, old: Page | None, new: Page | None) -> None:
         if old is None or new is None or moved(old, new):
-            self.top = None
+            self.following = True
         if old is None or new is None or on_page(old) != on_page(new):
             self.refresh()
 
