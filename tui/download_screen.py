@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from rich.filesize import decimal
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -79,14 +80,9 @@ class DownloadScreen(ModalScreen[None]):
 
     def show_progress(self, file: str, done: int, total: int | None) -> None:
         self.query_one(ProgressBar).update(total=total, progress=done)
-        of_total = f" of {size(total)}" if total else ""
-        self.query_one("#file", Static).update(f"{file}: {size(done)}{of_total}")
+        of_total = f" of {decimal(total)}" if total else ""
+        self.query_one("#file", Static).update(f"{file}: {decimal(done)}{of_total}")
 
     def action_cancel(self) -> None:
         self.cancel.set()
         self.dismiss(None)
-
-
-def size(n_bytes: int) -> str:
-    """1.2 kB, 548.1 MB: config.json is a few hundred bytes, the weights hundreds of MB."""
-    return f"{n_bytes / 1e3:.1f} kB" if n_bytes < 1e5 else f"{n_bytes / 1e6:.1f} MB"

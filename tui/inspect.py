@@ -9,6 +9,7 @@ import io
 import json
 import queue
 import sys
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -126,9 +127,7 @@ def prediction_json(p: Prediction) -> dict[str, Any]:
     return {
         "step": p.step,
         "chosen": None if p.chosen is None else p.chosen.token_id,
-        "temperature": p.params.temperature,
-        "top_k": p.params.top_k,
-        "top_p": p.params.top_p,
+        **asdict(p.params),
         "entropy_bits": p.entropy,
         "sampled_entropy_bits": p.sampled_entropy,
         "n_kept": p.n_kept,
@@ -166,24 +165,13 @@ def qkv_json(scope: Scope) -> dict[str, Any]:
 
 
 def as_json(scope: Scope) -> dict[str, Any]:
-    info, s = scope.info, scope.settings
-    c = info.config
+    s = scope.settings
+    model = asdict(scope.info)
+    model.update(model.pop("config"))  # one flat record: name, ..., n_layer, ...
     return {
-        "model": {
-            "name": info.name,
-            "origin": info.origin,
-            "description": info.description,
-            "n_params": info.n_params,
-            "n_layer": c.n_layer,
-            "n_head": c.n_head,
-            "n_embd": c.n_embd,
-            "n_ctx": c.n_ctx,
-            "vocab_size": c.vocab_size,
-        },
+        "model": model,
         "prompt": scope.prompt,
-        "temperature": s.params.temperature,
-        "top_k": s.params.top_k,
-        "top_p": s.params.top_p,
+        **asdict(s.params),
         "length": s.length,
         "seed": s.seed,
         "bos": s.bos,

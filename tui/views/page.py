@@ -3,9 +3,9 @@ while a newer one is being computed, and lines made only when shown."""
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable
 
+from rich.console import Console
 from rich.text import Text
 
 from gpt2scope.tui.figures import Page
@@ -15,6 +15,7 @@ from gpt2scope.tui.views.style import NOTE
 
 COMPUTING = "computing…"
 DEFERRED = "updates when the generation stops"
+UNJUSTIFIED = Console()  # Text.wrap asks for one, and only justifying reads it
 
 
 def not_ready(page: Page, width: int) -> Drawn | None:
@@ -32,9 +33,10 @@ def page_note(page: Page) -> Text:
 
 
 def wrapped_note(text: str, width: int, max_lines: int = 3) -> list[Text]:
-    """A sentence of explanation, wrapped to the width, at most `max_lines` lines."""
-    lines = textwrap.wrap(text, max(width, 8))[:max_lines]
-    return [Text(clip(line, width), NOTE) for line in lines]
+    """A sentence of explanation, wrapped to the width in terminal cells (a wide character
+    takes two), at most `max_lines` lines."""
+    lines = Text(" ".join(text.split())).wrap(UNJUSTIFIED, max(width, 8), overflow="fold")
+    return [Text(clip(line.plain.rstrip(), width), NOTE) for line in lines[:max_lines]]
 
 
 class LazyLines(list):
