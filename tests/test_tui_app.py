@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
 from huggingface_hub import constants
+from textual import events
+from textual.widgets._footer import FooterKey
 
+import gpt2scope.engine.runner
 import gpt2scope.tui.app
 import gpt2scope.tui.download_screen
 from gpt2scope.engine import gpt2_tokenizer, load_model
@@ -214,19 +217,66 @@ async def test_keys_work_while_generating(tiny_model, sampler):
         assert app.scope.prediction.params.temperature == 1.0
 
 
-async def test_a_publish_due_within_a_microsecond_still_reaches_the_screen(tiny_model, monkeypatch):
-    """Textual drops a one-shot timer of a delay that small, unfired: the screen would show
-    a stale run until the next event."""
+async def test_events_reach_the_screen_at_the_next_tick_not_one_by_one(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        now = time.monotonic()
-        monkeypatch.setattr(gpt2scope.tui.app, "time", SimpleNamespace(monotonic=lambda: now))
-        app._last_publish = now - gpt2scope.tui.app.PUBLISH_INTERVAL + 1e-8
         app.session.update(seed=7)
-        app.schedule_publish()
-        await pilot.pause(0.2)
-        assert app.scope.settings.seed == 7
+        app.unpublished = True  # as each runner event leaves it
+        assert app.scope.settings.seed != 7
+        await wait_for(pilot, lambda: app.scope.settings.seed == 7)
+        assert not app.unpublished
+
+
+async def test_focusing_back_and_forth_does_not_keep_the_footers_old_keys(tiny_model):
+    """Each focus change recomposes the footer with new keys; those it removed must go."""
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for _ in range(30):
+            app.action_edit_prompt()
+            await pilot.pause()
+            app.focus_panes()
+            await pilot.pause()
+        gc.collect()
+        alive = sum(type(o) is FooterKey for o in gc.get_objects())
+        assert alive == len(app.query(FooterKey))
+
+
+def wheel(pane: Pane, kind: type[events.MouseScrollDown | events.MouseScrollUp]) -> None:
+    pane.post_message(kind(pane, 1, 1, 0, 0, 0, False, False, False))
+
+
+async def test_the_mouse_wheel_scrolls_a_pane_with_hidden_lines_and_back(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        pane = app.query_one("#query", Pane)
+        top = shown(pane)
+        assert "more lines above" not in top and "more lines" in top
+        for _ in range(3):
+            wheel(pane, events.MouseScrollDown)
+        await pilot.pause()
+        assert pane.scroll_offset.y > 0 and "more lines above" in shown(pane)
+        for _ in range(10):
+            wheel(pane, events.MouseScrollUp)
+        await pilot.pause()
+        assert pane.scroll_offset.y == 0 and shown(pane) == top
+
+
+async def test_a_pane_scrolled_by_hand_stays_until_the_query_moves(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        pane = app.query_one("#query", Pane)
+        pane.focus()
+        await pilot.press("end")
+        assert pane.scroll_offset.y == pane.max_scroll_y > 0
+        await pilot.press("T")  # a new temperature leaves the selection where it was
+        assert pane.scroll_offset.y == pane.max_scroll_y
+        await pilot.press("left")
+        await pilot.pause()
+        assert "more lines above" not in shown(pane)
 
 
 async def test_resizing_mid_generation(tiny_model, sampler):

@@ -3,6 +3,7 @@ JSON object or as plain text, made from the specs in tui/views."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from gpt2scope.tui.session import Scope
@@ -16,24 +17,13 @@ CANDIDATE_LINES = 24  # the probabilities pane: the top candidates, not all 64
 
 def run_json(scope: Scope, pieces: Pieces) -> dict[str, Any]:
     """The model, the settings and the run, then every pane's and every screen's keys."""
-    info, s = scope.info, scope.settings
-    c = info.config
+    s = scope.settings
+    model = asdict(scope.info)
+    model.update(model.pop("config"))  # one flat record: name, ..., n_layer, ...
     out: dict[str, Any] = {
-        "model": {
-            "name": info.name,
-            "origin": info.origin,
-            "description": info.description,
-            "n_params": info.n_params,
-            "n_layer": c.n_layer,
-            "n_head": c.n_head,
-            "n_embd": c.n_embd,
-            "n_ctx": c.n_ctx,
-            "vocab_size": c.vocab_size,
-        },
+        "model": model,
         "prompt": scope.prompt,
-        "temperature": s.params.temperature,
-        "top_k": s.params.top_k,
-        "top_p": s.params.top_p,
+        **asdict(s.params),
         "length": s.length,
         "seed": s.seed,
         "bos": s.bos,

@@ -4,13 +4,13 @@ shown."""
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
 import torch
+from rich.console import Console
 from rich.text import Text
 
 from gpt2scope.tui.session import Scope
@@ -20,6 +20,7 @@ from gpt2scope.tui.views.style import NOTE
 
 COMPUTING = "computing…"
 DEFERRED = "updates when the generation stops"
+UNJUSTIFIED = Console()  # Text.wrap asks for one, and only justifying reads it
 
 F = TypeVar("F")
 
@@ -57,9 +58,10 @@ def page_note(page: Page) -> Text:
 
 
 def wrapped_note(text: str, width: int, max_lines: int = 3) -> list[Text]:
-    """A sentence of explanation, wrapped to the width, at most `max_lines` lines."""
-    lines = textwrap.wrap(text, max(width, 8))[:max_lines]
-    return [Text(clip(line, width), NOTE) for line in lines]
+    """A sentence of explanation, wrapped to the width in terminal cells (a wide character
+    takes two), at most `max_lines` lines."""
+    lines = Text(" ".join(text.split())).wrap(UNJUSTIFIED, max(width, 8), overflow="fold")
+    return [Text(clip(line.plain.rstrip(), width), NOTE) for line in lines[:max_lines]]
 
 
 class LazyLines(list):
