@@ -1,11 +1,14 @@
-"""Figures derived from a run's view for the deeper screens: the attention computation stage
-by stage, statistics of every head, the logit lens and one block's internals."""
+"""Figures derived from a run's view for the views and the deeper screens: one attention
+row, the attention computation stage by stage, statistics of every head, the logit lens and
+one block's internals."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
+import numpy as np
 import torch
 
 from gpt2scope.engine import gpt2
@@ -15,23 +18,48 @@ PATTERN_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
+class AttentionRow:
+    """What one head does for one query: the reference maths of gpt2.attention_scores,
+    attention_pattern and attend for a single row, in numpy, because the UI thread reads
+    rows and small torch ops there wait behind the runner's thread pool."""
+
+    raw_scores: np.ndarray  # [T] q.k for every key, also those after the query
+    scores: np.ndarray  # [T] q.k / sqrt(d_head), -inf for keys after the query
+    pattern: np.ndarray  # [T] softmax of the scores, exactly 0 after the query
+    z: np.ndarray  # [d_head] the pattern-weighted sum of values: the head's output
+
+
+def attention_row(q: np.ndarray, k: np.ndarray, v: np.ndarray, query: int) -> AttentionRow:
+    """The row of query position `query`, whose q [d_head] looks at k, v [T, d_head]."""
+    n = query + 1
+    raw = k @ q
+    scores = np.full(len(k), -np.inf, np.float32)
+    scores[:n] = raw[:n] / np.float32(math.sqrt(len(q)))
+    weights = np.exp(scores[:n] - scores[:n].max())
+    pattern = np.zeros(len(k), np.float32)
+    pattern[:n] = weights / weights.sum()
+    return AttentionRow(raw, scores, pattern, pattern[:n] @ v[:n])
+
+
+@dataclass(frozen=True)
 class AttentionStages:
     """One attention row of one head, computed stage by stage for query `query`."""
 
     layer: int
     head: int
     query: int
-    resid_pre: torch.Tensor  # [n_embd] the row entering the block
+    resid_pre: np.ndarray  # [n_embd] the row entering the block
     ln_mean: float  # LayerNorm ln_1's statistics of that row
     ln_std: float
-    normalized: torch.Tensor  # [n_embd] after ln_1
-    q: torch.Tensor  # [d_head] this query's q
-    k: torch.Tensor  # [T, d_head] every key
-    v: torch.Tensor  # [T, d_head] every value
-    raw_scores: torch.Tensor  # [T] q.k
-    scaled_scores: torch.Tensor  # [T] q.k / sqrt(d_head), -inf for keys after the query
-    pattern: torch.Tensor  # [T] softmax of the scaled scores
-    z: torch.Tensor  # [d_head] the pattern-weighted sum of values: the head's output
+    normalized: np.ndarray  # [n_embd] after ln_1
+    q: np.ndarray  # [d_head] this query's q
+    k: np.ndarray  # [T, d_head] every key
+    v: np.ndarray  # [T, d_head] every value
+    row: AttentionRow  # q.k, scaled and masked, softmax, z
+
+
+def numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().float().numpy()
 
 
 def layer_norm_stats(x: torch.Tensor) -> tuple[float, float]:
@@ -42,31 +70,34 @@ def layer_norm_stats(x: torch.Tensor) -> tuple[float, float]:
 
 def attention_stages(view: RunView, layer: int, head: int, query: int) -> AttentionStages:
     block = view.params.blocks[layer]
-    x = view.resid_pre[layer, query]
+    x = view.get("resid_pre", layer, query)
     normalized = gpt2.layer_norm(x, block.ln_1)
-    q = gpt2.project_qkv(normalized[None], block, view.config.n_head)[0][head, 0]
-    k, v = view.k[layer, head], view.v[layer, head]
-    raw_scores = k @ q
-    visible = torch.arange(view.n_tokens) <= query
-    scaled = (raw_scores / math.sqrt(q.shape[-1])).masked_fill(~visible, float("-inf"))
-    pattern = torch.softmax(scaled, -1)
+    q = numpy(gpt2.project_qkv(normalized[None], block, view.config.n_head)[0][head, 0])
+    k, v = (numpy(view.get(name, layer)[:, head]) for name in ("k", "v"))
     mean, std = layer_norm_stats(x)
     return AttentionStages(
         layer=layer,
         head=head,
         query=query,
-        resid_pre=x,
+        resid_pre=numpy(x),
         ln_mean=mean,
         ln_std=std,
-        normalized=normalized,
+        normalized=numpy(normalized),
         q=q,
         k=k,
         v=v,
-        raw_scores=raw_scores,
-        scaled_scores=scaled,
-        pattern=pattern,
-        z=pattern @ v,
+        row=attention_row(q, k, v, query),
     )
+
+
+class HeadKind(StrEnum):
+    """What a head's attention mostly does; the values are what the JSON writes."""
+
+    PREVIOUS_TOKEN = "previous-token"
+    FIRST_TOKEN_SINK = "first-token sink"
+    SELF = "self"
+    # Not "broad": a head can look sharply at something else (low entropy).
+    OTHER = "other"
 
 
 @dataclass(frozen=True)
@@ -77,14 +108,28 @@ class HeadStats:
     first_token: float  # mean attention on position 0 (the attention sink)
     previous_token: float  # mean attention on the token just before the query
     self_token: float  # mean attention of a query on itself
-    pattern_name: str  # previous-token, first-token sink, self or other
+    kind: HeadKind
+
+    @property
+    def mass(self) -> float | None:
+        """The mean attention that gave the head its kind; None for other."""
+        return kind_masses(self.first_token, self.previous_token, self.self_token).get(self.kind)
 
 
-def pattern_name(first_token: float, previous_token: float, self_token: float) -> str:
-    scores = {"previous-token": previous_token, "first-token sink": first_token, "self": self_token}
-    name, best = max(scores.items(), key=lambda item: item[1])
-    # "other" is not "broad": a head can look sharply at something else (low entropy).
-    return name if best >= PATTERN_THRESHOLD else "other"
+def kind_masses(
+    first_token: float, previous_token: float, self_token: float
+) -> dict[HeadKind, float]:
+    return {
+        HeadKind.PREVIOUS_TOKEN: previous_token,
+        HeadKind.FIRST_TOKEN_SINK: first_token,
+        HeadKind.SELF: self_token,
+    }
+
+
+def head_kind(first_token: float, previous_token: float, self_token: float) -> HeadKind:
+    masses = kind_masses(first_token, previous_token, self_token)
+    kind, best = max(masses.items(), key=lambda item: item[1])
+    return kind if best >= PATTERN_THRESHOLD else HeadKind.OTHER
 
 
 def head_stats(view: RunView) -> list[HeadStats]:
@@ -93,7 +138,7 @@ def head_stats(view: RunView) -> list[HeadStats]:
     first_query = 1 if view.n_tokens > 1 else 0
     stats = []
     for layer in range(view.config.n_layer):
-        pattern = gpt2.attention_pattern(view.q[layer], view.k[layer])  # [H, T, T]
+        pattern = view.get("pattern", layer)  # [H, T, T]
         rows = pattern[:, first_query:]
         entropy = -(rows * torch.log2(rows.clamp_min(1e-30))).sum(-1).mean(-1)
         first = rows[..., 0].mean(-1)
@@ -102,8 +147,7 @@ def head_stats(view: RunView) -> list[HeadStats]:
         previous = previous.mean(-1) if first_query else torch.zeros_like(first)
         for head in range(view.config.n_head):
             f, p, s = float(first[head]), float(previous[head]), float(own[head])
-            name = pattern_name(f, p, s)
-            stats.append(HeadStats(layer, head, float(entropy[head]), f, p, s, name))
+            stats.append(HeadStats(layer, head, float(entropy[head]), f, p, s, head_kind(f, p, s)))
     return stats
 
 
@@ -159,10 +203,10 @@ class BlockInternals:
 
 
 def block_internals(view: RunView, layer: int, position: int, n_top: int = 8) -> BlockInternals:
-    resid_pre = view.resid_pre[layer, position]
-    resid_mid = view.resid_mid(layer, position)
-    resid_post = view.resid_pre[layer + 1, position]
-    mlp_post = view.mlp_post(layer, position)
+    resid_pre, resid_mid, mlp_post, resid_post = (
+        view.get(name, layer, position)
+        for name in ("resid_pre", "resid_mid", "mlp_post", "resid_post")
+    )
     top = mlp_post.topk(n_top)
     return BlockInternals(
         layer=layer,

@@ -1,4 +1,6 @@
-"""GPT-2's forward pass as plain tensor math, one short function per stage.
+"""GPT-2's forward pass as plain tensor math, one short function per stage: the reference
+the engine is checked against. The run computes the same maths through the faster CPU
+kernels of `kernels.py`, passed in as `Ops`.
 
 Parameter names follow the published checkpoint (`wte`, `c_attn`, `n_head`); activation
 names follow TransformerLens (`resid_pre`, `resid_mid`, `q`, `k`, `v`, `pattern`), and the
@@ -8,6 +10,7 @@ views, the JSON and the help text use the same names.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,7 +43,7 @@ class LayerNorm:
 class Linear:
     """A Conv1D of the checkpoint, its weight held transposed: [out, in] as in torch's
     nn.Linear, so y = x @ weight.T + bias. A decode step streams each weight row by row
-    (see `matmul`); the checkpoint's [in, out] streams slower."""
+    (see `kernels.matmul`); the checkpoint's [in, out] streams slower."""
 
     weight: torch.Tensor
     bias: torch.Tensor
@@ -64,14 +67,26 @@ class Params:
     ln_f: LayerNorm
 
 
-class Cache(Protocol):
-    """Where a forward pass keeps what the views read, and the keys/values it attends over."""
+@dataclass(frozen=True)
+class Ops:
+    """The three products a forward pass is made of; `REFERENCE` is the plain maths below,
+    `kernels.CPU` the same numbers faster."""
 
-    def write_qkv(
+    matmul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    linear: Callable[[torch.Tensor, Linear], torch.Tensor]
+    attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Cache(Protocol):
+    """What a run keeps of a forward pass: the residual stream entering each block, and the
+    queries, keys and values of the new positions, which it returns with the earlier
+    positions' keys and values for the new queries to attend over."""
+
+    def keep_resid_pre(self, layer: int, resid: torch.Tensor) -> None: ...
+
+    def keep_qkv(
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def write_resid(self, layer: int, resid_post: torch.Tensor) -> None: ...
 
 
 def layer_norm(x: torch.Tensor, ln: LayerNorm) -> torch.Tensor:
@@ -79,38 +94,12 @@ def layer_norm(x: torch.Tensor, ln: LayerNorm) -> torch.Tensor:
 
 
 def matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x [..., in] @ weight.T, for a weight stored [out, in].
-
-    A decode step is nothing but one-row products, and MKL runs each on a single thread at
-    about half the memory bandwidth. Cut into one block of rows per thread, the batched
-    kernel gives every thread its own contiguous part of the weights to stream. Rows that
-    do not split evenly (wte has 50257) take one small product after.
-    """
-    one_row = x.numel() == x.shape[-1]
-    # bfloat16 goes another way than MKL's sgemv, and unsplit it is faster (16.6 against
-    # 26.2 ms for GPT-2 small's products).
-    split = x.device.type == "cpu" and weight.dtype == torch.float32 and weight.is_contiguous()
-    if not (one_row and split):
-        return x @ weight.T
-    n_out, n_in = weight.shape
-    n = torch.get_num_threads()
-    even = n_out // n * n
-    # The column as a transposed row (strides 1, n_in) takes MKL's matrix-vector kernel; as
-    # an [n_in, 1] matrix of stride 1 the general product runs about 4x slower.
-    column = x.reshape(1, n_in).T.expand(n, -1, -1)
-    y = torch.bmm(weight[:even].view(n, -1, n_in), column).view(even)
-    if even < n_out:
-        y = torch.cat([y, weight[even:] @ x.reshape(n_in)])
-    return y.view(*x.shape[:-1], n_out)
+    """x [..., in] @ weight.T, for a weight stored [out, in]."""
+    return x @ weight.T
 
 
 def linear(x: torch.Tensor, lin: Linear) -> torch.Tensor:
-    if x.numel() == x.shape[-1]:
-        return matmul(x, lin.weight) + lin.bias
-    # addmm adds the bias inside the matrix product: one kernel and one pass over the
-    # output instead of two.
-    rows = torch.addmm(lin.bias, x.reshape(-1, x.shape[-1]), lin.weight.T)
-    return rows.view(*x.shape[:-1], rows.shape[-1])
+    return x @ lin.weight.T + lin.bias
 
 
 def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -123,33 +112,15 @@ def merge_heads(z: torch.Tensor) -> torch.Tensor:
     return z.transpose(-3, -2).flatten(-2)
 
 
-def project_qkv(x_ln: torch.Tensor, block: Block, n_head: int) -> tuple[torch.Tensor, ...]:
-    qkv = linear(x_ln, block.c_attn)
-    return tuple(split_heads(t, n_head) for t in qkv.chunk(3, dim=-1))
-
-
 def causal_mask(n_query: int, n_key: int, device: torch.device) -> torch.Tensor:
     """True where a query may see a key; the queries are the last n_query positions."""
     query_pos = torch.arange(n_key - n_query, n_key, device=device)
     return torch.arange(n_key, device=device) <= query_pos[:, None]
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d_head), causal) v, for queries at the last positions of k."""
-    n_query, n_key = q.shape[-2], k.shape[-2]
-    if n_query == 1:
-        # Decoding: one query sees every key, and two small matmuls are faster than the
-        # general kernel of scaled_dot_product_attention.
-        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-        return torch.softmax(scores, -1) @ v
-    if n_query == n_key:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    mask = causal_mask(n_query, n_key, q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-
-
 def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """q.k / sqrt(d_head) for every query and key, -inf where the causal mask hides the key."""
+    """q.k / sqrt(d_head) for every query and key, -inf where the causal mask hides the key
+    (TransformerLens's attn_scores)."""
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
     mask = causal_mask(q.shape[-2], k.shape[-2], q.device)
     return scores.masked_fill(~mask, float("-inf"))
@@ -159,23 +130,40 @@ def attention_pattern(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.softmax(attention_scores(q, k), dim=-1)
 
 
-def mlp_post(x_ln: torch.Tensor, block: Block) -> torch.Tensor:
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """z = softmax(q k^T / sqrt(d_head), causal) v, for queries at the last positions of k."""
+    return attention_pattern(q, k) @ v
+
+
+REFERENCE = Ops(matmul, linear, attend)
+
+
+def project_qkv(
+    x_ln: torch.Tensor, block: Block, n_head: int, ops: Ops = REFERENCE
+) -> tuple[torch.Tensor, ...]:
+    """q, k, v [..., n_head, T, d_head] of the normalised residual stream."""
+    qkv = ops.linear(x_ln, block.c_attn)
+    return tuple(split_heads(t, n_head) for t in qkv.chunk(3, dim=-1))
+
+
+def mlp_post(x_ln: torch.Tensor, block: Block, ops: Ops = REFERENCE) -> torch.Tensor:
     """The MLP's hidden activations after GELU (tanh approximation), 4 x n_embd wide."""
-    return F.gelu(linear(x_ln, block.c_fc), approximate="tanh")
+    return F.gelu(ops.linear(x_ln, block.c_fc), approximate="tanh")
 
 
-def attn_out(
-    x: torch.Tensor, block: Block, n_head: int, cache: Cache | None, layer: int
+def attn(
+    x: torch.Tensor, block: Block, n_head: int, ops: Ops, cache: Cache | None, layer: int
 ) -> torch.Tensor:
-    q, k, v = project_qkv(layer_norm(x, block.ln_1), block, n_head)
+    """What attention adds to the residual stream."""
+    q, k, v = project_qkv(layer_norm(x, block.ln_1), block, n_head, ops)
     if cache is not None:
-        k, v = cache.write_qkv(layer, q, k, v)
-    z = attend(q, k, v)
-    return linear(merge_heads(z), block.c_proj)
+        k, v = cache.keep_qkv(layer, q, k, v)
+    return ops.linear(merge_heads(ops.attend(q, k, v)), block.c_proj)
 
 
-def mlp_out(x: torch.Tensor, block: Block) -> torch.Tensor:
-    return linear(mlp_post(layer_norm(x, block.ln_2), block), block.mlp_proj)
+def mlp(x: torch.Tensor, block: Block, ops: Ops) -> torch.Tensor:
+    """What the MLP adds to the residual stream."""
+    return ops.linear(mlp_post(layer_norm(x, block.ln_2), block, ops), block.mlp_proj)
 
 
 def embed(params: Params, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -183,20 +171,24 @@ def embed(params: Params, ids: torch.Tensor, positions: torch.Tensor) -> torch.T
 
 
 def transformer(
-    params: Params, n_head: int, resid: torch.Tensor, cache: Cache | None = None
+    params: Params,
+    n_head: int,
+    resid: torch.Tensor,
+    ops: Ops = REFERENCE,
+    cache: Cache | None = None,
 ) -> torch.Tensor:
     """Run every block over the embedded tokens; returns the final residual stream."""
     for layer, block in enumerate(params.blocks):
-        resid_mid = resid + attn_out(resid, block, n_head, cache, layer)
-        resid = resid_mid + mlp_out(resid_mid, block)
         if cache is not None:
-            cache.write_resid(layer, resid)
+            cache.keep_resid_pre(layer, resid)
+        resid = resid + attn(resid, block, n_head, ops, cache, layer)
+        resid = resid + mlp(resid, block, ops)
     return resid
 
 
-def unembed(params: Params, resid: torch.Tensor) -> torch.Tensor:
+def unembed(params: Params, resid: torch.Tensor, ops: Ops = REFERENCE) -> torch.Tensor:
     """Final LayerNorm, then the LM head tied to the token embedding."""
-    return matmul(layer_norm(resid, params.ln_f), params.wte)
+    return ops.matmul(layer_norm(resid, params.ln_f), params.wte)
 
 
 def final_resid(params: Params, n_head: int, ids: torch.Tensor) -> torch.Tensor:

@@ -2,9 +2,11 @@
 
 Per position the run keeps q, k and v of every head (the KV cache, plus q so attention
 patterns can be derived on demand) and the residual stream entering each block and leaving
-the last: O(n_layer x T x n_embd) memory. Attention patterns, the residual stream between
-attention and MLP, MLP activations and the logit lens are recomputed from those when a view
-asks, never stored per head as T x T.
+the last: O(n_layer x T x n_embd) memory. Attention scores and patterns, the heads' outputs,
+the residual stream between attention and MLP, MLP activations and the logit lens are
+recomputed from those when a view asks, never stored per head as T x T.
+
+`RunView.get` reads every activation under TransformerLens's hook names, in its shapes.
 """
 
 from __future__ import annotations
@@ -12,12 +14,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from gpt2scope.engine import gpt2
+from gpt2scope.engine import gpt2, kernels
 from gpt2scope.engine.errors import EngineError
 from gpt2scope.engine.gpt2 import GPT2Config, Params
 
 MIN_CAPACITY = 64
+# TransformerLens's hook names without the `blocks.L.hook_` prefix, and the shapes `get`
+# returns them in.
+PER_MODEL = ("embed", "pos_embed")  # [T, n_embd], no layer
+PER_LAYER = (
+    "resid_pre",  # [T, n_embd] entering the block
+    "q",  # [T, n_head, d_head]
+    "k",
+    "v",
+    "attn_scores",  # [n_head, T_query, T_key] q.k / sqrt(d_head), -inf for later keys
+    "pattern",  # [n_head, T_query, T_key] their softmax
+    "z",  # [T, n_head, d_head] the pattern-weighted sum of values
+    "resid_mid",  # [T, n_embd] after attention, before the MLP
+    "mlp_post",  # [T, 4 n_embd] after GELU
+    "resid_post",  # [T, n_embd] leaving the block
+)
 
 
 def grown(buffer: torch.Tensor, capacity: int) -> torch.Tensor:
@@ -29,6 +47,52 @@ def grown(buffer: torch.Tensor, capacity: int) -> torch.Tensor:
     return bigger
 
 
+class _Cache:
+    """What a forward pass keeps for the views, in buffers with room for `capacity`
+    positions: q, k, v [n_layer, n_head, capacity, d_head], the residual stream entering
+    each block [n_layer, capacity, n_embd] and leaving the last [capacity, n_embd]. A pass
+    writes positions start..end; growing copies into new buffers, so views of the old ones
+    stay valid."""
+
+    def __init__(self, config: GPT2Config, params: Params) -> None:
+        L, H, d, C = config.n_layer, config.n_head, config.d_head, config.n_embd
+        new = params.wte.new_zeros
+        self.q = new(L, H, MIN_CAPACITY, d)
+        self.k = new(L, H, MIN_CAPACITY, d)
+        self.v = new(L, H, MIN_CAPACITY, d)
+        self.resid_pre = new(L, MIN_CAPACITY, C)
+        self.resid_post = new(MIN_CAPACITY, C)
+        self.start = self.end = 0
+
+    def write(self, start: int, end: int, n_ctx: int) -> None:
+        """Make room for, and aim the next pass at, positions start..end."""
+        capacity = self.q.shape[-2]
+        if end > capacity:
+            capacity = min(max(end, 2 * capacity), n_ctx)
+            # One at a time, so that at most one old buffer is alive beside the new ones.
+            self.q = grown(self.q, capacity)
+            self.k = grown(self.k, capacity)
+            self.v = grown(self.v, capacity)
+            self.resid_pre = grown(self.resid_pre, capacity)
+            self.resid_post = grown(self.resid_post, capacity)
+        self.start, self.end = start, end
+
+    def keep_resid_pre(self, layer: int, resid: torch.Tensor) -> None:
+        self.resid_pre[layer, self.start : self.end] = resid
+
+    def keep_qkv(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        s, e = self.start, self.end
+        self.q[layer, :, s:e] = q
+        self.k[layer, :, s:e] = k
+        self.v[layer, :, s:e] = v
+        return self.k[layer, :, :e], self.v[layer, :, :e]
+
+    def keep_resid_post(self, resid: torch.Tensor) -> None:
+        self.resid_post[self.start : self.end] = resid
+
+
 class Run:
     """Tokens so far, their cached activations, and the logits for the next token."""
 
@@ -37,13 +101,7 @@ class Run:
         self.params = params
         self.tokens: list[int] = []
         self.logits: torch.Tensor | None = None
-        L, H, d, C = config.n_layer, config.n_head, config.d_head, config.n_embd
-        new = params.wte.new_zeros
-        self._q = new(L, H, MIN_CAPACITY, d)
-        self._k = new(L, H, MIN_CAPACITY, d)
-        self._v = new(L, H, MIN_CAPACITY, d)
-        self._resid_pre = new(L + 1, MIN_CAPACITY, C)
-        self._start = self._end = 0
+        self._cache = _Cache(config, params)
 
     @property
     def n_tokens(self) -> int:
@@ -54,14 +112,15 @@ class Run:
         self._check(token_ids)
         device = self.params.wte.device
         ids = torch.tensor(token_ids, device=device)
-        self._start, self._end = self.n_tokens, self.n_tokens + len(token_ids)
-        self._reserve(self._end)
-        positions = torch.arange(self._start, self._end, device=device)
+        start, end = self.n_tokens, self.n_tokens + len(token_ids)
+        self._cache.write(start, end, self.config.n_ctx)
+        positions = torch.arange(start, end, device=device)
         with torch.no_grad():
             resid = gpt2.embed(self.params, ids, positions)
-            self._resid_pre[0, self._start : self._end] = resid
-            resid = gpt2.transformer(self.params, self.config.n_head, resid, cache=self)
-            logits = gpt2.unembed(self.params, resid[-1])
+            n_head = self.config.n_head
+            resid = gpt2.transformer(self.params, n_head, resid, kernels.CPU, self._cache)
+            self._cache.keep_resid_post(resid)
+            logits = gpt2.unembed(self.params, resid[-1], kernels.CPU)
         if not torch.isfinite(logits).all():
             # Refused before anything changes, so the run stays as it was before the call.
             raise EngineError(
@@ -75,35 +134,18 @@ class Run:
         self.extend([token_id])
 
     def view(self) -> RunView:
-        T = self.n_tokens
+        T, c = self.n_tokens, self._cache
         return RunView(
             config=self.config,
             params=self.params,
             tokens=tuple(self.tokens),
             logits=self.logits,
-            q=self._q[:, :, :T],
-            k=self._k[:, :, :T],
-            v=self._v[:, :, :T],
-            resid_pre=self._resid_pre[:, :T],
+            _q=c.q[:, :, :T],
+            _k=c.k[:, :, :T],
+            _v=c.v[:, :, :T],
+            _resid_pre=c.resid_pre[:, :T],
+            _resid_post=c.resid_post[:T],
         )
-
-    def attention(self, layer: int, head: int) -> torch.Tensor:
-        return self.view().attention(layer, head)
-
-    def qkv(self, layer: int, head: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.view().qkv(layer, head)
-
-    def write_qkv(
-        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        s, e = self._start, self._end
-        self._q[layer, :, s:e] = q
-        self._k[layer, :, s:e] = k
-        self._v[layer, :, s:e] = v
-        return self._k[layer, :, :e], self._v[layer, :, :e]
-
-    def write_resid(self, layer: int, resid_post: torch.Tensor) -> None:
-        self._resid_pre[layer + 1, self._start : self._end] = resid_post
 
     def _check(self, token_ids: list[int]) -> None:
         n_ctx, vocab = self.config.n_ctx, self.config.vocab_size
@@ -117,73 +159,100 @@ class Run:
         if bad:
             raise EngineError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
 
-    def _reserve(self, n: int) -> None:
-        capacity = self._q.shape[-2]
-        if n <= capacity:
-            return
-        capacity = min(max(n, 2 * capacity), self.config.n_ctx)
-        # One at a time, so that at most one old buffer is alive beside the new ones.
-        self._q = grown(self._q, capacity)
-        self._k = grown(self._k, capacity)
-        self._v = grown(self._v, capacity)
-        self._resid_pre = grown(self._resid_pre, capacity)
-
 
 @dataclass(frozen=True)
 class RunView:
     """A run as it stood at `n_tokens`, safe to read from any thread while the run grows:
-    positions below n_tokens are never written again, and growth copies into new buffers."""
+    positions below n_tokens are never written again, and growth copies into new buffers.
+    Nothing is cached on a view: a session keeps one per step, and what a view derived
+    would stay alive with it."""
 
     config: GPT2Config
     params: Params
     tokens: tuple[int, ...]
     logits: torch.Tensor
-    q: torch.Tensor  # [n_layer, n_head, T, d_head]
-    k: torch.Tensor
-    v: torch.Tensor
-    resid_pre: torch.Tensor  # [n_layer + 1, T, n_embd]; the last is the final residual stream
+    _q: torch.Tensor  # [n_layer, n_head, T, d_head]
+    _k: torch.Tensor
+    _v: torch.Tensor
+    _resid_pre: torch.Tensor  # [n_layer, T, n_embd]
+    _resid_post: torch.Tensor  # [T, n_embd] leaving the last block
 
     @property
     def n_tokens(self) -> int:
         return len(self.tokens)
 
-    def qkv(self, layer: int, head: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.q[layer, head], self.k[layer, head], self.v[layer, head]
+    def get(self, name: str, layer: int | None = None, position: int | None = None) -> torch.Tensor:
+        """The activation TransformerLens names `name` (`blocks.{layer}.hook_{name}`, or
+        `hook_{name}` for embed and pos_embed), in its shape (see PER_LAYER). The stored ones
+        are views of the run's buffers; the others are worked out on each call.
 
-    def attention_scores(self, layer: int, head: int) -> torch.Tensor:
-        """[T, T] q.k / sqrt(d_head), -inf above the diagonal."""
-        return gpt2.attention_scores(self.q[layer, head], self.k[layer, head])
-
-    def attention(self, layer: int, head: int) -> torch.Tensor:
-        """[T, T] pattern: row = query, column = key; rows sum to 1, upper triangle exactly 0."""
-        return gpt2.attention_pattern(self.q[layer, head], self.k[layer, head])
-
-    def head_output(self, layer: int, head: int) -> torch.Tensor:
-        """[T, d_head] the pattern-weighted sum of value vectors (z in TransformerLens)."""
-        return self.attention(layer, head) @ self.v[layer, head]
-
-    def embeddings(self, position: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(token embedding row, positional embedding row, their sum) for one position."""
-        token_row = self.params.wte[self.tokens[position]]
-        return token_row, self.params.wpe[position], self.resid_pre[0, position]
-
-    def resid_mid(self, layer: int, position: int) -> torch.Tensor:
-        """[n_embd] the residual stream inside block `layer` (after attention, before the
-        MLP) at one position: resid_pre plus the attention output, worked out again from
-        the cached q, k and v rather than stored, which would cost another n_layer x T x
-        n_embd."""
-        q = self.q[layer, :, position : position + 1]
-        k, v = self.k[layer, :, : position + 1], self.v[layer, :, : position + 1]
-        z = gpt2.attend(q, k, v)  # [n_head, 1, d_head]
-        attn_out = gpt2.linear(gpt2.merge_heads(z), self.params.blocks[layer].c_proj)
-        return self.resid_pre[layer, position] + attn_out[0]
-
-    def mlp_post(self, layer: int, position: int) -> torch.Tensor:
-        """[4 n_embd] the MLP's activations after GELU for one position."""
-        block = self.params.blocks[layer]
-        x_ln = gpt2.layer_norm(self.resid_mid(layer, position), block.ln_2)
-        return gpt2.mlp_post(x_ln, block)
+        With `position`, only that query's part is worked out: get(name, layer)[position],
+        or for attn_scores and pattern get(name, layer)[:, position], the query's rows.
+        """
+        self._check(name, layer, position)
+        rows = slice(0, self.n_tokens) if position is None else slice(position, position + 1)
+        activation = self._rows(name, layer, rows)
+        if position is None:
+            return activation
+        return activation[:, 0] if name in ("attn_scores", "pattern") else activation[0]
 
     def logit_lens(self, position: int) -> torch.Tensor:
         """[n_layer, vocab] logits read off the residual stream after each block."""
-        return gpt2.unembed(self.params, self.resid_pre[1:, position])
+        resid = [self.get("resid_post", layer, position) for layer in range(self.config.n_layer)]
+        return gpt2.unembed(self.params, torch.stack(resid))
+
+    def _check(self, name: str, layer: int | None, position: int | None) -> None:
+        if position is not None and not 0 <= position < self.n_tokens:
+            raise ValueError(f"position {position} is not in 0..{self.n_tokens - 1}")
+        if name in PER_MODEL:
+            if layer is not None:
+                raise ValueError(f"{name} belongs to no layer")
+        elif name not in PER_LAYER:
+            raise ValueError(f"no activation named {name!r}: {', '.join(PER_MODEL + PER_LAYER)}")
+        elif layer is None or not 0 <= layer < self.config.n_layer:
+            raise ValueError(f"{name}: layer {layer} is not in 0..{self.config.n_layer - 1}")
+
+    def _rows(self, name: str, layer: int | None, rows: slice) -> torch.Tensor:
+        match name:
+            case "embed":
+                return self.params.wte[list(self.tokens[rows])]
+            case "pos_embed":
+                return self.params.wpe[rows]
+            case "resid_pre":
+                return self._resid_pre[layer, rows]
+            case "q":
+                return self._q[layer, :, rows].transpose(0, 1)
+            case "k":
+                return self._k[layer, :, rows].transpose(0, 1)
+            case "v":
+                return self._v[layer, :, rows].transpose(0, 1)
+            case "attn_scores":
+                return self._scores(layer, rows)
+            case "pattern":
+                return torch.softmax(self._scores(layer, rows), dim=-1)
+            case "z":
+                return self._z(layer, rows)
+            case "resid_mid":
+                return self._resid_mid(layer, rows)
+            case "mlp_post":
+                block = self.params.blocks[layer]
+                x_ln = gpt2.layer_norm(self._resid_mid(layer, rows), block.ln_2)
+                return gpt2.mlp_post(x_ln, block)
+            case "resid_post" if layer + 1 < self.config.n_layer:
+                return self._resid_pre[layer + 1, rows]
+            case "resid_post":
+                return self._resid_post[rows]
+
+    def _scores(self, layer: int, rows: slice) -> torch.Tensor:
+        """[n_head, rows, T]: the rows' queries see the keys up to their own position."""
+        q, k = self._q[layer, :, rows], self._k[layer, :, : rows.stop]
+        scores = gpt2.attention_scores(q, k)
+        return F.pad(scores, (0, self.n_tokens - rows.stop), value=float("-inf"))
+
+    def _z(self, layer: int, rows: slice) -> torch.Tensor:
+        pattern = torch.softmax(self._scores(layer, rows), dim=-1)
+        return (pattern @ self._v[layer]).transpose(0, 1)
+
+    def _resid_mid(self, layer: int, rows: slice) -> torch.Tensor:
+        attn_out = gpt2.linear(self._z(layer, rows).flatten(-2), self.params.blocks[layer].c_proj)
+        return self._resid_pre[layer, rows] + attn_out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,9 +12,9 @@ from gpt2scope.engine import gpt2_tokenizer, load_model
 from gpt2scope.engine.analysis import (
     attention_stages,
     block_internals,
+    head_kind,
     head_stats,
     logit_lens_top,
-    pattern_name,
 )
 from tests.conftest import write_checkpoint
 from tools.train_demo import OUT_DIR
@@ -38,9 +39,8 @@ def test_stages_end_in_the_engines_head_output(pair):
     _, _, view = pair
     for layer, head, query in [(0, 0, 0), (1, 3, 7), (2, 1, 13)]:
         stages = attention_stages(view, layer, head, query)
-        torch.testing.assert_close(
-            stages.z, view.head_output(layer, head)[query], atol=1e-5, rtol=0
-        )
+        z = view.get("z", layer)[query, head].numpy()
+        np.testing.assert_allclose(stages.row.z, z, atol=1e-5, rtol=0)
 
 
 def test_stages_match_transformers_numbers(pair):
@@ -50,13 +50,12 @@ def test_stages_match_transformers_numbers(pair):
     block = hf.transformer.h[layer]
     with torch.no_grad():
         normalized = block.ln_1(out.hidden_states[layer][0, query])
-    torch.testing.assert_close(stages.normalized, normalized, atol=1e-4, rtol=0)
-    torch.testing.assert_close(
-        stages.pattern, out.attentions[layer][0, head, query], atol=1e-4, rtol=0
-    )
-    assert torch.isinf(stages.scaled_scores[query + 1 :]).all()
-    visible = stages.raw_scores[: query + 1] / math.sqrt(N_EMBD // N_HEAD)
-    torch.testing.assert_close(stages.scaled_scores[: query + 1], visible)
+    np.testing.assert_allclose(stages.normalized, normalized.numpy(), atol=1e-4, rtol=0)
+    hf_pattern = out.attentions[layer][0, head, query].numpy()
+    np.testing.assert_allclose(stages.row.pattern, hf_pattern, atol=1e-4, rtol=0)
+    assert np.isneginf(stages.row.scores[query + 1 :]).all()
+    visible = stages.row.raw_scores[: query + 1] / math.sqrt(N_EMBD // N_HEAD)
+    np.testing.assert_allclose(stages.row.scores[: query + 1], visible, rtol=1e-6)
     row = out.hidden_states[layer][0, query]
     assert stages.ln_mean == pytest.approx(float(row.mean()), abs=1e-5)
     assert stages.ln_std == pytest.approx(float(row.std(unbiased=False)), rel=1e-4)
@@ -126,7 +125,7 @@ def test_head_stats_from_transformers_attentions(pair):
 
 
 @pytest.mark.parametrize(
-    ("first", "previous", "own", "name"),
+    ("first", "previous", "own", "kind"),
     [
         (0.90, 0.05, 0.05, "first-token sink"),
         (0.10, 0.80, 0.10, "previous-token"),
@@ -137,8 +136,8 @@ def test_head_stats_from_transformers_attentions(pair):
         (0.10, 0.499, 0.40, "other"),  # just short of half is not
     ],
 )
-def test_a_head_is_named_after_the_place_holding_half_its_attention(first, previous, own, name):
-    assert pattern_name(first, previous, own) == name
+def test_a_head_is_named_after_the_place_holding_half_its_attention(first, previous, own, kind):
+    assert head_kind(first, previous, own) == kind
 
 
 def test_the_demo_models_heads_are_named_after_their_own_statistics():
@@ -151,8 +150,9 @@ def test_the_demo_models_heads_are_named_after_their_own_statistics():
     labels["self"] = "self_token"
     for s in stats:
         best = max(labels, key=lambda label: getattr(s, labels[label]))
-        assert s.pattern_name == (best if getattr(s, labels[best]) >= 0.5 else "other"), s
-    assert {s.pattern_name for s in stats} == {*labels, "other"}
+        assert s.kind == (best if getattr(s, labels[best]) >= 0.5 else "other"), s
+        assert s.mass == (getattr(s, labels[s.kind]) if s.kind != "other" else None)
+    assert {s.kind for s in stats} == {*labels, "other"}
 
 
 def test_single_token_stats_are_defined(tiny_model):

@@ -74,7 +74,7 @@ def test_stages_follow_the_formulas_and_end_in_the_engines_head_output(run):
     np.testing.assert_allclose(s["pattern"][: QUERY + 1], weights, atol=1e-6)
     assert s["pattern"][QUERY + 1 :] == [0.0] * (len(raw) - QUERY - 1)
     np.testing.assert_allclose(s["z"], weights @ v[: QUERY + 1], atol=1e-5)
-    engine_z = scope.view.head_output(LAYER, HEAD)[QUERY].numpy()
+    engine_z = scope.view.get("z", LAYER)[QUERY, HEAD].numpy()
     np.testing.assert_allclose(s["z"], engine_z, atol=1e-5, rtol=0)
     hf_pattern = out.attentions[LAYER][0, HEAD, QUERY].numpy()
     np.testing.assert_allclose(s["pattern"], hf_pattern, atol=1e-5)
@@ -141,7 +141,7 @@ def test_head_stats_from_transformers_attentions(run):
         named = {"previous-token": "previous_token", "first-token sink": "first_token"}
         named["self"] = "self_token"
         best = max(named, key=lambda name: h[named[name]])
-        assert h["pattern_name"] == (best if h[named[best]] >= 0.5 else "other")
+        assert h["kind"] == (best if h[named[best]] >= 0.5 else "other")
 
 
 def test_block_internals_from_transformers_hooks(run):

@@ -119,10 +119,10 @@ def test_an_induction_head_looks_at_what_followed_the_earlier_copy(demo: Model):
     """The README's "type a sentence twice": in the second copy some head looks at the token
     that followed the current one in the first copy."""
     ids = gpt2_tokenizer().encode(PARAGRAPH)[:40]
-    run = demo.start(ids + ids)
+    view = demo.start(ids + ids).view()
     queries = torch.arange(40, 79)  # second copy; each one's next token is in the first
     best = max(
-        run.attention(layer, head)[queries, queries - 39].mean().item()
+        view.get("pattern", layer)[head, queries, queries - 39].mean().item()
         for layer in range(demo.config.n_layer)
         for head in range(demo.config.n_head)
     )

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from gpt2scope.engine import EngineError, load_model
+from gpt2scope.engine.run import PER_LAYER, PER_MODEL
 from tests.conftest import hub_tensors, write_checkpoint
 
 TOL = 1e-4
@@ -49,10 +50,10 @@ def test_the_checkpoint_gives_the_engine_numbers_far_from_zero(pair, ids):
     run = model.start(ids.tolist())
     assert run.logits.std() > 1.0
     uniform = (1 / torch.arange(2, len(ids) + 1)).mean()  # query i spreads 1/(i+1) per key
+    view = run.view()
     for layer in range(N_LAYER):
-        for head in range(N_HEAD):
-            peaks = run.attention(layer, head)[1:].max(-1).values
-            assert peaks.mean() > 1.5 * uniform, (layer, head)
+        peaks = view.get("pattern", layer)[:, 1:].max(-1).values.mean(-1)
+        assert (peaks > 1.5 * uniform).all(), (layer, peaks)
 
 
 def test_kv_cached_steps_match_full_forward_at_every_step(pair, ids):
@@ -90,14 +91,13 @@ def test_attention_pattern_matches_and_is_causal(pair, ids):
     run = model.start(ids[:7].tolist())
     for t in range(7, len(ids)):
         run.step(int(ids[t]))
-    T = len(ids)
+    T, view = len(ids), run.view()
     for layer in range(N_LAYER):
-        for head in range(N_HEAD):
-            pattern = run.attention(layer, head)
-            torch.testing.assert_close(pattern, out.attentions[layer][0, head], atol=TOL, rtol=0)
-            assert pattern.shape == (T, T)
-            torch.testing.assert_close(pattern.sum(-1), torch.ones(T), atol=1e-6, rtol=0)
-            assert torch.all(pattern.triu(1) == 0)
+        pattern = view.get("pattern", layer)
+        torch.testing.assert_close(pattern, out.attentions[layer][0], atol=TOL, rtol=0)
+        assert pattern.shape == (N_HEAD, T, T)
+        torch.testing.assert_close(pattern.sum(-1), torch.ones(N_HEAD, T), atol=1e-6, rtol=0)
+        assert torch.all(pattern.triu(1) == 0)
 
 
 def test_qkv_match_transformers_projections(pair, ids):
@@ -106,38 +106,99 @@ def test_qkv_match_transformers_projections(pair, ids):
     run = model.start(ids[:3].tolist())
     for t in range(3, len(ids)):
         run.step(int(ids[t]))
+    view = run.view()
     for layer in range(N_LAYER):
         expected = oracle_qkv(hf, out.hidden_states[layer], layer)
-        for head in range(N_HEAD):
-            for ours, theirs in zip(run.qkv(layer, head), expected, strict=True):
-                assert ours.shape == (len(ids), N_EMBD // N_HEAD)
-                torch.testing.assert_close(ours, theirs[head], atol=TOL, rtol=0)
+        for name, theirs in zip("qkv", expected, strict=True):
+            ours = view.get(name, layer)
+            assert ours.shape == (len(ids), N_HEAD, N_EMBD // N_HEAD)
+            torch.testing.assert_close(ours, theirs.transpose(0, 1), atol=TOL, rtol=0)
 
 
-def test_residual_stream_matches_hidden_states(pair, ids):
-    hf, model = pair
+def oracle_activations(hf, ids) -> dict[tuple[str, int | None], torch.Tensor]:
+    """Every activation `RunView.get` names, read off transformers' GPT-2 with forward hooks
+    (or, for attn_scores, worked out from its own q and k), in TransformerLens's shapes."""
+    T, d_head = len(ids), N_EMBD // N_HEAD
+    found = {
+        ("embed", None): hf.transformer.wte.weight[ids].detach(),
+        ("pos_embed", None): hf.transformer.wpe.weight[:T].detach(),
+    }
+
+    def keep(name, layer, tensor):
+        found[name, layer] = tensor[0].detach()
+
+    hooks = []
+    for layer, block in enumerate(hf.transformer.h):
+        hooks += [
+            block.register_forward_pre_hook(lambda m, i, L=layer: keep("resid_pre", L, i[0])),
+            block.ln_2.register_forward_pre_hook(lambda m, i, L=layer: keep("resid_mid", L, i[0])),
+            block.attn.c_attn.register_forward_hook(lambda m, i, o, L=layer: keep("qkv", L, o)),
+            block.attn.c_proj.register_forward_pre_hook(lambda m, i, L=layer: keep("z", L, i[0])),
+            block.mlp.act.register_forward_hook(lambda m, i, o, L=layer: keep("mlp_post", L, o)),
+            block.register_forward_hook(
+                lambda m, i, o, L=layer: keep("resid_post", L, o[0] if isinstance(o, tuple) else o)
+            ),
+        ]
     out = oracle(hf, ids)
-    view = model.start(ids.tolist()).view()
-    # transformers applies ln_f to its last hidden state, so compare the blocks' inputs.
+    for hook in hooks:
+        hook.remove()
+    mask = torch.ones(T, T, dtype=torch.bool).triu(1)
     for layer in range(N_LAYER):
-        torch.testing.assert_close(
-            view.resid_pre[layer], out.hidden_states[layer][0], atol=TOL, rtol=0
-        )
-    token_row, position_row, total = view.embeddings(4)
-    torch.testing.assert_close(token_row, hf.transformer.wte.weight[ids[4]].detach())
-    torch.testing.assert_close(position_row, hf.transformer.wpe.weight[4].detach())
-    torch.testing.assert_close(total, token_row + position_row)
+        heads = found.pop(("qkv", layer)).unflatten(-1, (3 * N_HEAD, d_head))
+        q, k, v = heads.split(N_HEAD, dim=-2)  # [T, n_head, d_head]
+        found["q", layer], found["k", layer], found["v", layer] = q, k, v
+        found["z", layer] = found["z", layer].unflatten(-1, (N_HEAD, d_head))
+        scores = q.transpose(0, 1) @ k.permute(1, 2, 0) / d_head**0.5
+        found["attn_scores", layer] = scores.masked_fill(mask, float("-inf"))
+        found["pattern", layer] = out.attentions[layer][0]
+    return found
 
 
-def test_head_output_is_pattern_times_values(pair, ids):
+def test_get_reads_every_activation_as_transformers_computes_it(pair, ids):
+    hf, model = pair
+    view = model.start(ids[:5].tolist())
+    for t in ids[5:]:
+        view.step(int(t))
+    view = view.view()
+    expected = oracle_activations(hf, ids)
+    assert {name for name, _ in expected} == set(PER_MODEL + PER_LAYER)
+    for (name, layer), theirs in expected.items():
+        ours = view.get(name, layer)
+        assert ours.shape == theirs.shape, name
+        torch.testing.assert_close(ours, theirs, atol=TOL, rtol=0, msg=f"{name} {layer}")
+
+
+def test_get_at_a_position_is_that_row_of_the_whole(pair, ids):
     _, model = pair
     view = model.start(ids.tolist()).view()
-    q, k, v = view.qkv(1, 2)
-    scores = q @ k.T / (q.shape[-1] ** 0.5)
-    scores = scores.masked_fill(torch.ones_like(scores).triu(1).bool(), float("-inf"))
-    expected = torch.softmax(scores, -1) @ v
-    torch.testing.assert_close(view.head_output(1, 2), expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(view.attention_scores(1, 2), scores, atol=1e-5, rtol=0)
+    for name in PER_MODEL:
+        torch.testing.assert_close(view.get(name, None, 7), view.get(name)[7], atol=0, rtol=0)
+    for name in PER_LAYER:
+        whole = view.get(name, 1)
+        row = whole[:, 7] if name in ("attn_scores", "pattern") else whole[7]
+        torch.testing.assert_close(view.get(name, 1, 7), row, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "layer", "message"),
+    [
+        ("attention", 0, "no activation named 'attention'"),
+        ("pattern", None, "layer None is not in 0..2"),
+        ("resid_pre", N_LAYER, "layer 3 is not in 0..2"),
+        ("embed", 0, "embed belongs to no layer"),
+    ],
+)
+def test_get_names_what_it_cannot_read(pair, name, layer, message):
+    _, model = pair
+    with pytest.raises(ValueError, match=message):
+        model.start([1, 2]).view().get(name, layer)
+
+
+@pytest.mark.parametrize("position", [-1, 2])
+def test_get_refuses_a_position_outside_the_run(pair, position):
+    _, model = pair
+    with pytest.raises(ValueError, match=r"position .* is not in 0\.\.1"):
+        model.start([1, 2]).view().get("z", 0, position)
 
 
 def test_logit_lens_last_layer_is_the_real_output(pair, ids):
@@ -152,11 +213,12 @@ def test_views_stay_valid_while_the_run_grows(pair, ids):
     _, model = pair
     run = model.start(ids[:2].tolist())
     early = run.view()
-    pattern_before = early.attention(0, 0).clone()
+    before = {name: early.get(name, 0).clone() for name in PER_LAYER}
     for t in range(2, len(ids)):  # crosses the cache's first reallocation
         run.step(int(ids[t]))
     assert early.n_tokens == 2
-    torch.testing.assert_close(early.attention(0, 0), pattern_before, atol=0, rtol=0)
+    for name, activation in before.items():
+        torch.testing.assert_close(early.get(name, 0), activation, atol=0, rtol=0)
 
 
 def test_config_read_from_file_and_inferred_without_it(tmp_path):
@@ -200,8 +262,9 @@ def test_memory_grows_with_layers_times_tokens_times_width(pair, ids):
     position: O(L x T x C), with no per-head T x T matrices kept."""
     _, model = pair
     run = model.start(ids.tolist())
-    stored = sum(t.numel() for t in vars(run).values() if isinstance(t, torch.Tensor))
-    capacity = run._q.shape[-2]
+    cached = [t for t in vars(run._cache).values() if isinstance(t, torch.Tensor)]
+    stored = sum(t.numel() for t in [*cached, run.logits])
+    capacity = run._cache.q.shape[-2]
     per_position = 3 * N_LAYER * N_EMBD + (N_LAYER + 1) * N_EMBD
     assert stored == per_position * capacity + VOCAB  # + the next-token logits
     assert len(ids) <= capacity <= max(64, 2 * len(ids))

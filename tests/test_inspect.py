@@ -57,7 +57,7 @@ def test_json_has_every_field(inspected_json):
 def test_json_attention_equals_the_engines(inspected_json, model):
     data = inspected_json
     ids = [t["id"] for t in data["tokens"]]
-    expected = model.start(ids).view().attention(1, 2)
+    expected = model.start(ids).view().get("pattern", 1)[2]
     assert np.allclose(np.array(data["pattern"]), expected.numpy(), atol=1e-6)
 
 
@@ -83,11 +83,11 @@ def test_json_probabilities_equal_the_engines(inspected_json, model):
 def test_json_qkv_is_the_query_row(inspected_json, model):
     data = inspected_json
     view = model.start([t["id"] for t in data["tokens"]]).view()
-    q, k, v = view.qkv(1, 2)
+    q, k, v = (view.get(name, 1)[:, 2] for name in ("q", "k", "v"))
     query = data["query"]
     row = data["qkv"]
     assert np.allclose(row["q"], q[query].numpy(), atol=1e-6)
-    weights = view.attention(1, 2)[query]
+    weights = view.get("pattern", 1)[2, query]
     assert [key["index"] for key in row["keys"]] == torch.topk(weights, 5).indices.tolist()
     for key in row["keys"]:
         j = key["index"]

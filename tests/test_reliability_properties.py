@@ -81,11 +81,11 @@ def test_every_sampling_record_is_a_finite_distribution(
 )
 def test_attention_rows_sum_to_one_with_the_mask_exact(tiny_model, ids, layer, head):
     view = tiny_model.start(ids).view()
-    pattern = view.attention(layer, head)
+    pattern = view.get("pattern", layer)[head]
     assert torch.isfinite(pattern).all() and (pattern >= 0).all()
     torch.testing.assert_close(pattern.sum(-1), torch.ones(len(ids)), atol=1e-5, rtol=0)
     assert (torch.triu(pattern, 1) == 0).all()
-    scores = view.attention_scores(layer, head)
+    scores = view.get("attn_scores", layer)[head]
     assert (scores[torch.triu(torch.ones_like(scores, dtype=torch.bool), 1)] == -math.inf).all()
     shown = HeadData.of(view, layer, head).pattern  # what the views draw
     assert (np.triu(shown, 1) == 0).all()

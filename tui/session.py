@@ -8,7 +8,6 @@ event or selection change, never per paint.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -29,6 +28,7 @@ from gpt2scope.engine import (
     Stepped,
     Tokenizer,
 )
+from gpt2scope.engine.analysis import AttentionRow, attention_row
 from gpt2scope.engine.runner import Event
 from gpt2scope.engine.sampling import preview_record
 from gpt2scope.tui.text import Piece, Pieces
@@ -92,40 +92,32 @@ class HeadData:
     q: np.ndarray  # [T, d_head]
     k: np.ndarray
     v: np.ndarray
-    _rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
-        default_factory=dict, repr=False
-    )
+    _rows: dict[int, AttentionRow] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, view: RunView, layer: int, head: int) -> HeadData:
         """The engine's q, k and v for one head; the rest follows from them in `row`."""
-        q, k, v = (t.detach().cpu().float().numpy() for t in view.qkv(layer, head))
+        q, k, v = (
+            view.get(name, layer)[:, head].detach().cpu().float().numpy()
+            for name in ("q", "k", "v")
+        )
         return cls(layer, head, q, k, v)
 
-    def row(self, query: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(scores [T], pattern [T], z [d_head]) of one query: q.k / sqrt(d_head), -inf for
-        the keys after the query; their softmax; and z = pattern @ v, what the head writes.
-        The engine's RunView.attention and .attention_scores, worked out in numpy: on the UI
-        thread, small torch ops wait for the runner's thread pool."""
+    def row(self, query: int) -> AttentionRow:
+        """One query's scores, pattern and z (gpt2scope.engine.analysis.attention_row)."""
         row = self._rows.get(query)
         if row is None:
-            n, T = query + 1, len(self.q)
-            scores = np.full(T, -np.inf, np.float32)
-            scores[:n] = self.k[:n] @ self.q[query] / np.float32(math.sqrt(self.q.shape[1]))
-            weights = np.exp(scores[:n] - scores[:n].max())
-            pattern = np.zeros(T, np.float32)
-            pattern[:n] = weights / weights.sum()
-            row = self._rows[query] = (scores, pattern, pattern[:n] @ self.v[:n])
+            row = self._rows[query] = attention_row(self.q[query], self.k, self.v, query)
         return row
 
     def scores_row(self, query: int) -> np.ndarray:
-        return self.row(query)[0]
+        return self.row(query).scores
 
     def pattern_row(self, query: int) -> np.ndarray:
-        return self.row(query)[1]
+        return self.row(query).pattern
 
     def z_row(self, query: int) -> np.ndarray:
-        return self.row(query)[2]
+        return self.row(query).z
 
     @cached_property
     def pattern(self) -> np.ndarray:
@@ -395,7 +387,9 @@ class Session:
         if view is None:
             return None
         query = query_index(self.settings.query, view.n_tokens)
-        return tuple(r.detach().cpu().float().numpy() for r in view.embeddings(query))
+        rows = (view.get("embed", None, query), view.get("pos_embed", None, query))
+        rows += (view.get("resid_pre", 0, query),)
+        return tuple(r.detach().cpu().float().numpy() for r in rows)
 
     def _head_data(self) -> HeadData | None:
         view = self.shown_view

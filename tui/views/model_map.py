@@ -12,7 +12,7 @@ from typing import Any
 from rich.style import Style
 from rich.text import Text
 
-from gpt2scope.engine.analysis import HeadStats, head_stats
+from gpt2scope.engine.analysis import HeadKind, HeadStats, head_stats
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces
 from gpt2scope.tui.views.common import Drawn, packed
@@ -28,27 +28,19 @@ LABELLED = 20  # "0▁ 12% p█ 81% s▁  3%"
 
 @dataclass(frozen=True)
 class Kind:
+    word: str  # in the details and the legend
     code: str  # one cell
     short: str  # up to five
     style: Style
 
 
+# The one place that words a head kind.
 KINDS = {
-    "previous-token": Kind("P", "prev", Style(color="green")),
-    "first-token sink": Kind("S", "sink", Style(color="cyan")),
-    "self": Kind("=", "self", Style(color="magenta")),
-    "other": Kind("?", "other", Style(color="grey62")),
+    HeadKind.PREVIOUS_TOKEN: Kind("previous-token", "P", "prev", Style(color="green")),
+    HeadKind.FIRST_TOKEN_SINK: Kind("first-token sink", "S", "sink", Style(color="cyan")),
+    HeadKind.SELF: Kind("self", "=", "self", Style(color="magenta")),
+    HeadKind.OTHER: Kind("other", "?", "other", Style(color="grey62")),
 }
-
-
-def dominant_mass(h: HeadStats) -> float | None:
-    """The mass that gave the head its name; None for a head named other."""
-    masses = {
-        "previous-token": h.previous_token,
-        "first-token sink": h.first_token,
-        "self": h.self_token,
-    }
-    return masses.get(h.pattern_name)
 
 
 def level(mass: float) -> str:
@@ -58,7 +50,7 @@ def level(mass: float) -> str:
 def cell_lines(h: HeadStats, width: int, tall: bool) -> tuple[str, str]:
     """A head's cell: the pattern and the mass that named it, and the entropy; in tall rows
     a second line with the masses on position 0, the previous token and the query itself."""
-    kind, mass = KINDS[h.pattern_name], dominant_mass(h)
+    kind, mass = KINDS[h.kind], h.mass
     entropy_below = tall and WIDE > width >= 8
     pct = "" if mass is None else f"{round(mass * 100)}%"
     entropy = f"{h.entropy:.1f}b"
@@ -91,7 +83,7 @@ def selected_of(page: Page, stats: tuple[HeadStats, ...]) -> HeadStats:
 
 def details(h: HeadStats, width: int) -> list[Text]:
     parts = [
-        Text(f"L{h.layer} H{h.head} {h.pattern_name}", HEADING + KINDS[h.pattern_name].style),
+        Text(f"L{h.layer} H{h.head} {KINDS[h.kind].word}", HEADING + KINDS[h.kind].style),
         Text(f"entropy {h.entropy:.2f} bits"),
         Text(f"position 0 {h.first_token:.0%}"),
         Text(f"previous {h.previous_token:.0%}"),
@@ -115,9 +107,9 @@ class Grid:
 
 def legend(stats: tuple[HeadStats, ...], grid: Grid, width: int) -> list[Text]:
     parts = []
-    for name, kind in KINDS.items():
-        count = sum(h.pattern_name == name for h in stats)
-        parts.append(Text.assemble((kind.code, kind.style + HEADING), f" {name} {count}"))
+    for head_kind, kind in KINDS.items():
+        count = sum(h.kind == head_kind for h in stats)
+        parts.append(Text.assemble((kind.code, kind.style + HEADING), f" {kind.word} {count}"))
     parts.append(Text("%: the mass that named it · b: entropy in bits", DIM))
     if grid.tall:
         parts.append(Text("0 p s: mass on position 0, the previous token, itself", DIM))
@@ -137,7 +129,7 @@ def grid_lines(page: Page, stats: tuple[HeadStats, ...], grid: Grid) -> list[Tex
         top = Text(f"L{layer}".ljust(grid.label_width), HEADING if layer == s.layer else DIM)
         bottom = Text(" " * grid.label_width)
         for h in stats[layer * n_head : (layer + 1) * n_head]:
-            style = KINDS[h.pattern_name].style
+            style = KINDS[h.kind].style
             if (h.layer, h.head) == (s.layer, s.head):
                 style = style + SELECTED
             first, second = cell_lines(h, inner, grid.tall)
@@ -188,7 +180,7 @@ def head_stats_json(
             "first_token": h.first_token,
             "previous_token": h.previous_token,
             "self_token": h.self_token,
-            "pattern_name": h.pattern_name,
+            "kind": h.kind,
         }
         for h in stats
     ]

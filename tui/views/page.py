@@ -8,8 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import numpy as np
-import torch
 from rich.console import Console
 from rich.text import Text
 
@@ -37,10 +35,6 @@ class Page(Generic[F]):
     source: Scope | None = None
     cursor: int = 0
     note: str = ""
-
-
-def numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().float().numpy()
 
 
 def not_ready(page: Page, width: int) -> Drawn | None:
