@@ -214,6 +214,9 @@ class RunView:
 
     def _rows(self, name: str, layer: int | None, rows: slice) -> torch.Tensor:
         match name:
+            case "embed" if rows.stop - rows.start == 1:
+                # A view, not a gather: the UI thread reads the query's row at every key.
+                return self.params.wte[self.tokens[rows.start]][None]
             case "embed":
                 return self.params.wte[list(self.tokens[rows])]
             case "pos_embed":
