@@ -209,3 +209,16 @@ def test_ctrl_c_during_inspect_is_one_line_and_exit_130(tiny_checkpoint, tmp_pat
     result = subprocess.CompletedProcess(process.args, process.returncode, out, err)
     assert process.returncode == 130
     assert "interrupted" in one_line_error(result)
+
+
+@pytest.mark.slow
+def test_a_reader_that_stops_early_gets_no_traceback(tiny_checkpoint):
+    """`gpt2scope inspect | head`: the pipe closes while inspect still writes (40 tokens of
+    JSON are some 180 kB, more than a pipe holds)."""
+    args = ("--weights", str(tiny_checkpoint), "--length", "40", "--format", "json")
+    process = gpt2scope_process("inspect", *args)
+    process.stdout.read(10)
+    process.stdout.close()  # as head does once it has its lines
+    err = process.stderr.read().decode("utf-8", "replace")
+    assert process.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -6,6 +6,7 @@ the app, inspect and download get settings, a loaded model and names."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 
@@ -209,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # ctrl+c while a model loads or inspect runs
         print("gpt2scope: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `inspect | head` stopped reading: what it wanted is printed
+        # Python flushes stdout once more on exit; into the closed pipe that would fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a process ended by SIGPIPE
 
 
 def run_command(argv: list[str]) -> int:
