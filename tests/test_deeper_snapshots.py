@@ -34,6 +34,7 @@ def after_generating(*keys: str):
 
 
 @pytest.mark.parametrize("screen", SCREENS)
+@pytest.mark.slow
 def test_deeper_screen(snap_compare, tiny_model, screen):
     app = make_app(tiny_model, prompt=PROMPT, length=6, temperature=0)
     assert snap_compare(app, terminal_size=(80, 24), run_before=after_generating(*SCREENS[screen]))

@@ -66,6 +66,7 @@ def test_config_is_a_hugging_face_gpt2(demo: Model):
     assert (config["n_embd"], config["n_positions"]) == (demo.config.n_embd, demo.config.n_ctx)
 
 
+@pytest.mark.slow
 def test_generates_what_transformers_generates_from_the_same_files(demo: Model):
     """The shipped files are a Hugging Face GPT-2: transformers, reading them on its own,
     must pick the same greedy continuation as the engine."""
@@ -96,6 +97,7 @@ def quotation_scores(demo: Model) -> dict:
     return quotation_heads(demo, held_out_quotations())
 
 
+@pytest.mark.slow
 def test_it_predicts_held_out_text_better_than_word_frequencies(demo: Model):
     """Measured on the held-out windows, against the corpus's unigram loss (the training
     text's word frequencies are not shipped, so that one figure comes from metrics.json)."""
@@ -105,6 +107,7 @@ def test_it_predicts_held_out_text_better_than_word_frequencies(demo: Model):
 
 
 @pytest.mark.parametrize("pattern", ["previous_token", "first_token"])
+@pytest.mark.slow
 def test_has_a_clear_head_for_each_pattern_on_held_out_quotations(
     quotation_scores: dict, pattern: str
 ):
@@ -117,6 +120,7 @@ def test_the_previous_token_head_holds_on_ordinary_english(demo: Model):
 
 
 @pytest.mark.parametrize("figure", ["heads", "quotation_heads"])
+@pytest.mark.slow
 def test_the_recorded_head_figures_are_what_the_committed_model_gives(
     demo: Model, quotation_scores: dict, figure: str
 ):
@@ -152,6 +156,7 @@ def test_an_induction_head_looks_at_what_followed_the_earlier_copy(demo: Model):
     assert best >= 0.3
 
 
+@pytest.mark.slow
 def test_training_loss_over_the_used_tokens_is_the_full_vocabulary_loss():
     """The trainer's LM head covers only the tokens its corpus uses; with the others' rows
     at zero that must be the very cross-entropy of the whole vocabulary."""
@@ -195,6 +200,7 @@ def restore_process_settings(monkeypatch):
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_retraining_with_the_same_seed_writes_the_same_file(tmp_path, restore_process_settings):
     """The README promises that a rerun of the script gives the committed file again."""
     words = PARAGRAPH.split()

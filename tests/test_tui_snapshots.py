@@ -42,6 +42,7 @@ def test_after_a_generation(snap_compare, tiny_model):
     assert snap_compare(app, terminal_size=WIDE, run_before=then("g"))
 
 
+@pytest.mark.slow
 def test_help_screen(snap_compare, tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, temperature=0)
     assert snap_compare(app, terminal_size=(80, 24), run_before=then("question_mark"))
@@ -70,6 +71,7 @@ def test_download_dialog(snap_compare, tiny_model, monkeypatch):
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
 
+@pytest.mark.slow
 def test_keep_tail_dialog(snap_compare, tiny_model):
     """A typed prompt longer than the model's context: the offer to run its last n_ctx."""
     app = make_app(tiny_model, prompt=PROMPT, temperature=0)
