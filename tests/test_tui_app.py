@@ -96,6 +96,7 @@ async def test_layer_and_head_keys_move_and_stop_at_the_ends(tiny_model):
         assert app.scope.settings.head == 2
 
 
+@pytest.mark.slow
 async def test_query_keys_move_the_selected_token(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -149,6 +150,7 @@ async def test_newline_escape_in_the_editor_is_a_newline(tiny_model):
         assert tokens(app) == gpt2_tokenizer().encode("a\nb")
 
 
+@pytest.mark.slow
 async def test_g_generates_length_tokens_and_s_one(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, length=4)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -279,6 +281,7 @@ async def test_a_pane_scrolled_by_hand_stays_until_the_query_moves(tiny_model):
         assert "more lines above" not in shown(pane)
 
 
+@pytest.mark.slow
 async def test_resizing_mid_generation(tiny_model, sampler):
     app = make_app(tiny_model, sampler=sampler.hold(1), prompt=PROMPT, length=10)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -307,6 +310,7 @@ async def test_a_terminal_below_80x24_is_told_once_how_to_see_a_pane_whole(tiny_
         assert "70x20" not in said and "79x30 is smaller" in said
 
 
+@pytest.mark.slow
 async def test_sampling_keys_change_the_runner_params(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -376,6 +380,7 @@ async def test_z_zooms_the_focused_pane_and_back(tiny_model):
         assert app.screen.maximized is None
 
 
+@pytest.mark.slow
 async def test_tab_cycles_focus_through_the_panes(tiny_model):
     app = make_app(tiny_model)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -395,6 +400,7 @@ async def test_tab_cycles_focus_through_the_panes(tiny_model):
         ]
 
 
+@pytest.mark.slow
 async def test_question_mark_shows_help_listing_every_key(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -460,6 +466,7 @@ async def test_a_failure_shows_a_notice_and_the_app_stays_usable(tiny_model, sam
         assert app.scope.steps == 6
 
 
+@pytest.mark.slow
 async def test_b_starts_the_tokens_with_end_of_text_and_back(tiny_model):
     tok = gpt2_tokenizer()
     app = make_app(tiny_model, prompt=PROMPT)
@@ -496,6 +503,7 @@ async def test_the_demo_model_says_how_to_get_gpt2(tiny_model):
         assert "demo model, not GPT-2 · D: download GPT-2 small" in status
 
 
+@pytest.mark.slow
 async def test_d_downloads_gpt2_small_and_switches_to_it(tiny_model, fake_hub):
     """The fake hub serves the tiny checkpoint as openai-community/gpt2: D on the bundled
     demo model downloads it, and the app runs the prompt on screen again on it."""
@@ -518,6 +526,7 @@ async def test_d_downloads_gpt2_small_and_switches_to_it(tiny_model, fake_hub):
         assert len(tokens(app)) > len(gpt2_tokenizer().encode(PROMPT))
 
 
+@pytest.mark.slow
 async def test_the_download_shows_its_progress_and_esc_cancels_it(tiny_model, monkeypatch):
     held = HeldDownload()
     monkeypatch.setattr(gpt2scope.tui.download_screen, "download", held)
@@ -584,6 +593,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 async def test_quitting_does_not_wait_for_a_download_stuck_in_the_hubs_retries():
     process = subprocess.Popen(
         [sys.executable, "-c", STUCK_DOWNLOAD_THEN_QUIT], stdout=subprocess.PIPE, cwd=ROOT
@@ -619,6 +629,7 @@ async def test_d_on_another_model_downloads_nothing(tiny_model):
         assert app.fetching is None
 
 
+@pytest.mark.slow
 async def test_control_characters_never_reach_the_screen(tiny_model):
     app = make_app(tiny_model, prompt="red \x1b[31m bell \x07 rlo \u202e end\n")
     async with app.run_test(size=(160, 48)) as pilot:
@@ -688,6 +699,7 @@ async def test_paging_through_a_pane_skips_no_line(tiny_model, start, key):
         assert {line.plain for line in pane.drawn().lines} <= seen
 
 
+@pytest.mark.slow
 async def test_a_pane_scrolls_to_its_last_line_and_back(tiny_model):
     app = make_app(tiny_model, prompt=COUNTING)
     async with app.run_test(size=(80, 24)) as pilot:
