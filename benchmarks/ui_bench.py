@@ -22,7 +22,7 @@ from textual.geometry import Region
 from benchmarks.plan import Plan
 from gpt2scope.engine import Model, gpt2_tokenizer
 from gpt2scope.tui.app import ScopeApp
-from gpt2scope.tui.views import VIEWS
+from gpt2scope.tui.views import PANES
 from gpt2scope.tui.views.common import NO_RUN
 from gpt2scope.tui.widgets import Pane
 from tests.driver import make_app, settle
@@ -200,4 +200,4 @@ def capture(tmux: list[str]) -> str:
 
 
 def full_screen(screen: str) -> bool:
-    return all(view.title in screen for view in VIEWS) and NO_RUN[-1] not in screen
+    return all(view.title in screen for view in PANES) and NO_RUN[-1] not in screen

@@ -175,6 +175,11 @@ def choose(logits: torch.Tensor, params: SamplingParams, token_id: int) -> Sampl
     return describe_choice(logits, distributions(logits, params), token_id, params)
 
 
+def preview_record(logits: torch.Tensor, params: SamplingParams) -> SampleRecord:
+    """The record of the argmax, for the distribution alone: what a draw would come from."""
+    return describe_choice(logits, distributions(logits, params), int(logits.argmax()), params)
+
+
 def describe_choice(
     logits: torch.Tensor, dist: Distributions, token_id: int, params: SamplingParams
 ) -> SampleRecord:

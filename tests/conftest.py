@@ -1,10 +1,13 @@
-"""Shared fixtures: random GPT-2 checkpoints written the way real ones are."""
+"""Shared fixtures: random GPT-2 checkpoints written the way real ones are, a sampler tests
+control, a Hugging Face hub of our own."""
 
 from __future__ import annotations
 
 import hashlib
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -15,9 +18,11 @@ from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import gpt2scope.weights.hub
-from gpt2scope.engine import Model, load_model
+from gpt2scope.engine import Model, SampleRecord, SamplingParams, load_model, sample
+from gpt2scope.engine.sampling import choose
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
+HOLD_TIMEOUT = 30.0  # a held token goes on by itself after this, so no test hangs forever
 
 
 def write_checkpoint(
@@ -76,6 +81,66 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_checkpoint: Path) -> Model:
     return load_model(tiny_checkpoint)
+
+
+class ControlledSampler:
+    """Stands in for `engine.sampling.sample` in a Runner or the app (`sampler=`): the real
+    sampler, unless told to choose scripted ids, to take a while per token, to hold one token
+    until released or to raise on one call. Calls count from 1, over the sampler's life."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.delay = 0.0
+        self.held: int | None = None
+        self.reached = threading.Event()  # the held call has begun
+        self.released = threading.Event()
+        self._script: Iterator[int] | None = None
+        self._fault: tuple[int, Exception] | None = None
+
+    def script(self, token_ids: list[int]) -> ControlledSampler:
+        """Choose these ids in turn, each with the record the real sampler would make."""
+        self._script = iter(token_ids)
+        return self
+
+    def slow(self, seconds: float) -> ControlledSampler:
+        self.delay = seconds
+        return self
+
+    def hold(self, call: int) -> ControlledSampler:
+        """Make call number `call` wait inside the sampler until `release()`."""
+        self.held = call
+        return self
+
+    def release(self) -> None:
+        self.released.set()
+
+    def fail(self, call: int, error: Exception | None = None) -> ControlledSampler:
+        """Make call number `call` raise `error` (a RuntimeError, "injected fault")."""
+        self._fault = (call, error or RuntimeError("injected fault"))
+        return self
+
+    def __call__(
+        self, logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
+    ) -> SampleRecord:
+        self.calls += 1  # only the runner's thread calls it
+        time.sleep(self.delay)
+        if self._fault is not None and self._fault[0] == self.calls:
+            raise self._fault[1]
+        if self.calls == self.held:
+            self.reached.set()
+            self.released.wait(HOLD_TIMEOUT)
+        if self._script is not None:
+            return choose(logits, params, next(self._script))
+        return sample(logits, params, generator)
+
+
+@pytest.fixture
+def sampler() -> Iterator[ControlledSampler]:
+    """Pass it as `sampler=` to a Runner or make_app; a held token is let go at the end, so
+    a failing test leaves no runner waiting."""
+    controlled = ControlledSampler()
+    yield controlled
+    controlled.release()
 
 
 # --- a Hugging Face cache and hub of our own ----------------------------------------------

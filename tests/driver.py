@@ -1,4 +1,5 @@
-"""Helpers for driving the app from tests: build it on a given model and wait for the runner."""
+"""Helpers for driving the app from tests: build it on a given model (and the `sampler`
+fixture's sampler) and wait for the runner."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from dataclasses import replace
 
 from textual.pilot import Pilot
 
-from gpt2scope.engine import Model
+from gpt2scope.engine import Model, Sampler, sample
 from gpt2scope.tui.app import ScopeApp
-from gpt2scope.tui.cli import Options, app_parser, options_from
+from gpt2scope.tui.cli import Options, app_parser, options_from, settings_from
 from gpt2scope.tui.session import ModelInfo
 from gpt2scope.tui.widgets import Pane
 from gpt2scope.weights import DownloadCancelled
@@ -24,15 +25,24 @@ def options(**changes: object) -> Options:
     return replace(options_from(app_parser().parse_args([])), **changes)
 
 
-def make_app(model: Model, name: str = "tiny", origin: str = "path", **changes: object) -> ScopeApp:
+def make_app(
+    model: Model,
+    name: str = "tiny",
+    origin: str = "path",
+    sampler: Sampler = sample,
+    **changes: object,
+) -> ScopeApp:
+    """The app as `gpt2scope` would open it on `model`, with the flags' `changes`."""
     info = ModelInfo.of(model, name, origin, f"{name} ({origin})")
-    return ScopeApp(model, info, options(**changes))
+    o = options(**changes)
+    return ScopeApp(model, info, settings_from(o), o.prompt, o.device, sampler=sampler)
 
 
 def settled(app: ScopeApp) -> bool:
-    idle = not app.pending and app.session.state == "idle"
+    """No command is outstanding and the screen shows the result."""
     # A deeper screen's figure is computed in a worker after the scope arrives.
-    return idle and app.scope is app.session.scope() and not getattr(app.screen, "computing", 0)
+    computing = getattr(app.screen, "computing", 0)
+    return not app.outstanding and app.scope is app.session.scope() and not computing
 
 
 async def settle(pilot: Pilot, timeout: float = SETTLE_TIMEOUT) -> None:
@@ -41,7 +51,7 @@ async def settle(pilot: Pilot, timeout: float = SETTLE_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while not settled(app):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the runner did not settle: {app.pending} pending")
+            raise TimeoutError(f"the runner did not settle: commands {app.outstanding} outstanding")
         await pilot.pause(0.02)
     await pilot.pause()
 

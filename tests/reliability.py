@@ -1,5 +1,5 @@
 """Helpers shared by the tests/test_reliability_*.py files: what the terminal would receive,
-notices on screen, threads left behind, and sampling that follows a script."""
+notices on screen, threads left behind."""
 
 from __future__ import annotations
 
@@ -10,16 +10,13 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from textual.pilot import Pilot
 
-import gpt2scope.engine.runner
 from gpt2scope.engine import Failed, Finished, Model, Runner, gpt2_tokenizer
-from gpt2scope.engine.sampling import SampleRecord, SamplingParams, choose
+from gpt2scope.engine.sampling import SamplingParams
 from gpt2scope.tui.app import ScopeApp
 from gpt2scope.tui.session import ModelInfo, Session, Settings
 
@@ -99,26 +96,6 @@ def new_runner_threads(before: set[threading.Thread], grace: float = 1.0) -> set
     while (left := runner_threads() - before) and time.monotonic() < deadline:
         time.sleep(0.02)
     return left
-
-
-class Script:
-    """Stands in for `gpt2scope.engine.runner.sample`: the model 'chooses' the scripted ids in turn,
-    each with the record the real sampler would have made for it."""
-
-    def __init__(self, token_ids: list[int]) -> None:
-        self.token_ids = token_ids
-        self._next: Iterator[int] = iter(token_ids)
-
-    def __call__(
-        self, logits: torch.Tensor, params: SamplingParams, generator=None
-    ) -> SampleRecord:
-        return choose(logits, params, next(self._next))
-
-
-def script_sampling(monkeypatch, token_ids: list[int]) -> Script:
-    script = Script(token_ids)
-    monkeypatch.setattr(gpt2scope.engine.runner, "sample", script)
-    return script
 
 
 def gpt2scope_process(*args: str, code: str = "", **env: str) -> subprocess.Popen:

@@ -16,10 +16,11 @@ from rich.cells import cell_len
 
 from gpt2scope.engine import Finished, Runner, SamplingParams, gpt2_tokenizer, load_model
 from gpt2scope.engine.sampling import distributions
-from gpt2scope.tui.deeper import BY_ID, DEEPER, deeper_json
-from gpt2scope.tui.figures import Page
+from gpt2scope.tui.report import run_json
 from gpt2scope.tui.session import ModelInfo, Session, Settings
 from gpt2scope.tui.text import Pieces
+from gpt2scope.tui.views import SCREEN_BY_ID, SCREENS
+from gpt2scope.tui.views.page import Page
 from gpt2scope.tui.views.stages import SOFTMAX
 from tests.conftest import write_checkpoint
 
@@ -50,7 +51,7 @@ def run(tmp_path_factory):
     session.update(query=QUERY)
     scope = session.scope()
     pieces = Pieces(tokenizer)
-    data = json.loads(json.dumps(deeper_json(scope, pieces)))  # as written: no NaN, no inf
+    data = json.loads(json.dumps(run_json(scope, pieces)))  # as written: no NaN, no inf
     ids = torch.tensor(scope.view.tokens)
     with torch.no_grad():
         out = hf(ids[None], output_attentions=True, output_hidden_states=True)
@@ -196,7 +197,7 @@ INVISIBLE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"}
 
 
 @pytest.mark.parametrize("width, height", [(24, 8), (60, 20), (78, 20), (158, 44)])
-@pytest.mark.parametrize("deeper", DEEPER, ids=lambda d: d.id)
+@pytest.mark.parametrize("deeper", SCREENS, ids=lambda d: d.id)
 def test_deeper_views_fit_the_width(run, deeper, width, height):
     _, _, scope, _, pieces = run
     figure = None if deeper.compute is None else deeper.compute(scope, pieces)
@@ -211,7 +212,7 @@ def test_step_through_keeps_the_heaviest_key_in_view_once_there_are_weights(run)
     """Before the softmax the query's own row is the one to follow; from it on, the key the
     query looks at most (at 80x24 the query's neighbours were often masked keys)."""
     _, _, scope, _, pieces = run
-    stages = BY_ID["stages"]
+    stages = SCREEN_BY_ID["stages"]
     figure = stages.compute(scope, pieces)
     heaviest = int(np.argmax(figure.pattern))
     assert heaviest != QUERY  # else this test could not tell the two apart

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import html
 import json
-import threading
 
 import numpy as np
 import pytest
 
-import gpt2scope.engine.runner
 from gpt2scope.tui.help import HelpScreen
 from gpt2scope.tui.keys import KEYS
-from gpt2scope.tui.screens import HistoryScreen, LensScreen, MapScreen, StagesScreen
+from gpt2scope.tui.screens import DeeperScreen
 from gpt2scope.tui.views.page import DEFERRED
 from gpt2scope.tui.views.stages import N_STAGES
 from gpt2scope.tui.widgets import PromptInput
-from tests.driver import make_app, settle, shown
+from tests.driver import make_app, settle, shown, wait_for
 from tests.reliability import notices
+
+
+def showing(screen: object, spec_id: str) -> bool:
+    """The deeper screen made from spec `spec_id` is the one shown."""
+    return isinstance(screen, DeeperScreen) and screen.spec.id == spec_id
+
 
 pytestmark = pytest.mark.anyio
 
@@ -42,6 +46,7 @@ async def generated(pilot) -> list[int]:
     return list(pilot.app.scope.view.tokens)
 
 
+@pytest.mark.slow
 async def test_a_steps_through_the_stages_to_the_engines_head_output(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, layer=1, head=2)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -49,7 +54,7 @@ async def test_a_steps_through_the_stages_to_the_engines_head_output(tiny_model)
         await pilot.press("a")
         await settle(pilot)
         screen = app.screen
-        assert isinstance(screen, StagesScreen) and screen.page.cursor == 0
+        assert showing(screen, "stages") and screen.page.cursor == 0
         await pilot.press(*["down"] * (N_STAGES + 2))
         assert screen.page.cursor == N_STAGES - 1
         await pilot.press("left", "left")  # the app's query keys work here too
@@ -63,9 +68,10 @@ async def test_a_steps_through_the_stages_to_the_engines_head_output(tiny_model)
         assert screen.page.cursor == N_STAGES - 2
         await pilot.press("a")  # the same key goes back
         await pilot.pause()
-        assert not isinstance(app.screen, StagesScreen)
+        assert not showing(app.screen, "stages")
 
 
+@pytest.mark.slow
 async def test_m_picks_a_head_that_the_panes_then_show(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -73,7 +79,7 @@ async def test_m_picks_a_head_that_the_panes_then_show(tiny_model):
         await pilot.press("m")
         await settle(pilot)
         screen = app.screen
-        assert isinstance(screen, MapScreen)
+        assert showing(screen, "head_stats")
         assert len(screen.page.figure) == 2 * 4
         await pilot.press("down", "right", "right")
         await settle(pilot)
@@ -81,7 +87,7 @@ async def test_m_picks_a_head_that_the_panes_then_show(tiny_model):
         assert "L1 H2" in shown(screen.query_one("#head_stats"))
         await pilot.press("enter")
         await pilot.pause()
-        assert not isinstance(app.screen, MapScreen)
+        assert not showing(app.screen, "head_stats")
         assert (app.scope.attn.layer, app.scope.attn.head) == (1, 2)
         assert "L1 H2" in status(app)
 
@@ -93,7 +99,7 @@ async def test_l_reads_the_lens_whose_last_row_is_the_output(tiny_model):
         await pilot.press("l")
         await settle(pilot)
         lens = app.screen.page.figure
-        assert isinstance(app.screen, LensScreen) and len(lens.rows) == 2
+        assert showing(app.screen, "logit_lens") and len(lens.rows) == 2
         top = app.scope.view.logits.topk(5).indices.tolist()
         assert [piece.token_id for piece, _ in lens.rows[-1].top] == top
         await pilot.press("left")
@@ -102,6 +108,7 @@ async def test_l_reads_the_lens_whose_last_row_is_the_output(tiny_model):
         assert lens.position == app.scope.n_tokens - 2 and lens.target_is_next
 
 
+@pytest.mark.slow
 async def test_b_shows_the_selected_layer_and_token(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, layer=1)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -119,49 +126,37 @@ async def test_b_shows_the_selected_layer_and_token(tiny_model):
         assert app.screen is app.screen_stack[0]
 
 
-async def test_the_model_map_waits_for_the_generation_to_stop(tiny_model, monkeypatch):
-    second_sample = threading.Event()
-    release = threading.Event()
-    sample, calls = gpt2scope.engine.runner.sample, []
-
-    def held_at_the_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            second_sample.set()
-            release.wait(timeout=10)
-        return sample(*args, **kwargs)
-
-    monkeypatch.setattr(gpt2scope.engine.runner, "sample", held_at_the_second)
-    app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
+async def test_the_model_map_waits_for_the_generation_to_stop(tiny_model, sampler):
+    app = make_app(tiny_model, sampler=sampler.hold(2), prompt=PROMPT, length=LENGTH)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("m")
         await settle(pilot)
         before = app.screen.page.source
         await pilot.press("g")
-        while not second_sample.is_set():
-            await pilot.pause(0.01)
-        await pilot.pause(0.1)
+        await wait_for(pilot, sampler.reached.is_set)
+        await wait_for(pilot, lambda: app.screen.page.scope.steps == 1)  # the tick shows it
         page = app.screen.page
-        assert page.scope.steps == 1 and page.source is before and page.note == DEFERRED
+        assert page.source is before and page.note == DEFERRED
         assert not app.screen.computing
-        release.set()
+        sampler.release()
         await settle(pilot)
         page = app.screen.page
         assert page.note == "" and page.source.n_tokens == before.n_tokens + LENGTH
 
 
+@pytest.mark.slow
 async def test_one_deeper_screen_opens_another_in_its_place(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("a", "m")
         await settle(pilot)
-        assert isinstance(app.screen, MapScreen) and len(app.screen_stack) == 2
+        assert showing(app.screen, "head_stats") and len(app.screen_stack) == 2
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
-        assert isinstance(app.screen, MapScreen)
+        assert showing(app.screen, "head_stats")
 
 
 async def test_p_on_a_deeper_screen_goes_back_to_edit_the_prompt(tiny_model):
@@ -184,6 +179,7 @@ async def test_z_does_nothing_on_a_deeper_screen_and_is_not_offered(tiny_model):
         assert "z" not in app.screen.active_bindings
 
 
+@pytest.mark.slow
 async def test_resizing_on_a_deeper_screen(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -198,6 +194,7 @@ async def test_resizing_on_a_deeper_screen(tiny_model):
         assert app.query_one("#attention").region.width > 30
 
 
+@pytest.mark.slow
 async def test_history_keys_show_a_past_step_in_every_view(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -232,6 +229,7 @@ async def test_left_moves_the_query_at_once_in_a_step_looked_back_at(tiny_model)
         assert app.scope.query == shown_query - 1
 
 
+@pytest.mark.slow
 async def test_history_keys_at_an_end_say_why_nothing_moved(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, length=2)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
@@ -247,6 +245,7 @@ async def test_history_keys_at_an_end_say_why_nothing_moved(tiny_model):
         assert app.scope.steps == 0 and "this is the prompt" in await notices(pilot)
 
 
+@pytest.mark.slow
 async def test_h_moves_through_steps_and_the_panes_keep_the_step(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -254,7 +253,7 @@ async def test_h_moves_through_steps_and_the_panes_keep_the_step(tiny_model):
         await pilot.press("h")
         await settle(pilot)
         screen = app.screen
-        assert isinstance(screen, HistoryScreen)
+        assert showing(screen, "history")
         chosen = app.scope.prediction.chosen.token_id
         candidates = [c.piece.token_id for c in app.scope.prediction.candidates]
         assert candidates[screen.page.cursor] == chosen  # the cursor starts on the choice
@@ -278,25 +277,17 @@ async def test_history_shows_the_steps_record_after_the_parameters_change(tiny_m
         assert f"step {LENGTH} chose" in shown(app.screen.query_one("#history"))
 
 
-async def test_looking_back_stays_put_while_the_run_grows(tiny_model, monkeypatch):
+@pytest.mark.slow
+async def test_looking_back_stays_put_while_the_run_grows(tiny_model, sampler):
     """A look back taken during a generation is kept as the new tokens arrive."""
-    opened, calls, real = threading.Event(), [], gpt2scope.engine.runner.sample
-
-    def held(*args, **kwargs):
-        calls.append(None)
-        if len(calls) == LENGTH + 1:  # the second generation's first token
-            opened.wait(timeout=10)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(gpt2scope.engine.runner, "sample", held)
-    app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
+    sampler.hold(LENGTH + 1)  # the second generation's first token
+    app = make_app(tiny_model, sampler=sampler, prompt=PROMPT, length=LENGTH)
     async with app.run_test(size=(80, 24)) as pilot:
         await generated(pilot)
         await pilot.press("g")
-        while len(calls) <= LENGTH:
-            await pilot.pause(0.01)
+        await wait_for(pilot, sampler.reached.is_set)
         await pilot.press("less_than_sign")
-        opened.set()
+        sampler.release()
         await settle(pilot)
         assert app.scope.steps == LENGTH - 1 and len(app.scope.history) == 2 * LENGTH
 
@@ -311,6 +302,7 @@ async def test_generating_while_looking_back_shows_the_new_tokens(tiny_model, ke
         assert not app.scope.looking_back and app.scope.steps == LENGTH + grown
 
 
+@pytest.mark.slow
 async def test_enter_branches_from_a_past_step_with_another_candidate(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -332,6 +324,7 @@ async def test_enter_branches_from_a_past_step_with_another_candidate(tiny_model
         assert app.scope.history[1].token_id == candidates[pick]
 
 
+@pytest.mark.slow
 async def test_e_exports_the_screen_and_the_run(tiny_model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     app = make_app(tiny_model, prompt=PROMPT, length=3)

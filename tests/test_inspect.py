@@ -12,7 +12,7 @@ import torch
 from gpt2scope.engine import SamplingParams, gpt2_tokenizer, load_model
 from gpt2scope.engine.sampling import distributions
 from gpt2scope.tui.cli import main
-from gpt2scope.tui.views import VIEWS
+from gpt2scope.tui.views import PANES
 
 PROMPT = "The quick brown fox jumps over the lazy dog"
 
@@ -47,6 +47,7 @@ def test_json_has_every_field(inspected_json):
     assert data["query"] == n - 1
     assert len(data["continuation"]) == 5
     assert data["prompt_tokens"] + 5 == n
+    assert data["finish"] == "length"
     assert [t["id"] for t in data["tokens"][: data["prompt_tokens"]]] == gpt2_tokenizer().encode(
         PROMPT
     )
@@ -108,7 +109,7 @@ def test_same_seed_same_output(capsys, tiny_checkpoint):
 def test_text_prints_every_view(capsys, tiny_checkpoint):
     code, out, _ = inspect(capsys, "--weights", str(tiny_checkpoint), "--prompt", PROMPT)
     assert code == 0
-    for view in VIEWS:
+    for view in PANES:
         assert f"== {view.title} ==" in out
     assert "L0 H0" in out and "seed 0" in out
     assert all(len(line) <= 100 for line in out.splitlines())

@@ -5,16 +5,18 @@ the terminal raw; each is shown as a visible glyph or escape."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 import torch
 from safetensors.torch import save_file
 from textual import events
 
-import gpt2scope.tui.deeper
-from gpt2scope.engine import gpt2_tokenizer
+import gpt2scope.tui.inspect
+import gpt2scope.tui.views.stages
+from gpt2scope.engine import Runner, gpt2_tokenizer
 from gpt2scope.tui.cli import main
-from gpt2scope.tui.views import VIEWS
+from gpt2scope.tui.views import PANES
 from gpt2scope.tui.widgets import PromptInput
 from tests.driver import make_app, settle
 from tests.reliability import (  # noqa: F401 (fixtures)
@@ -28,7 +30,6 @@ from tests.reliability import (  # noqa: F401 (fixtures)
     run_cli,
     runner_threads,
     screen_text,
-    script_sampling,
     unsafe_in,
 )
 
@@ -67,13 +68,14 @@ def unsafe_in_views(app, width: int, height: int) -> dict[str, list[str]]:
     found = {}
     for query in range(app.scope.n_tokens):
         app.session.update(query=query)
-        for view in VIEWS:
+        for view in PANES:
             lines = view.render(app.session.scope(), width, height).lines
             if bad := unsafe_in("\n".join(line.plain for line in lines)):
                 found[f"{view.id} at {query}"] = bad
     return found
 
 
+@pytest.mark.slow
 async def test_a_nasty_prompt_reaches_the_screen_only_as_glyphs(tiny_model):
     app = make_app(tiny_model, prompt=NASTY_PROMPT, length=3)
     async with app.run_test(size=(160, 48)) as pilot:
@@ -86,15 +88,16 @@ async def test_a_nasty_prompt_reaches_the_screen_only_as_glyphs(tiny_model):
             assert shown in text
 
 
-async def test_generated_control_tokens_reach_the_screen_only_as_glyphs(tiny_model, monkeypatch):
-    script = script_sampling(monkeypatch, generated_script())
-    app = make_app(tiny_model, prompt="Say:", length=len(script.token_ids))
+@pytest.mark.slow
+async def test_generated_control_tokens_reach_the_screen_only_as_glyphs(tiny_model, sampler):
+    script = generated_script()
+    app = make_app(tiny_model, sampler=sampler.script(script), prompt="Say:", length=len(script))
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
         await pilot.press("g")
         await settle(pilot)
-        assert app.scope.steps == len(script.token_ids)
-        assert list(app.scope.view.tokens[-len(script.token_ids) :]) == script.token_ids
+        assert app.scope.steps == len(script)
+        assert list(app.scope.view.tokens[-len(script) :]) == script
         await visit_queries(pilot)
         continuation = pane_text(app, "continuation")
         assert "␛]0;pwned␇" in continuation and "\\u200e" in continuation
@@ -112,9 +115,10 @@ async def wait_computed(pilot) -> None:
     raise TimeoutError(pilot.app.screen.deeper.id)
 
 
-async def test_generated_control_tokens_in_the_deeper_screens(tiny_model, monkeypatch):
-    script = script_sampling(monkeypatch, generated_script())
-    app = make_app(tiny_model, prompt="Say:", length=len(script.token_ids))
+@pytest.mark.slow
+async def test_generated_control_tokens_in_the_deeper_screens(tiny_model, sampler):
+    script = generated_script()
+    app = make_app(tiny_model, sampler=sampler.script(script), prompt="Say:", length=len(script))
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
         await pilot.press("g")
@@ -132,7 +136,7 @@ async def test_a_deeper_screen_that_fails_says_so_visibly(tiny_model, monkeypatc
     def broken(*args, **kwargs):
         raise RuntimeError("no \x1b]0;pwned\x07 figure")
 
-    monkeypatch.setattr(gpt2scope.tui.deeper, "stages_figure", broken)
+    monkeypatch.setattr(gpt2scope.tui.views.stages, "stages_figure", broken)
     app = make_app(tiny_model, prompt="Hello", length=2)
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
         await settle(pilot)
@@ -177,9 +181,14 @@ async def test_export_after_the_working_directory_was_removed_is_a_notice(
         assert app.is_running and app.return_code is None
 
 
-def test_inspect_text_shows_generated_control_tokens_visibly(capsys, tiny_checkpoint, monkeypatch):
-    script = script_sampling(monkeypatch, generated_script())
-    length = str(len(script.token_ids))
+@pytest.mark.slow
+def test_inspect_text_shows_generated_control_tokens_visibly(
+    capsys, tiny_checkpoint, monkeypatch, sampler
+):
+    script = generated_script()
+    scripted = partial(Runner, sampler=sampler.script(script))
+    monkeypatch.setattr(gpt2scope.tui.inspect, "Runner", scripted)
+    length = str(len(script))
     args = ["--weights", str(tiny_checkpoint), "--prompt", "Say:", "--length", length]
     assert main(["inspect", *args, "--width", "160"]) == 0
     out = capsys.readouterr().out
@@ -187,6 +196,7 @@ def test_inspect_text_shows_generated_control_tokens_visibly(capsys, tiny_checkp
     assert "␛]0;pwned␇" in out and "\\u200e" in out and "\\x85" in out
 
 
+@pytest.mark.slow
 def test_inspect_writes_no_raw_control_byte_for_a_nasty_prompt(tiny_checkpoint):
     prompt = NASTY_PROMPT.replace("\x00", "")  # the one character argv cannot carry
     args = ["inspect", "--weights", str(tiny_checkpoint), "--prompt", prompt]
@@ -199,6 +209,7 @@ def test_inspect_writes_no_raw_control_byte_for_a_nasty_prompt(tiny_checkpoint):
 
 
 @pytest.mark.parametrize("command", [[], ["inspect"]], ids=["app", "inspect"])
+@pytest.mark.slow
 def test_a_nasty_weights_path_is_echoed_visibly_on_one_line(tmp_path, command):
     path = tmp_path / "evil\x1b]0;pwned\x07\nnext line\u202e"
     path.mkdir()
@@ -207,6 +218,7 @@ def test_a_nasty_weights_path_is_echoed_visibly_on_one_line(tmp_path, command):
     assert "evil␛]0;pwned␇↵next line\\u202e" in err
 
 
+@pytest.mark.slow
 def test_a_nasty_tensor_name_in_a_weights_file_is_echoed_visibly(tmp_path):
     weights = tmp_path / "model.safetensors"
     save_file({"\x1b[2J\x1b]0;pwned\x07": torch.zeros(2)}, str(weights))

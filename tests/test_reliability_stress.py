@@ -7,7 +7,6 @@ import asyncio
 import gc
 import random
 import sys
-import threading
 import time
 
 import pytest
@@ -15,9 +14,10 @@ from rich.cells import cell_len
 from textual import events
 from textual.widgets._footer import FooterKey
 
-import gpt2scope.engine.runner
 from gpt2scope.tui.app import ScopeApp
-from gpt2scope.tui.keys import KEYS, SCREEN_KEYS
+from gpt2scope.tui.keys import KEYS
+from gpt2scope.tui.views import SCREENS
+from tests.conftest import ControlledSampler
 from tests.driver import make_app, settle
 from tests.reliability import (  # noqa: F401 (fixtures)
     anyio_backend,
@@ -31,28 +31,10 @@ PROMPT = "Hello world, this is a test."
 LONG_PROMPT = " one two three" * 21  # 63 tokens: the context is 128
 
 
-class Throttle:
-    """Stands in for the runner's sampler: each token takes 20 ms, and the one before the
-    last waits to be released, so that a generation outlasts whatever the test does."""
-
-    def __init__(self, length: int) -> None:
-        self.length = length
-        self.calls = 0
-        self.released = threading.Event()
-        self.sample = gpt2scope.engine.runner.sample
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        time.sleep(0.02)
-        if self.calls == self.length - 1:
-            self.released.wait(timeout=30)
-        return self.sample(*args, **kwargs)
-
-
-def throttle(monkeypatch, length: int) -> Throttle:
-    throttled = Throttle(length)
-    monkeypatch.setattr(gpt2scope.engine.runner, "sample", throttled)
-    return throttled
+def throttled(sampler: ControlledSampler, length: int) -> ControlledSampler:
+    """Each token takes 20 ms, and the one before the last waits to be released, so that a
+    generation of `length` outlasts whatever the test does."""
+    return sampler.slow(0.02).hold(length - 1)
 
 
 def rss_bytes() -> int:
@@ -60,17 +42,17 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * 4096
 
 
-async def test_thirty_random_resizes_during_a_generation(tiny_model, monkeypatch):
+@pytest.mark.slow
+async def test_thirty_random_resizes_during_a_generation(tiny_model, sampler):
     sizes = random.Random(7)
-    throttled = throttle(monkeypatch, 60)
-    app = make_app(tiny_model, prompt=PROMPT, length=60)
+    app = make_app(tiny_model, sampler=throttled(sampler, 60), prompt=PROMPT, length=60)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("g")
         for _ in range(30):
             await pilot.resize_terminal(sizes.randint(1, 220), sizes.randint(1, 70))
         assert app.session.state == "generating"
-        throttled.released.set()
+        sampler.release()
         await settle(pilot)
         assert (app.scope.steps, app.scope.finish) == (60, "length")
         await pilot.resize_terminal(100, 30)
@@ -80,7 +62,8 @@ async def test_thirty_random_resizes_during_a_generation(tiny_model, monkeypatch
         assert {cell_len(line) for line in screen_lines(app)} == {100}
 
 
-async def test_a_held_down_key_while_generating(tiny_model, monkeypatch):
+@pytest.mark.slow
+async def test_a_held_down_key_while_generating(tiny_model, monkeypatch, sampler):
     """200 layer changes at 100 a second, posted as a terminal would, without waiting."""
     calls = 0
     action_layer = ScopeApp.action_layer
@@ -91,8 +74,7 @@ async def test_a_held_down_key_while_generating(tiny_model, monkeypatch):
         action_layer(self, delta)
 
     monkeypatch.setattr(ScopeApp, "action_layer", counted)
-    throttled = throttle(monkeypatch, 40)
-    app = make_app(tiny_model, prompt=PROMPT, length=40)
+    app = make_app(tiny_model, sampler=throttled(sampler, 40), prompt=PROMPT, length=40)
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
         await pilot.press("g")
@@ -105,7 +87,7 @@ async def test_a_held_down_key_while_generating(tiny_model, monkeypatch):
             await pilot.pause(0.01)
         assert time.monotonic() - caught_up < 1.0
         assert app.session.state == "generating"
-        throttled.released.set()
+        sampler.release()
         await settle(pilot)
         assert (app.scope.steps, app.scope.finish) == (40, "length")
         assert app.scope.settings.layer == app.scope.attn.layer == 1
@@ -128,6 +110,7 @@ def python_blocks() -> int:
     return sys.getallocatedblocks()
 
 
+@pytest.mark.slow
 async def test_generating_to_the_context_limit_with_every_view_live_keeps_memory_bounded(
     tiny_model,
 ):
@@ -157,6 +140,7 @@ def footer_keys_alive() -> int:
     return sum(type(o) is FooterKey for o in gc.get_objects())
 
 
+@pytest.mark.slow
 async def test_moving_the_focus_lets_the_old_footer_keys_go(tiny_model):
     """Each focus change rebuilds the footer's keys (textual#6666 kept the old ones)."""
     app = make_app(tiny_model, prompt=PROMPT)
@@ -172,11 +156,12 @@ async def test_moving_the_focus_lets_the_old_footer_keys_go(tiny_model):
 # where typed letters and enter could run the palette's "quit".
 MONKEY_KEYS = sorted(
     {k.key for k in KEYS if k.key != "q"}
-    | {k.key for keys in SCREEN_KEYS.values() for k in keys}
+    | {k.key for screen in SCREENS for k in screen.keys}
     | {"tab", "shift+tab", "enter", "escape", "up", "down", "pageup", "pagedown", "x", "9"}
 )
 
 
+@pytest.mark.slow
 async def test_a_monkey_on_the_keyboard(tiny_model, tmp_path, monkeypatch):
     """Random keys, with a few resizes, over every screen: the app keeps running and
     still generates afterwards."""

@@ -1,4 +1,5 @@
-"""The background runner: event order, stopping, closing, and bad input as events."""
+"""The background runner: event order, command ids, stopping, closing, and bad input as
+events."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import time
 import pytest
 import torch
 
-import gpt2scope.engine.runner
 from gpt2scope.engine import (
+    Done,
     Failed,
     Finished,
+    FinishReason,
     Prefilled,
     Runner,
     SamplingParams,
+    State,
     StateChanged,
     Stepped,
     gpt2_tokenizer,
@@ -50,38 +53,67 @@ def recorder():
 
 
 @pytest.fixture
-def runner(tiny_model, recorder):
-    r = Runner(tiny_model, recorder, SamplingParams(temperature=1.0, top_k=0), seed=3)
+def runner(tiny_model, recorder, sampler):
+    params = SamplingParams(temperature=1.0, top_k=0)
+    r = Runner(tiny_model, recorder, params, seed=3, sampler=sampler)
     yield r
     r.close()
-
-
-@pytest.fixture
-def slow_sampling(monkeypatch):
-    """Each token takes 50 ms, so a stop or close lands mid-generation."""
-    real = gpt2scope.engine.runner.sample
-
-    def slow(*args, **kwargs):
-        time.sleep(0.05)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(gpt2scope.engine.runner, "sample", slow)
 
 
 def test_events_arrive_in_order(runner, recorder):
     runner.start_prompt("Hello world")
     runner.generate(4)
-    finished = recorder.wait(Finished)
+    recorder.wait(Done, 2)
     kinds = [type(e).__name__ for e in recorder.events if not isinstance(e, StateChanged)]
-    assert kinds == ["Prefilled"] + ["Stepped"] * 4 + ["Finished"]
+    assert kinds == ["Prefilled", "Done"] + ["Stepped"] * 4 + ["Finished", "Done"]
     states = [e.state for e in recorder.of(StateChanged)]
-    assert states[:2] == ["prefilling", "idle"]
-    assert "generating" in states and states[-1] == "idle"
-    assert finished.reason == "length" and finished.steps == 4
+    assert states == [State.PREFILLING, State.IDLE, State.GENERATING, State.IDLE]
+    finished = recorder.wait(Finished)
+    assert finished.reason == FinishReason.LENGTH and finished.steps == 4
     steps = recorder.of(Stepped)
     assert [s.index for s in steps] == [1, 2, 3, 4]
     assert [s.view.n_tokens for s in steps] == [3, 4, 5, 6]
     assert steps[-1].view.tokens[-4:] == tuple(s.token_id for s in steps)
+
+
+def test_each_event_carries_the_id_of_the_command_it_answers(runner, recorder):
+    prompt = runner.start_prompt("Hello world")
+    generation = runner.generate(3)
+    seed = runner.set_seed(5)
+    assert prompt < generation < seed
+    recorder.wait(Done, 3)
+    answers = [(e.command, type(e)) for e in recorder.events if not isinstance(e, StateChanged)]
+    assert answers == [
+        (prompt, Prefilled),
+        (prompt, Done),
+        *[(generation, Stepped)] * 3,
+        (generation, Finished),
+        (generation, Done),
+        (seed, Done),
+    ]
+    changed_by = [e.command for e in recorder.of(StateChanged)]
+    assert changed_by == [prompt, prompt, generation, generation]  # to prefilling, to idle, ...
+
+
+def test_a_stop_finishes_the_running_and_the_queued_commands_under_their_ids(
+    runner, recorder, sampler
+):
+    sampler.hold(call=2)
+    prompt = runner.start_prompt("Hello world")
+    running = runner.generate(10)
+    queued = runner.generate(10)
+    assert sampler.reached.wait(20)
+    runner.stop()
+    after = runner.step()
+    sampler.release()
+    recorder.wait(Done, 4)
+    finished = {e.command: (e.reason, e.steps) for e in recorder.of(Finished)}
+    assert finished == {
+        running: (FinishReason.STOPPED, 2),  # the token being sampled when the stop came
+        queued: (FinishReason.STOPPED, 0),
+        after: (FinishReason.LENGTH, 1),
+    }
+    assert [e.command for e in recorder.of(Done)] == [prompt, running, queued, after]
 
 
 def test_same_seed_same_continuation(tiny_model):
@@ -98,21 +130,22 @@ def test_same_seed_same_continuation(tiny_model):
     assert continuation(11) != continuation(12)
 
 
-def test_stop_takes_effect_within_a_step(runner, recorder, slow_sampling):
+def test_stop_takes_effect_within_a_step(runner, recorder, sampler):
+    sampler.slow(0.05)
     runner.start_prompt("Hello world")
     runner.generate(100)
     recorder.wait(Stepped, 3)
     runner.stop()
     finished = recorder.wait(Finished)
-    assert finished.reason == "stopped"
+    assert finished.reason == FinishReason.STOPPED
     assert 3 <= finished.steps <= 5
     runner.generate(2)
-    assert recorder.wait(Finished, 2).reason == "length"
+    assert recorder.wait(Finished, 2).reason == FinishReason.LENGTH
 
 
-def test_close_mid_generation_ends_the_thread_within_a_second(tiny_model, slow_sampling):
+def test_close_mid_generation_ends_the_thread_within_a_second(tiny_model, sampler):
     rec = Recorder()
-    r = Runner(tiny_model, rec)
+    r = Runner(tiny_model, rec, sampler=sampler.slow(0.05))
     r.start_prompt("Hello world")
     r.generate(100)
     rec.wait(Stepped, 2)
@@ -151,7 +184,7 @@ def test_generation_ends_at_the_context_limit(runner, recorder, tiny_model):
     runner.start_tokens([464] * (n_ctx - 3))
     runner.generate(10)
     finished = recorder.wait(Finished)
-    assert finished.reason == "context limit" and finished.steps == 3
+    assert finished.reason == FinishReason.CONTEXT_LIMIT and finished.steps == 3
     assert recorder.of(Stepped)[-1].view.n_tokens == n_ctx
 
 
@@ -171,25 +204,18 @@ def test_end_of_text_stops_generation_and_can_continue(tiny_checkpoint, recorder
     r.start_prompt("Once upon a time")
     r.generate(5)
     finished = recorder.wait(Finished)
-    assert finished.reason == "end-of-text" and finished.steps == 1
+    assert finished.reason == FinishReason.END_OF_TEXT and finished.steps == 1
     assert recorder.of(Stepped)[0].token_id == eot
     r.generate(2)
     assert recorder.wait(Finished, 2).steps == 1
     r.close()
 
 
-def test_a_raising_step_is_reported_and_the_worker_lives_on(runner, recorder, monkeypatch):
+def test_a_raising_step_is_reported_and_the_worker_lives_on(runner, recorder, sampler):
+    sampler.fail(call=1)
     runner.start_prompt("Hello")
-    recorder.wait(Prefilled)
-    calls = iter([RuntimeError("injected fault")])
-
-    def faulty(*args, **kwargs):
-        raise next(calls)
-
-    monkeypatch.setattr(gpt2scope.engine.runner, "sample", faulty)
     runner.generate(3)
     assert "injected fault" in recorder.wait(Failed).message
-    monkeypatch.undo()
     runner.generate(2)
     assert recorder.wait(Finished).steps == 2
 

@@ -17,16 +17,17 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.style import Style
 
-from gpt2scope.engine import Finished, Runner, SamplingParams, gpt2_tokenizer, load_model
+from gpt2scope.engine import Finished, Runner, SamplingParams, State, gpt2_tokenizer, load_model
 from gpt2scope.tui.keys import KEYS, LADDERS, keys_help, next_on_ladder
 from gpt2scope.tui.session import ModelInfo, Session, Settings
 from gpt2scope.tui.text import Pieces, editable, from_editable, running_texts, visible
-from gpt2scope.tui.views import VIEWS, render_header
+from gpt2scope.tui.views import PANES, render_header
 from gpt2scope.tui.views.attention import GAP, render_attention
 from gpt2scope.tui.views.block import INDEX_WIDTH, strip_lines
 from gpt2scope.tui.views.continuation import render_continuation, wrap
 from gpt2scope.tui.views.embeddings import render_embeddings
 from gpt2scope.tui.views.lens import probability as lens_probability
+from gpt2scope.tui.views.page import wrapped_note
 from gpt2scope.tui.views.probabilities import render_probabilities
 from gpt2scope.tui.views.qkv import detailed, detailed_height
 from gpt2scope.tui.views.query import render_query
@@ -152,7 +153,7 @@ SIZES = [(12, 3), (24, 8), (38, 9), (60, 20), (78, 44), (158, 44)]
 
 
 @pytest.mark.parametrize("width, height", SIZES)
-@pytest.mark.parametrize("view", VIEWS, ids=lambda v: v.id)
+@pytest.mark.parametrize("view", PANES, ids=lambda v: v.id)
 def test_views_fit_the_width_and_show_no_control_characters(session, view, width, height):
     for query in (0, 5, None):
         session.update(query=query)
@@ -200,7 +201,7 @@ def test_the_header_breaks_its_lines_in_the_same_places_whatever_the_token(sessi
     layouts = set()
     for query in (None, *range(session.scope().n_tokens)):
         session.update(query=query)  # None follows the last token: " (last)"
-        for state in ("idle", "prefilling", "generating"):
+        for state in State:
             lines = render_header(replace(session.scope(), state=state), width)
             layouts.add(tuple(line.plain.count("│") for line in lines))
     assert len(layouts) == 1
@@ -360,3 +361,8 @@ def test_the_mlp_strip_puts_each_neuron_under_its_rows_label(width, rows, hot):
     drawn = [(int(line.plain[:INDEX_WIDTH]), line.plain[INDEX_WIDTH + 1 :]) for line in lines]
     first, cells = next((first, cells) for first, cells in drawn if "█" in cells)
     assert first + cells.index("█") * per_cell <= hot < first + (cells.index("█") + 1) * per_cell
+
+
+def test_a_note_wraps_to_the_cells_wide_characters_take():
+    lines = wrapped_note("日本語 " * 4, 13)  # each word takes 6 cells, not 3
+    assert [str(line) for line in lines] == ["日本語 日本語", "日本語 日本語"]

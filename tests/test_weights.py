@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 import gpt2scope.weights.hub
 from gpt2scope.engine import EngineError, load_model
-from gpt2scope.tui.download import download_main
+from gpt2scope.tui.cli import main
 from gpt2scope.weights import (
     DownloadCancelled,
     WeightsError,
@@ -436,13 +436,14 @@ def test_a_cancelled_download_leaves_nothing_to_load(fake_hub):
 
 def test_download_command_offline_prints_one_line_and_fails(hub_cache, monkeypatch, capsys):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert download_main(["gpt2-medium"]) == 1
+    assert main(["download", "gpt2-medium"]) == 1
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith("gpt2scope: cannot reach the Hugging Face hub to download gpt2-medium")
     assert err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_download_command_without_a_network_says_what_it_fetches_then_one_line(tmp_path):
     """No network and HF_HUB_OFFLINE unset, the case of a user behind no connection: the hub
     retries (its sleeps skipped here, counted into a file) without printing its warnings."""
@@ -472,6 +473,7 @@ def test_download_command_without_a_network_says_what_it_fetches_then_one_line(t
     assert loadable_files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_download_command_in_a_fresh_process_never_shows_a_traceback(tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     command = "import sys; from gpt2scope.tui.cli import main; sys.exit(main(['download']))"

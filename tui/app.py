@@ -6,64 +6,34 @@ it commands, so no key waits on the model.
 
 from __future__ import annotations
 
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Grid, Horizontal
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Input, Label
 
-from gpt2scope.engine import Failed, Finished, Model, Prefilled, Runner, Tokenizer
+from gpt2scope.engine import Done, Failed, Model, Runner, Sampler, Tokenizer, sample
 from gpt2scope.engine import gpt2_tokenizer as default_tokenizer
 from gpt2scope.engine.runner import Event
-from gpt2scope.tui.cli import Options
-from gpt2scope.tui.download_screen import (
-    DownloadScreen,
-    Fetched,
-    FetchFailed,
-    FetchProgress,
-    fetch_gpt2,
-)
-from gpt2scope.tui.heap import return_freed_memory
+from gpt2scope.tui.download_screen import DownloadScreen, fetch_gpt2
 from gpt2scope.tui.help import HelpScreen
 from gpt2scope.tui.keep_tail import KeepTailScreen
 from gpt2scope.tui.keys import KEYS, bindings, next_on_ladder
-from gpt2scope.tui.models import OpenError, open_model
+from gpt2scope.tui.messages import EngineEvent, Fetched, FetchFailed, FetchProgress, PromptLeft
 from gpt2scope.tui.screens import DeeperActions, DeeperScreen
-from gpt2scope.tui.session import (
-    SAMPLE_PROMPT,
-    ModelInfo,
-    Scope,
-    Session,
-    check_settings,
-    settings_from,
-)
+from gpt2scope.tui.session import SAMPLE_PROMPT, ModelInfo, Scope, Session, Settings
 from gpt2scope.tui.text import editable, from_editable, visible
-from gpt2scope.tui.views import VIEWS
+from gpt2scope.tui.views import PANES
 from gpt2scope.tui.widgets import AttentionPane, LeanFooter, Pane, PromptInput, StatusLine
 
-TERMINAL_EVENTS = (Prefilled, Finished, Failed)
 PUBLISH_INTERVAL = 0.1  # seconds: while generating, the panes follow at most 10 times a second
-# Textual (8.2) drops a one-shot timer whose delay is below about a microsecond, unfired.
-SHORTEST_TIMER = 0.001
 LAID_OUT_FOR = (80, 24)  # the smallest terminal the six panes are arranged for
-
-
-class EngineEvent(Message):
-    """A runner event, carried from the worker thread to the UI thread; `generation` tells
-    the events of a runner replaced by a model switch from those of the current one."""
-
-    def __init__(self, event: Event, generation: int) -> None:
-        super().__init__()
-        self.event = event
-        self.generation = generation
 
 
 class ScopeApp(DeeperActions, App[int]):
@@ -82,20 +52,27 @@ class ScopeApp(DeeperActions, App[int]):
         self,
         model: Model,
         info: ModelInfo,
-        options: Options,
+        settings: Settings,
+        prompt: str | None = None,
+        device: str = "cpu",
         tokenizer: Tokenizer | None = None,
+        sampler: Sampler = sample,
     ) -> None:
+        """`prompt` None opens on a sample sentence with the editor focused; a blank one asks
+        for a prompt and runs nothing; `device` is where a downloaded model goes."""
         super().__init__()
         self.model = model
-        self.options = options
-        self.session = Session(info, tokenizer or default_tokenizer(), settings_from(options))
+        self.sampler = sampler
+        self.prompt = prompt
+        self.device = device
+        self.session = Session(info, tokenizer or default_tokenizer(), settings)
         self.runner: Runner | None = None
         self.generation = 0  # counts the runners started, one per model
         self.fetching: threading.Thread | None = None  # the download of GPT-2 small, if asked
         self.fetch_cancel = threading.Event()
-        self.pending = 0  # commands sent whose final event has not arrived yet
-        self._publish_scheduled = False
-        self._last_publish = 0.0
+        self.outstanding: set[int] = set()  # ids of the commands sent whose Done is to come
+        self.unpublished = False  # events have changed the session since the last publish
+        self.publish_tick: Timer | None = None
         self.too_small = False
 
     def compose(self) -> ComposeResult:
@@ -109,24 +86,28 @@ class ScopeApp(DeeperActions, App[int]):
                 id="prompt",
             )
         with Grid(id="panes"):
-            for view in VIEWS:
-                pane = AttentionPane if view.id == "attention" else Pane
-                yield pane(view).data_bind(ScopeApp.scope)
+            for spec in PANES:
+                pane = AttentionPane if spec.id == "attention" else Pane
+                yield pane(spec).data_bind(ScopeApp.scope)
         yield LeanFooter()
 
     def on_mount(self) -> None:
+        # Events only mark the session changed; this tick shows them, once for all the events
+        # of an interval: a fast model steps faster than the screen needs to follow, and
+        # repainting every pane per token would leave key presses waiting behind the renders.
+        self.publish_tick = self.set_interval(PUBLISH_INTERVAL, self.publish_events)
         self.start_runner()
         self.publish()
         if self.first_prompt.strip():
             self.run_prompt(self.first_prompt)
-        if self.options.prompt is None or not self.first_prompt.strip():
+        if self.prompt is None or not self.first_prompt.strip():
             self.query_one(PromptInput).focus()  # a blank --prompt asks for one, unrun
         else:
             self.query_one("#attention").focus()
 
     @property
     def first_prompt(self) -> str:
-        return SAMPLE_PROMPT if self.options.prompt is None else self.options.prompt
+        return SAMPLE_PROMPT if self.prompt is None else self.prompt
 
     def on_resize(self, event: events.Resize) -> None:
         """Say once, each time the terminal shrinks below LAID_OUT_FOR, that panes are cut and
@@ -156,15 +137,17 @@ class ScopeApp(DeeperActions, App[int]):
             """Called on the runner's thread: hand the event over, never wait."""
             self.post_message(EngineEvent(event, generation))
 
-        self.runner = Runner(self.model, receive, s.params, s.seed, self.session.pieces.tokenizer)
+        tokenizer = self.session.pieces.tokenizer
+        self.runner = Runner(self.model, receive, s.params, s.seed, tokenizer, self.sampler)
 
     def on_engine_event(self, message: EngineEvent) -> None:
         if message.generation != self.generation:
             return  # from the runner of the model before a switch
         event = message.event
+        if isinstance(event, Done):
+            self.outstanding.discard(event.command)
+            return  # nothing on screen changes: the events before it said what happened
         self.session.apply(event)
-        if isinstance(event, TERMINAL_EVENTS):
-            self.pending = max(self.pending - 1, 0)
         if isinstance(event, Failed):
             self.notify(
                 visible(event.message),
@@ -172,29 +155,21 @@ class ScopeApp(DeeperActions, App[int]):
                 severity="error",
                 markup=False,
             )
-        self.schedule_publish()
+        self.unpublished = True
 
-    def schedule_publish(self) -> None:
-        """Publish once for all the events that arrive within PUBLISH_INTERVAL: a fast model
-        steps faster than the screen needs to follow, and repainting every pane per token
-        would leave key presses waiting behind the renders."""
-        if not self._publish_scheduled:
-            self._publish_scheduled = True
-            self.publish_when_due()
-
-    def publish_when_due(self) -> None:
-        """Publish once PUBLISH_INTERVAL has passed since the last publish. A key publishes
-        at once, so the token after it waits its turn instead of adding its renders to the
-        key's repaint."""
-        wait = self._last_publish + PUBLISH_INTERVAL - time.monotonic()
-        if wait > SHORTEST_TIMER:
-            self.set_timer(wait, self.publish_when_due)
-        else:
-            self._publish_scheduled = False
-            self.publish()
+    def publish_events(self) -> None:
+        if self.unpublished:
+            self.show_session()
 
     def publish(self) -> None:
-        self._last_publish = time.monotonic()
+        """Show the session now, as a key does. The tick starts over, so the token after
+        the key waits its turn instead of adding its renders to the key's repaint."""
+        if self.publish_tick is not None:
+            self.publish_tick.reset()
+        self.show_session()
+
+    def show_session(self) -> None:
+        self.unpublished = False
         self.scope = self.session.scope()
 
     def close_runner(self) -> None:
@@ -225,10 +200,10 @@ class ScopeApp(DeeperActions, App[int]):
 
         self.push_screen(KeepTailScreen(len(ids), len(tail)), answered)
 
-    def send(self, command: Callable[[Runner], None]) -> None:
+    def send(self, command: Callable[[Runner], int]) -> None:
+        """Give the runner a command, kept outstanding until its Done arrives."""
         if self.runner is not None:
-            self.pending += 1
-            command(self.runner)
+            self.outstanding.add(command(self.runner))
 
     def change(self, **changes: object) -> None:
         self.session.update(**changes)
@@ -263,12 +238,12 @@ class ScopeApp(DeeperActions, App[int]):
         text = from_editable(message.value)
         if not text.strip():  # the bar goes back to the prompt of the run on screen
             self.notify("the prompt is empty: type some text to run", severity="error")
-            self.on_prompt_input_left()
+            self.on_prompt_left()
             return
         self.run_prompt(text)
         self.focus_panes()
 
-    def on_prompt_input_left(self, message: PromptInput.Left | None = None) -> None:
+    def on_prompt_left(self, message: PromptLeft | None = None) -> None:
         # Leaving drops an edit that was not run: the bar shows the prompt of the run on screen.
         self.query_one(PromptInput).value = editable(self.session.prompt)
         to = message and message.to
@@ -292,7 +267,7 @@ class ScopeApp(DeeperActions, App[int]):
         self.send(lambda r: r.step())
 
     def action_stop(self) -> None:
-        if self.pending or self.session.state != "idle":
+        if self.outstanding:
             if self.runner is not None:
                 self.runner.stop()
         elif self.screen.maximized is not None:
@@ -354,7 +329,7 @@ class ScopeApp(DeeperActions, App[int]):
         # minute without looking at `cancel`. Quitting then would hang on a blank screen.
         self.fetching = threading.Thread(
             target=fetch_gpt2,
-            args=(self.post_message, cancel, self.options.device),
+            args=(self.post_message, cancel, self.device),
             name="download GPT-2 small",
             daemon=True,
         )
@@ -389,7 +364,7 @@ class ScopeApp(DeeperActions, App[int]):
         self.close_runner()
         self.model = model
         self.session = Session(info, self.session.pieces.tokenizer, self.session.settings)
-        self.pending = 0
+        self.outstanding.clear()
         self.start_runner()
         self.publish()
         self.run_prompt(prompt)
@@ -419,18 +394,3 @@ class ScopeApp(DeeperActions, App[int]):
 
     def palette_action(self, action: str) -> Callable[[], None]:
         return lambda: self.call_later(self.run_action, action)
-
-
-def app_main(options: Options) -> int:
-    return_freed_memory()
-    try:
-        settings = settings_from(options)
-        model, info = open_model(options.weights, options.device)
-        check_settings(settings, model.config)
-        tokenizer = default_tokenizer()
-    except (ValueError, *OpenError) as e:
-        print(f"gpt2scope: error: {visible(str(e))}", file=sys.stderr)
-        return 1
-    app = ScopeApp(model, info, options, tokenizer)
-    app.run()
-    return app.return_code or 0  # 1 after an unhandled error, whose traceback Textual prints

@@ -1,12 +1,28 @@
-"""Command line: `gpt2scope` (the app), `gpt2scope inspect` (headless), `gpt2scope download`."""
+"""Command line: `gpt2scope` (the app), `gpt2scope inspect` (headless), `gpt2scope download`.
+
+Every flag is parsed and checked here, and its errors are worded here, in the flags' words;
+the app, inspect and download get settings, a loaded model and names."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 
+from gpt2scope.engine import GPT2Config, Model, SamplingParams
+from gpt2scope.engine.sampling import BadParam
+from gpt2scope.tui.heap import return_freed_memory
 from gpt2scope.tui.keys import keys_help
+from gpt2scope.tui.models import OpenError, open_model
+from gpt2scope.tui.session import ModelInfo, Settings
+from gpt2scope.tui.text import visible
+from gpt2scope.weights import MODEL_NAMES
+
+# torch.Generator takes seeds below 2**64; staying below 2**63 leaves room for r to count up.
+MAX_SEED = 2**63 - 1
+DEFAULT_WIDTH = 100
+MIN_WIDTH, MAX_WIDTH = 40, 1000  # --width is clamped to these: a view costs width x height
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,84 @@ def app_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def inspect_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpt2scope inspect",
+        description="Run the prompt and generate `length` tokens with no UI, then print the "
+        "six views and the deeper screens as text, or everything as one JSON object. Same "
+        "seed, same output.",
+    )
+    add_run_options(parser, editor=False)
+    parser.add_argument(
+        "--query",
+        metavar="N",
+        type=int,
+        default=-1,
+        help="the query token, 0-based; negative counts from the end (default -1, the last)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="text: the six views and the deeper ones (default); json: one object with "
+        "model, tokens, continuation, layer, head, query, pattern, probabilities, qkv, "
+        "stages, head_stats, logit_lens, block and history",
+    )
+    parser.add_argument(
+        "--width",
+        metavar="N",
+        type=int,
+        default=DEFAULT_WIDTH,
+        help=f"text width, {MIN_WIDTH}..{MAX_WIDTH} (default {DEFAULT_WIDTH})",
+    )
+    return parser
+
+
+def download_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpt2scope download",
+        description="Download GPT-2 weights (model.safetensors and config.json) from the "
+        "Hugging Face hub into its local cache (HF_HOME), where `gpt2scope --weights NAME` "
+        "finds them. An interrupted download can simply be run again.",
+    )
+    parser.add_argument(
+        "name",
+        nargs="?",
+        default="gpt2",
+        choices=MODEL_NAMES,
+        metavar="NAME",
+        help=f"one of {', '.join(MODEL_NAMES)} (default: gpt2)",
+    )
+    return parser
+
+
+def settings_from(options: Options) -> Settings:
+    """The command line's choices; raises ValueError, in the flags' words, for values out of
+    range."""
+    try:
+        params = SamplingParams(options.temperature, options.top_k, options.top_p)
+    except BadParam as e:
+        raise ValueError(f"--{e.name.replace('_', '-')} {e.value}: must be {e.rule}") from e
+    if not 0 <= options.seed <= MAX_SEED:
+        raise ValueError(f"--seed {options.seed}: must be in 0..2**63-1")
+    return Settings(
+        options.layer, options.head, None, params, options.length, options.seed, options.bos
+    )
+
+
+def check_settings(settings: Settings, config: GPT2Config) -> None:
+    """Raise ValueError, in words for the command line, for a choice the model cannot take."""
+    L, H = config.n_layer, config.n_head
+    if not 0 <= settings.layer < L:
+        raise ValueError(f"--layer {settings.layer}: the model has {L} layers, 0..{L - 1}")
+    if not 0 <= settings.head < H:
+        raise ValueError(f"--head {settings.head}: the model has {H} heads, 0..{H - 1}")
+    if settings.params.top_k > config.vocab_size:
+        raise ValueError(f"--top-k {settings.params.top_k}: the vocabulary has {config.vocab_size}")
+    if not 0 <= settings.length <= config.n_ctx:
+        raise ValueError(f"--length {settings.length}: must be in 0..{config.n_ctx}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -116,17 +210,54 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # ctrl+c while a model loads or inspect runs
         print("gpt2scope: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `inspect | head` stopped reading: what it wanted is printed
+        # Python flushes stdout once more on exit; into the closed pipe that would fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a process ended by SIGPIPE
 
 
 def run_command(argv: list[str]) -> int:
     if argv[:1] == ["inspect"]:
-        from gpt2scope.tui.inspect import inspect_main
-
         return inspect_main(argv[1:])
     if argv[:1] == ["download"]:
-        from gpt2scope.tui.download import download_main
+        from gpt2scope.tui.download import download
 
-        return download_main(argv[1:])
-    from gpt2scope.tui.app import app_main
-
+        return download(download_parser().parse_args(argv[1:]).name)
     return app_main(options_from(app_parser().parse_args(argv)))
+
+
+def opened(options: Options) -> tuple[Settings, Model, ModelInfo]:
+    """The settings and the loaded model; raises ValueError or an OpenError, in one line."""
+    settings = settings_from(options)
+    model, info = open_model(options.weights, options.device)
+    check_settings(settings, model.config)
+    return settings, model, info
+
+
+def app_main(options: Options) -> int:
+    from gpt2scope.tui.app import ScopeApp
+
+    return_freed_memory()
+    try:
+        settings, model, info = opened(options)
+    except (ValueError, *OpenError) as e:
+        print(f"gpt2scope: error: {visible(str(e))}", file=sys.stderr)
+        return 1
+    app = ScopeApp(model, info, settings, options.prompt, options.device)
+    app.run()
+    return app.return_code or 0  # 1 after an unhandled error, whose traceback Textual prints
+
+
+def inspect_main(argv: list[str]) -> int:
+    from gpt2scope.tui.inspect import inspect
+
+    args = inspect_parser().parse_args(argv)
+    options = options_from(args)
+    return_freed_memory()
+    try:
+        settings, model, info = opened(options)
+        width = min(max(args.width, MIN_WIDTH), MAX_WIDTH)
+        return inspect(model, info, settings, options.prompt, args.query, args.format, width)
+    except (ValueError, *OpenError) as e:
+        print(f"gpt2scope inspect: error: {visible(str(e))}", file=sys.stderr)
+        return 1

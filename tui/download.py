@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from gpt2scope.tui.text import visible
-from gpt2scope.weights import MODEL_NAMES, WeightsError, download, fetch_notice
+from gpt2scope.weights import WeightsError, fetch_notice
+from gpt2scope.weights import download as download_to_cache
 
 
-def download_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gpt2scope download",
-        description="Download GPT-2 weights (model.safetensors and config.json) from the "
-        "Hugging Face hub into its local cache (HF_HOME), where `gpt2scope --weights NAME` "
-        "finds them. An interrupted download can simply be run again.",
-    )
-    parser.add_argument(
-        "name",
-        nargs="?",
-        default="gpt2",
-        choices=MODEL_NAMES,
-        metavar="NAME",
-        help=f"one of {', '.join(MODEL_NAMES)} (default: gpt2)",
-    )
-    return parser
-
-
-def download_main(argv: list[str]) -> int:
-    name = download_parser().parse_args(argv).name
+def download(name: str) -> int:
+    """Download `name`, saying where it went or, in one line, why not; the exit status."""
     notice = fetch_notice(name)
     if notice is not None:
         print(notice)
     try:
-        snapshot = download(name)
+        snapshot = download_to_cache(name)
     except WeightsError as e:
         print(f"gpt2scope: {visible(str(e))}", file=sys.stderr)
         return 1

@@ -10,9 +10,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from gpt2scope.tui.deeper import deeper_table
 from gpt2scope.tui.keys import BUILT_IN, KEYS
-from gpt2scope.tui.views import VIEWS
+from gpt2scope.tui.views import PANES, SCREENS
 from gpt2scope.tui.widgets import LeanFooter
 
 INTRO = (
@@ -33,12 +32,25 @@ def keys_table() -> Table:
     return table
 
 
-def views_table() -> Table:
+def panes_table() -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
-    for view in VIEWS:
-        table.add_row(view.title, Text(view.about))
+    for pane in PANES:
+        table.add_row(pane.title, Text(pane.about))
+    return table
+
+
+def screens_table() -> Table:
+    """Key, name, what the numbers mean, and each screen's own keys."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for screen in SCREENS:
+        text = Text.assemble((screen.title, "bold"), f": {screen.about}.")
+        if screen.keys:
+            text.append("\n" + " · ".join(f"{k.shown} {k.help}" for k in screen.keys), "italic")
+        table.add_row(screen.key, text)
     return table
 
 
@@ -52,9 +64,9 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Text("Keys", style="bold underline"))
             yield Static(keys_table())
             yield Static(Text("\nViews", style="bold underline"))
-            yield Static(views_table())
+            yield Static(panes_table())
             yield Static(Text("\nScreens", style="bold underline"))
-            yield Static(deeper_table())
+            yield Static(screens_table())
             yield Static(Text("\n" + INTRO, style="italic"))
             yield Static(Text("\nesc, ? or q closes this screen", style="dim"))
         yield LeanFooter()

@@ -1,22 +1,12 @@
 """Every key of the app, in one table: the bindings, the footer, the command palette, the help
-screen and `gpt2scope --help` are all made from it."""
+screen and `gpt2scope --help` are all made from it. The keys that open the deeper screens,
+and the screens' own keys, come from the screens' specs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from textual.binding import Binding
 
-
-@dataclass(frozen=True)
-class Key:
-    key: str  # Textual's key name(s)
-    shown: str  # as the help screen writes it
-    action: str
-    label: str  # short, for the footer
-    help: str  # what it does, for the help screen and the command palette
-    footer: bool = False
-
+from gpt2scope.tui.views import SCREENS, Key
 
 KEYS = (
     Key("left_square_bracket", "[", "layer(-1)", "layer-", "previous layer"),
@@ -40,11 +30,7 @@ KEYS = (
     Key("r", "r", "new_seed", "seed", "new seed (the next prompt or token draws from it)"),
     Key("B", "B", "bos", "bos", "<|endoftext|> first, or not; runs the prompt again"),
     Key("z", "z", "zoom", "zoom", "zoom the focused pane to full screen and back", True),
-    Key("a", "a", "open('stages')", "stages", "step-through: one attention row, stage by stage"),
-    Key("m", "m", "open('head_stats')", "map", "model map: every head's statistics; pick one"),
-    Key("l", "l", "open('logit_lens')", "lens", "logit lens: the prediction after every block"),
-    Key("b", "b", "open('block')", "block", "block internals: residual norms, LayerNorm, MLP"),
-    Key("h", "h", "open('history')", "history", "history: every step kept; branch from one"),
+    *(screen.opener for screen in SCREENS),
     Key("less_than_sign", "<", "look(-1)", "step-", "history: every view shows the step before"),
     Key("greater_than_sign", ">", "look(1)", "step+", "history: every view shows the step after"),
     Key("f", "f", "follow", "live", "follow the run again: show its newest step"),
@@ -53,31 +39,8 @@ KEYS = (
     Key("question_mark", "?", "help", "help", "help screen: every key and view", True),
     Key("q", "q", "quit", "quit", "quit", True),
 )
-# The deeper screens' own keys, on top of those above; the same key or esc goes back.
+# On a deeper screen, on top of its own keys; the same key or esc goes back.
 BACK = Key("escape", "esc", "dismiss", "back", "back to the panes", True)
-SCREEN_KEYS = {
-    "stages": (
-        Key("down", "↓", "stage(1)", "stage+", "next stage", True),
-        Key("up", "↑", "stage(-1)", "stage-", "previous stage", True),
-    ),
-    "head_stats": (
-        Key("up", "↑", "app.layer(-1)", "layer-", "previous layer", True),
-        Key("down", "↓", "app.layer(1)", "layer+", "next layer", True),
-        Key("left", "←", "app.head(-1)", "head-", "previous head", True),
-        Key("right", "→", "app.head(1)", "head+", "next head", True),
-        # dismiss(None), not dismiss: the footer keeps one key per action, and esc has that
-        Key("enter", "enter", "dismiss(None)", "show", "show that head in the panes", True),
-    ),
-    "logit_lens": (),
-    "block": (),
-    "history": (
-        Key("left", "←", "app.look(-1)", "step-", "previous step", True),
-        Key("right", "→", "app.look(1)", "step+", "next step", True),
-        Key("up", "↑", "candidate(-1)", "cand-", "candidate above", True),
-        Key("down", "↓", "candidate(1)", "cand+", "candidate below", True),
-        Key("enter", "enter", "branch", "branch", "branch: put it here, generate the rest", True),
-    ),
-}
 # Keys Textual already provides, listed for completeness.
 BUILT_IN = (
     ("tab / shift+tab", "cycle focus between the prompt and the panes"),
@@ -116,8 +79,35 @@ def keys_help() -> str:
     width = max(len(shown) for shown, _ in rows)
     text = "keys:\n" + "\n".join(f"  {shown:<{width}}  {text}" for shown, text in rows) + "\n"
     text += "in the screens these open (the same key or esc goes back):\n"
-    for k in KEYS:
-        own = next((v for name, v in SCREEN_KEYS.items() if k.action == f"open('{name}')"), None)
-        if own:
-            text += f"  {k.shown}  " + ", ".join(f"{o.shown} {o.help}" for o in own) + "\n"
+    for screen in SCREENS:
+        if screen.keys:
+            own = ", ".join(f"{k.shown} {k.help}" for k in screen.keys)
+            text += f"  {screen.key}  {own}\n"
+    return text
+
+
+def keys_markdown() -> str:
+    """Every key as Markdown tables, for docs/keys.md (`python -m tools.write_docs`)."""
+
+    def table(rows: list[tuple[str, str]]) -> str:
+        # A bare | would end the cell (<|endoftext|>).
+        lines = [f"| `{shown}` | {text.replace('|', chr(92) + '|')} |" for shown, text in rows]
+        return "| key | does |\n|---|---|\n" + "\n".join(lines) + "\n"
+
+    text = (
+        "<!-- Written by `python -m tools.write_docs` from tui/keys.py: edit those, not this. -->\n"
+        "# Keys\n\nThe main screen's keys, as `?` and `gpt2scope --help` list them; the deeper "
+        "screens add their own, below.\n\n"
+    )
+    text += table([(k.shown, k.help) for k in KEYS] + list(BUILT_IN))
+    bare = []
+    for screen in SCREENS:
+        if screen.keys:
+            text += f"\n## The screen `{screen.key}` opens\n\n{screen.summary}; `esc` or "
+            text += f"`{screen.key}` goes back.\n\n"
+            text += table([(k.shown, k.help) for k in screen.keys])
+        else:
+            bare.append(f"`{screen.key}`")
+    if bare:
+        text += f"\nThe screens {' and '.join(bare)} open have no keys of their own.\n"
     return text

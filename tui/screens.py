@@ -1,5 +1,6 @@
-"""The deeper screens (tui/deeper.py), each one view over the whole screen under the same
-status line, and the app's actions that open them, move through history, branch and export.
+"""The deeper screens (their specs are in tui/views), each one view over the whole screen
+under the same status line, and the app's actions that open them, move through history,
+branch and export.
 
 A screen follows the app's scope as the panes do. Its figure is computed in a worker
 thread, one at a time and always for the newest scope, so no key waits on it and a fast
@@ -12,27 +13,27 @@ from __future__ import annotations
 
 import json
 import time
-from functools import partial
+from dataclasses import dataclass
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from gpt2scope.engine import Runner
-from gpt2scope.tui.deeper import BY_ID, Deeper, chosen_index
-from gpt2scope.tui.figures import Page
-from gpt2scope.tui.inspect import run_json
-from gpt2scope.tui.keys import BACK, SCREEN_KEYS, bindings
+from gpt2scope.engine import State
+from gpt2scope.tui.keys import BACK, bindings
+from gpt2scope.tui.messages import Branch
+from gpt2scope.tui.report import run_json
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces, visible
-from gpt2scope.tui.views import View
-from gpt2scope.tui.views.page import COMPUTING, DEFERRED
-from gpt2scope.tui.views.stages import N_STAGES
+from gpt2scope.tui.views import SCREEN_BY_ID, PaneSpec, ScreenSpec
+from gpt2scope.tui.views.page import COMPUTING, DEFERRED, Page
+from gpt2scope.tui.views.spec import BranchAt
 from gpt2scope.tui.widgets import LeanFooter, Pane, StatusLine, selection_moved
 
 PAGE_KEYS = [
@@ -53,12 +54,12 @@ class Sheet(Pane):
 
     scope: reactive[Page | None] = reactive(None, repaint=False)
 
-    def __init__(self, deeper: Deeper) -> None:
-        super().__init__(View(deeper.id, deeper.title, deeper.render, deeper.about, on_page))
+    def __init__(self, spec: ScreenSpec) -> None:
+        super().__init__(PaneSpec(spec.id, spec.title, spec.render, spec.about, on_page))
 
     def watch_scope(self, old: Page | None, new: Page | None) -> None:
         if old is None or new is None or moved(old, new):
-            self.top = None
+            self.following = True
         if old is None or new is None or on_page(old) != on_page(new):
             self.refresh()
 
@@ -78,33 +79,44 @@ def moved(old: Page, new: Page) -> bool:
     )
 
 
-def screen_bindings(name: str) -> list[Binding]:
+@dataclass(frozen=True)
+class OpenScreen:
+    """What the panes do after a deeper screen: open another (only one is ever stacked)."""
+
+    id: str
+
+
+@dataclass(frozen=True)
+class EditPrompt:
+    """What the panes do after a deeper screen: put the focus in the prompt editor."""
+
+
+def screen_bindings(spec: ScreenSpec) -> list[Binding]:
     """Back first, so that a narrow footer always shows the way out; then the screen's own
     keys, and p, which goes back to edit the prompt."""
-    own = bindings((BACK, *SCREEN_KEYS[name]))
-    return [*own, Binding("p", "dismiss('edit_prompt')", "prompt")]
+    return [*bindings((BACK, *spec.keys)), Binding("p", "edit_prompt", "prompt")]
 
 
-class DeeperScreen(Screen[str | None]):
-    """One deeper view; dismissed with the action to run next on the panes (or None)."""
+class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
+    """One deeper screen, made from its spec; `screen_for` gives each spec's keys a class."""
 
     scope: reactive[Scope | None] = reactive(None, repaint=False)
     page: reactive[Page | None] = reactive(None, repaint=False)
     cursor: reactive[int] = reactive(0, repaint=False)
 
-    def __init__(self, deeper: Deeper) -> None:
-        super().__init__(name=deeper.id)
-        self.deeper = deeper
+    def __init__(self, spec: ScreenSpec) -> None:
+        super().__init__(name=spec.id)
+        self.spec = spec
         self._figure: Any = None
         self._source: Scope | None = None  # the scope the figure was computed from
-        self._asked: Scope | None = None  # the scope the worker computes from
         self._worker: Worker | None = None
+        self._anchor: object = None  # what the cursor was last sent back to its start for
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status").data_bind(DeeperScreen.scope)
-        arrows = any(k.key in ("up", "down") for k in SCREEN_KEYS[self.deeper.id])
+        arrows = any(k.key in ("up", "down") for k in self.spec.keys)
         sheet = PagedSheet if arrows else Sheet
-        yield sheet(self.deeper).data_bind(scope=DeeperScreen.page)
+        yield sheet(self.spec).data_bind(scope=DeeperScreen.page)
         yield LeanFooter()
 
     def on_mount(self) -> None:
@@ -116,21 +128,47 @@ class DeeperScreen(Screen[str | None]):
         return self._worker is not None
 
     def follow(self, scope: Scope | None) -> None:
+        cursor = self.spec.cursor
+        if cursor is not None and scope is not None:
+            anchor = cursor.anchor(scope)
+            if self.scope is None or anchor is not self._anchor:
+                self._anchor = anchor
+                self.set_reactive(DeeperScreen.cursor, cursor.start(scope))
         self.scope = scope
         self.show()
 
     def watch_cursor(self) -> None:
         self.show()
 
+    def action_cursor(self, delta: int) -> None:
+        if self.scope is not None:
+            last = self.spec.cursor.count(self.scope) - 1
+            self.cursor = min(max(self.cursor + delta, 0), last)
+
+    def action_enter(self) -> None:
+        if self.spec.enter is None:
+            self.dismiss(None)
+            return
+        if self.scope is None:
+            return
+        outcome = self.spec.enter(self.scope, self.cursor)
+        if isinstance(outcome, BranchAt):
+            self.post_message(Branch(outcome.step, outcome.token_id))
+        else:
+            self.notify(outcome, markup=False)
+
+    def action_edit_prompt(self) -> None:
+        self.dismiss(EditPrompt())
+
     def stale(self, scope: Scope) -> bool:
-        d = self.deeper
-        if d.compute is None or scope.view is None:
+        spec = self.spec
+        if spec.compute is None or scope.view is None:
             return False
-        return self._source is None or d.depends(self._source) != d.depends(scope)
+        return self._source is None or spec.depends(self._source) != spec.depends(scope)
 
     def deferred(self, scope: Scope) -> bool:
         """A costly figure already shown waits while the runner generates."""
-        waits = not self.deeper.while_generating and scope.state == "generating"
+        waits = not self.spec.while_generating and scope.state == State.GENERATING
         return waits and self._figure is not None
 
     def show(self) -> None:
@@ -141,95 +179,37 @@ class DeeperScreen(Screen[str | None]):
         if self.stale(scope):
             note = DEFERRED if self.deferred(scope) else COMPUTING
             if note == COMPUTING and self._worker is None:
-                self.compute(scope)
+                self._worker = self.compute(scope, self.app.session.pieces)
         self.page = Page(scope, self._figure, self._source, self.cursor, note)
 
-    def compute(self, scope: Scope) -> None:
-        self._asked = scope
-        work = partial(self.deeper.compute, scope, self.app.session.pieces)
-        self._worker = self.run_worker(work, thread=True, group="figure", exit_on_error=False)
+    @work(thread=True, group="figure", exit_on_error=False)
+    def compute(self, scope: Scope, pieces: Pieces) -> tuple[Scope, Any]:
+        try:
+            return scope, self.spec.compute(scope, pieces)
+        except Exception as e:  # said on screen; the figure is not retried for this scope
+            return scope, e
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker is not self._worker or not event.worker.is_finished:
+        if event.worker is not self._worker or event.state != WorkerState.SUCCESS:
             return
         self._worker = None
-        if event.state == WorkerState.CANCELLED:
-            return
-        # A failure is not retried for the same scope: the screen says so and waits.
-        self._source = self._asked
-        self._figure = event.worker.result if event.state == WorkerState.SUCCESS else None
-        if event.state == WorkerState.ERROR:
+        self._source, figure = event.worker.result
+        self._figure = None if isinstance(figure, Exception) else figure
+        if isinstance(figure, Exception):
             self.notify(
-                visible(f"{type(event.worker.error).__name__}: {event.worker.error}"),
-                title=f"{self.deeper.title}: could not compute",
+                visible(f"{type(figure).__name__}: {figure}"),
+                title=f"{self.spec.title}: could not compute",
                 severity="error",
                 markup=False,
             )
         self.show()
 
 
-class StagesScreen(DeeperScreen):
-    BINDINGS = screen_bindings("stages")
-
-    def action_stage(self, delta: int) -> None:
-        self.cursor = min(max(self.cursor + delta, 0), N_STAGES - 1)
-
-
-class MapScreen(DeeperScreen):
-    BINDINGS = screen_bindings("head_stats")
-
-
-class LensScreen(DeeperScreen):
-    BINDINGS = screen_bindings("logit_lens")
-
-
-class BlockScreen(DeeperScreen):
-    BINDINGS = screen_bindings("block")
-
-
-class HistoryScreen(DeeperScreen):
-    """The cursor is a candidate of the step shown; it starts on the token that step chose."""
-
-    class Branch(Message):
-        """Put `token_id` at generated step `step` and generate the rest again."""
-
-        def __init__(self, step: int, token_id: int) -> None:
-            super().__init__()
-            self.step, self.token_id = step, token_id
-
-    BINDINGS = screen_bindings("history")
-
-    def follow(self, scope: Scope | None) -> None:
-        record = scope.sampled[-1] if scope is not None and scope.sampled else None
-        if self.scope is None or record is not self._shown_record():
-            self.set_reactive(HistoryScreen.cursor, chosen_index(scope) if scope else 0)
-        super().follow(scope)
-
-    def _shown_record(self) -> object:
-        return self.scope.sampled[-1] if self.scope is not None and self.scope.sampled else None
-
-    def action_candidate(self, delta: int) -> None:
-        scope = self.scope
-        if scope is not None and scope.step_prediction is not None:
-            last = len(scope.step_prediction.candidates) - 1
-            self.cursor = min(max(self.cursor + delta, 0), last)
-
-    def action_branch(self) -> None:
-        scope = self.scope
-        if scope is None or scope.step_prediction is None:
-            self.notify("pick a generated step first: ← → move through them", markup=False)
-            return
-        candidate = scope.step_prediction.candidates[self.cursor]
-        self.post_message(self.Branch(scope.steps, candidate.piece.token_id))
-
-
-SCREENS: dict[str, type[DeeperScreen]] = {
-    "stages": StagesScreen,
-    "head_stats": MapScreen,
-    "logit_lens": LensScreen,
-    "block": BlockScreen,
-    "history": HistoryScreen,
-}
+@cache
+def screen_for(spec: ScreenSpec) -> type[DeeperScreen]:
+    """A DeeperScreen class with the spec's keys: Textual reads bindings from the class."""
+    name = "".join(word.capitalize() for word in spec.id.split("_")) + "Screen"
+    return type(name, (DeeperScreen,), {"BINDINGS": screen_bindings(spec)})
 
 
 def export_stem(directory: Path) -> str:
@@ -249,13 +229,16 @@ class DeeperActions:
         screen = self.screen
         if isinstance(screen, DeeperScreen):
             # Open another from here by going back first, so only one is ever stacked.
-            screen.dismiss(None if screen.deeper.id == name else f"open('{name}')")
+            screen.dismiss(None if screen.spec.id == name else OpenScreen(name))
         else:
-            self.push_screen(SCREENS[name](BY_ID[name]), self.after_deeper)
+            spec = SCREEN_BY_ID[name]
+            self.push_screen(screen_for(spec)(spec), self.after_deeper)
 
-    def after_deeper(self, action: str | None) -> None:
-        if action:
-            self.call_later(self.run_action, action)
+    def after_deeper(self, after: OpenScreen | EditPrompt | None) -> None:
+        if isinstance(after, OpenScreen):
+            self.call_later(self.action_open, after.id)
+        elif isinstance(after, EditPrompt):
+            self.call_later(self.action_edit_prompt)
 
     def action_look(self, delta: int) -> None:
         before = self.session.shown_step
@@ -268,19 +251,16 @@ class DeeperActions:
         self.session.look_at_step(len(self.session.sampled))
         self.publish()
 
-    def on_history_screen_branch(self, message: HistoryScreen.Branch) -> None:
+    def on_branch(self, message: Branch) -> None:
         """Put the token at the step, then generate as many tokens after it as the run had;
         the views follow the new steps."""
         step, token_id = message.step, message.token_id
         later = len(self.session.sampled) - step
-
-        def command(runner: Runner) -> None:
-            runner.stop()  # a generation under way would only be thrown away
-            runner.branch(step, token_id)
-            runner.generate(later)
-
         self.action_follow()
-        self.send(command)
+        if self.runner is not None:
+            self.runner.stop()  # a generation under way would only be thrown away
+        self.send(lambda r: r.branch(step, token_id))
+        self.send(lambda r: r.generate(later))
 
     def action_export(self) -> None:
         try:  # the working directory itself may have been removed since the app started

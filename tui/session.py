@@ -10,44 +10,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from gpt2scope.engine import (
     Finished,
+    FinishReason,
     GPT2Config,
     Model,
     Prefilled,
     RunView,
     SampleRecord,
     SamplingParams,
+    State,
     StateChanged,
     Stepped,
     Tokenizer,
 )
 from gpt2scope.engine.analysis import AttentionRow, attention_row
 from gpt2scope.engine.runner import Event
-from gpt2scope.engine.sampling import (
-    N_CANDIDATES,
-    BadParam,
-    distributions,
-    entropy_bits,
-    stable_top,
-)
+from gpt2scope.engine.sampling import preview_record
 from gpt2scope.tui.text import Piece, Pieces
-
-if TYPE_CHECKING:
-    from gpt2scope.tui.cli import Options
 
 # It stops at "it": the opening query is the pronoun whose referent the sentence leaves to
 # the reader, and a first `g` goes on with the sentence (after a full stop, the demo model
 # trained on quotations often ends the text at once).
 SAMPLE_PROMPT = "The trophy doesn't fit in the suitcase because it"
 TOP_KEYS = 5
-# torch.Generator takes seeds below 2**64; staying below 2**63 leaves room for r to count up.
-MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -88,33 +78,6 @@ class Settings:
     length: int = 6
     seed: int = 0
     bos: bool = False  # the tokens start with <|endoftext|>
-
-
-def settings_from(options: Options) -> Settings:
-    """The command line's choices; raises ValueError, in the flags' words, for values out of
-    range."""
-    try:
-        params = SamplingParams(options.temperature, options.top_k, options.top_p)
-    except BadParam as e:
-        raise ValueError(f"--{e.name.replace('_', '-')} {e.value}: must be {e.rule}") from e
-    if not 0 <= options.seed <= MAX_SEED:
-        raise ValueError(f"--seed {options.seed}: must be in 0..2**63-1")
-    return Settings(
-        options.layer, options.head, None, params, options.length, options.seed, options.bos
-    )
-
-
-def check_settings(settings: Settings, config: GPT2Config) -> None:
-    """Raise ValueError, in words for the command line, for a choice the model cannot take."""
-    L, H = config.n_layer, config.n_head
-    if not 0 <= settings.layer < L:
-        raise ValueError(f"--layer {settings.layer}: the model has {L} layers, 0..{L - 1}")
-    if not 0 <= settings.head < H:
-        raise ValueError(f"--head {settings.head}: the model has {H} heads, 0..{H - 1}")
-    if settings.params.top_k > config.vocab_size:
-        raise ValueError(f"--top-k {settings.params.top_k}: the vocabulary has {config.vocab_size}")
-    if not 0 <= settings.length <= config.n_ctx:
-        raise ValueError(f"--length {settings.length}: must be in 0..{config.n_ctx}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,48 +156,35 @@ class Prediction:
     chosen_prob: float | None = None
 
     @classmethod
-    def of_record(cls, record: SampleRecord, step: int, pieces: Pieces) -> Prediction:
+    def of_record(cls, record: SampleRecord, step: int | None, pieces: Pieces) -> Prediction:
+        """What a step sampled from; with `step` None, only its distribution (a preview)."""
+        candidates = zip(
+            record.candidate_ids,
+            record.candidate_probs,
+            record.candidate_probs_temperature,
+            record.candidate_probs_filtered,
+            strict=True,
+        )
+        chosen = step is not None
         return cls(
             candidates=tuple(
                 Candidate(pieces(i), p, pt, pf, rank < record.n_kept)
-                for rank, (i, p, pt, pf) in enumerate(
-                    zip(
-                        record.candidate_ids,
-                        record.candidate_probs,
-                        record.candidate_probs_temperature,
-                        record.candidate_probs_filtered,
-                        strict=True,
-                    )
-                )
+                for rank, (i, p, pt, pf) in enumerate(candidates)
             ),
             params=record.params,
             entropy=record.entropy,
             sampled_entropy=record.sampled_entropy,
             n_kept=record.n_kept,
             step=step,
-            chosen=pieces(record.token_id),
-            chosen_rank=record.rank,
-            chosen_prob=record.probability,
+            chosen=pieces(record.token_id) if chosen else None,
+            chosen_rank=record.rank if chosen else None,
+            chosen_prob=record.probability if chosen else None,
         )
 
     @classmethod
     def preview(cls, logits: torch.Tensor, params: SamplingParams, pieces: Pieces) -> Prediction:
-        dist = distributions(logits, params)
-        _, top = stable_top(logits, N_CANDIDATES)  # as `sample` ranks its candidates
-        values = (dist.probs[top], dist.probs_temperature[top], dist.probs_filtered[top])
-        probs, probs_t, probs_f = (v.tolist() for v in values)
-        return cls(
-            candidates=tuple(
-                Candidate(pieces(int(i)), p, pt, pf, rank < dist.n_kept)
-                for rank, (i, p, pt, pf) in enumerate(
-                    zip(top.tolist(), probs, probs_t, probs_f, strict=True)
-                )
-            ),
-            params=params,
-            entropy=entropy_bits(dist.probs),
-            sampled_entropy=entropy_bits(dist.probs_filtered),
-            n_kept=dist.n_kept,
-        )
+        """The next token's distribution under `params`, before anything is drawn."""
+        return cls.of_record(preview_record(logits, params), None, pieces)
 
 
 def query_index(query: int | None, n_tokens: int) -> int:
@@ -249,7 +199,7 @@ class Scope:
 
     info: ModelInfo
     settings: Settings
-    state: str = "idle"  # the runner's: idle, prefilling, generating
+    state: State = State.IDLE  # the runner's
     prompt: str = ""
     view: RunView | None = None
     pieces: tuple[Piece, ...] = ()
@@ -258,7 +208,7 @@ class Scope:
     # Every step of the run, also those after the one shown when looking back in history.
     history: tuple[SampleRecord, ...] = ()
     history_pieces: tuple[Piece, ...] = ()  # the token each of those steps chose
-    finish: str | None = None  # why the last generation stopped
+    finish: FinishReason | None = None  # why the last generation stopped
     attn: HeadData | None = None  # the selected layer and head
     prediction: Prediction | None = None
     step_prediction: Prediction | None = None  # what the shown step sampled from
@@ -307,13 +257,13 @@ class Session:
         self.pieces = Pieces(tokenizer)
         self.view: RunView | None = None
         self.settings = self.clamped(settings)
-        self.state = "idle"
+        self.state = State.IDLE
         self.prompt = ""
         self.prompt_length = 0
         self.sampled: list[SampleRecord] = []
         self.views: list[RunView] = []  # the run after each step; 0 is the prompt alone
         self.at_step: int | None = None  # the past step shown; None follows the run
-        self.finish: str | None = None
+        self.finish: FinishReason | None = None
         self.show_record = False  # the Probabilities view shows the last sampled step
         self._attn: HeadData | None = None
         self._prediction: Prediction | None = None

@@ -7,6 +7,7 @@ not on the run's length; the heading says which rows and keys the window holds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from rich.cells import cell_len
@@ -16,6 +17,7 @@ from rich.text import Text
 from gpt2scope.tui.session import HeadData, Scope
 from gpt2scope.tui.text import SPACE, fit
 from gpt2scope.tui.views.common import Drawn, append_if_fits, longest_fitting, no_run, piece_text
+from gpt2scope.tui.views.spec import PaneSpec, on_head
 from gpt2scope.tui.views.style import (
     BOLD,
     DIM,
@@ -224,3 +226,19 @@ def legend(w: Window, width: int) -> Text:
         versions = (" · q k v maps: z", " · maps: z", "")
         text.append(longest_fitting(versions, width - text.cell_len), NOTE)
     return text
+
+
+def attention_json(scope: Scope) -> dict[str, Any]:
+    return {"pattern": scope.attn.pattern.tolist()}
+
+
+SPEC = PaneSpec(
+    id="attention",
+    title="Attention",
+    render=render_attention,
+    about="pattern[query, key] of layer L head H: queries down, keys across; glyph and colour "
+    "grow with the weight (·░▒▓█ on a √ scale, 0 to 1), ╱ where the key is in the "
+    "query's future (masked); beside it the q, k, v maps, one cell per dimension",
+    depends=on_head,
+    json=attention_json,
+)

@@ -7,13 +7,19 @@ residual stream's norm before and after attention and the MLP, the norms of what
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from rich.text import Text
 
-from gpt2scope.tui.figures import Block, Page
+from gpt2scope.engine.analysis import BlockInternals, block_internals, numpy
+from gpt2scope.engine.run import RunView
+from gpt2scope.tui.session import Scope
+from gpt2scope.tui.text import Pieces
 from gpt2scope.tui.views.common import Drawn, append_if_fits, packed, piece_text
-from gpt2scope.tui.views.page import not_ready, page_note
+from gpt2scope.tui.views.page import Page, not_ready, page_note
+from gpt2scope.tui.views.spec import ScreenSpec, view_identity
 from gpt2scope.tui.views.style import DIM, HEADING, NOTE, bar, sequential_style, signed_strip
 
 NAME_WIDTH = 13
@@ -22,7 +28,18 @@ MAX_NORM_BAR = 40
 MIN_STRIP_ROWS = 2
 
 
-def title(page: Page[Block]) -> Text:
+@dataclass(frozen=True, eq=False)
+class BlockFigure:
+    internals: BlockInternals  # norms, LayerNorm statistics, top neurons
+    mlp_post: np.ndarray  # [4 n_embd] after GELU
+
+
+def block_figure(view: RunView, layer: int, position: int) -> BlockFigure:
+    internals = block_internals(view, layer, position)
+    return BlockFigure(internals, numpy(internals.mlp_post))
+
+
+def title(page: Page[BlockFigure]) -> Text:
     b = page.figure.internals
     text = Text(f"block L{b.layer} · token {b.position} ", HEADING)
     text.append_text(piece_text(page.source.pieces[b.position], 12))
@@ -48,7 +65,7 @@ def ln_line(name: str, stats: tuple[float, float], normalises: str) -> Text:
     return text
 
 
-def flow_lines(block: Block, width: int) -> list[Text]:
+def flow_lines(block: BlockFigure, width: int) -> list[Text]:
     """resid_pre + attn_out = resid_mid; resid_mid + mlp_out = resid_post, with norms."""
     b = block.internals
     norms = [b.resid_pre_norm, b.attn_out_norm, b.resid_mid_norm, b.mlp_out_norm]
@@ -89,13 +106,13 @@ def largest_in_groups(values: np.ndarray, size: int) -> np.ndarray:
     return groups[np.arange(len(groups)), np.abs(groups).argmax(1)]
 
 
-def top_neurons(block: Block, width: int) -> list[Text]:
+def top_neurons(block: BlockFigure, width: int) -> list[Text]:
     parts = [Text("top neurons", HEADING)]
     parts += [Text(f"#{i} {a:+.2f}") for i, a in block.internals.top_neurons]
     return packed(parts, width, " · ")
 
 
-def render_block(page: Page[Block], width: int, height: int) -> Drawn:
+def render_block(page: Page[BlockFigure], width: int, height: int) -> Drawn:
     empty = not_ready(page, width)
     if empty is not None:
         return empty
@@ -108,3 +125,40 @@ def render_block(page: Page[Block], width: int, height: int) -> Drawn:
     for line in drawn.lines:
         line.truncate(width)
     return drawn
+
+
+def compute_block(scope: Scope, pieces: Pieces) -> BlockFigure:
+    return block_figure(scope.view, scope.settings.layer, scope.query)
+
+
+def block_json(block: BlockFigure, scope: Scope, pieces: Pieces) -> dict[str, Any]:
+    b = block.internals
+    return {
+        "layer": b.layer,
+        "position": b.position,
+        "resid_pre_norm": b.resid_pre_norm,
+        "attn_out_norm": b.attn_out_norm,
+        "resid_mid_norm": b.resid_mid_norm,
+        "mlp_out_norm": b.mlp_out_norm,
+        "resid_post_norm": b.resid_post_norm,
+        "ln_1": {"mean": b.ln_1[0], "std": b.ln_1[1]},
+        "ln_2": {"mean": b.ln_2[0], "std": b.ln_2[1]},
+        "mlp_post": block.mlp_post.tolist(),
+        "top_neurons": [{"index": i, "activation": a} for i, a in b.top_neurons],
+    }
+
+
+SPEC = ScreenSpec(
+    id="block",
+    title="Block internals",
+    key="b",
+    label="block",
+    summary="block internals: residual norms, LayerNorm, MLP",
+    render=render_block,
+    about="layer L at the query token: |x| of resid_pre, attn_out, resid_mid, mlp_out and the "
+    "block's output, the mean and std ln_1 and ln_2 normalise by, and the 4·n_embd "
+    "mlp_post activations after GELU (orange +, blue −) with the top neurons",
+    depends=lambda s: (view_identity(s), s.settings.layer, s.query),
+    compute=compute_block,
+    json=block_json,
+)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 
+from gpt2scope.engine import FinishReason, SampleRecord, State
 from gpt2scope.tui.session import Scope
-from gpt2scope.tui.text import MARK_BASE, Piece, running_texts
+from gpt2scope.tui.text import MARK_BASE, Piece, running_texts, token_json
 from gpt2scope.tui.views.common import Drawn, Lines, longest_fitting, no_run, packed, piece_text
+from gpt2scope.tui.views.spec import PaneSpec
 from gpt2scope.tui.views.style import BYTES, DIM, HEADING, SELECTED, percent
 
 # Sampled probability bands; each band has a text attribute as well as a colour, so the
@@ -24,10 +27,10 @@ BANDS = (
 )
 PROMPT_STYLE = Style(color="grey70")
 REASONS = {
-    "length": "done",  # every token asked for: `length` after g, one after s
-    "end-of-text": "stopped: <|endoftext|>",
-    "context limit": "stopped: context full",
-    "stopped": "stopped by esc",
+    FinishReason.LENGTH: "done",  # every token asked for: `length` after g, one after s
+    FinishReason.END_OF_TEXT: "stopped: <|endoftext|>",
+    FinishReason.CONTEXT_LIMIT: "stopped: context full",
+    FinishReason.STOPPED: "stopped by esc",
 }
 
 
@@ -38,10 +41,10 @@ def band_style(probability: float) -> Style:
 def status(scope: Scope, width: int) -> list[Text]:
     n_ctx = scope.info.config.n_ctx
     parts = [Text(f"step {scope.steps} · cache {scope.n_tokens}/{n_ctx}", HEADING)]
-    if scope.state != "idle":
+    if scope.state != State.IDLE:
         parts.append(Text(f"{scope.state}…"))
     elif scope.finish is not None and not scope.looking_back:  # why the newest step ended
-        parts.append(Text(REASONS.get(scope.finish, scope.finish)))
+        parts.append(Text(REASONS[scope.finish]))
     elif scope.steps == 0:
         parts.append(Text("g generates, s steps", DIM))
     return packed(parts, width, " · ")
@@ -154,3 +157,37 @@ def render_continuation(scope: Scope, width: int, height: int) -> Drawn:
 
     lines = Lines(draw, range(len(head) + len(body.rows) + len(tail)))
     return Drawn(lines, focus=body.line_of[scope.query] + len(head), pinned=len(head))
+
+
+def on_run(scope: Scope) -> tuple:
+    return id(scope.view), scope.query, scope.state, scope.finish
+
+
+def record_json(record: SampleRecord) -> dict[str, Any]:
+    return {
+        "probability": record.probability,
+        "model_probability": record.model_probability,
+        "rank": record.rank,
+    }
+
+
+def continuation_json(scope: Scope) -> dict[str, Any]:
+    return {
+        "continuation": [
+            {**token_json(scope.pieces[scope.prompt_length + i]), **record_json(r)}
+            for i, r in enumerate(scope.sampled)
+        ],
+        "finish": scope.finish,
+    }
+
+
+SPEC = PaneSpec(
+    id="continuation",
+    title="Continuation",
+    render=render_continuation,
+    about="the prompt, then each generated token styled by the probability it was sampled with "
+    "(bold green ≥50%, orange 10-50%, underlined red <10%); step count, cache length, "
+    "why it stopped",
+    depends=on_run,
+    json=continuation_json,
+)

@@ -14,6 +14,7 @@ from rich.text import Text
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Piece
 from gpt2scope.tui.views.common import Drawn, append_if_fits, longest_fitting, no_run, piece_text
+from gpt2scope.tui.views.spec import PaneSpec, on_view
 from gpt2scope.tui.views.style import (
     DIM,
     HEADING,
@@ -149,3 +150,14 @@ def render_embeddings(scope: Scope, width: int, height: int) -> Drawn:
     for line in drawn.lines:
         line.truncate(width)
     return drawn
+
+
+SPEC = PaneSpec(
+    id="embeddings",
+    title="Embeddings",
+    render=render_embeddings,
+    about="the prompt's BPE pieces with ids (· space, ↵ newline, \\xNN bytes); for the selected "
+    "token its wte row, wpe row and their sum (resid_pre[0]): each cell the largest |x| "
+    "of its dims, glyph density |x| / max, orange +, blue -",
+    depends=on_view,
+)

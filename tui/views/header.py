@@ -5,15 +5,16 @@ from __future__ import annotations
 from rich.style import Style
 from rich.text import Text
 
+from gpt2scope.engine import State
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import visible
 from gpt2scope.tui.views.common import packed, piece_text
 from gpt2scope.tui.views.style import DIM, SELECTED
 
 STATE_STYLES = {
-    "idle": Style(color="green"),
-    "prefilling": Style(color="yellow", bold=True),
-    "generating": Style(color="cyan", bold=True),
+    State.IDLE: Style(color="green"),
+    State.PREFILLING: Style(color="yellow", bold=True),
+    State.GENERATING: Style(color="cyan", bold=True),
 }
 DEMO_NOTE = (
     "demo model: a tiny GPT-2 trained for this app, not OpenAI's GPT-2; "
@@ -85,7 +86,7 @@ def render_header(scope: Scope, width: int, live: bool = True) -> list[Text]:
         (sampling_label(scope), 0),
     ]
     if live:
-        state = Text("● " + scope.state, STATE_STYLES.get(scope.state, Style()))
+        state = Text("● " + scope.state, STATE_STYLES[scope.state])
         laid_out.append((state, max(len("● " + name) for name in STATE_STYLES)))
     parts, room = zip(*laid_out, strict=True)
     lines = packed(list(parts), width, room=room)

@@ -6,20 +6,26 @@ candidates, one of which can be put in the chosen token's place to branch from t
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 
-from gpt2scope.tui.figures import Page
+from gpt2scope.engine import SampleRecord
 from gpt2scope.tui.session import Scope
+from gpt2scope.tui.text import Piece, Pieces, token_json
 from gpt2scope.tui.views.common import Drawn, no_run, packed, piece_text
 from gpt2scope.tui.views.continuation import PROMPT_STYLE, band_style, wrap
+from gpt2scope.tui.views.page import Page
 from gpt2scope.tui.views.probabilities import candidate_line
+from gpt2scope.tui.views.spec import BranchAt, Cursor, Key, ScreenSpec
 from gpt2scope.tui.views.style import CHOSEN, DIM, HEADING, MAX_BAR, NOTE, SELECTED, percent
 
 TIMELINE_LINES = 3
 ATTENDED_KEYS = 5
 LATER = Style(color="grey42")
+HISTORY_CANDIDATES = 10  # per step in the JSON
 
 
 def timeline(scope: Scope, width: int) -> list[Text]:
@@ -130,3 +136,88 @@ def render_history(page: Page[None], width: int, height: int) -> Drawn:
     for line in drawn.lines:
         line.truncate(width)
     return drawn
+
+
+def step_json(step: int, piece: Piece, record: SampleRecord, pieces: Pieces) -> dict[str, Any]:
+    argmax = record.candidate_ids[0]  # candidates come sorted by logit, ties by id
+    top = zip(
+        record.candidate_ids, record.candidate_probs, record.candidate_probs_filtered, strict=True
+    )
+    return {
+        "step": step,
+        "chosen": {
+            **token_json(piece),
+            "probability": record.probability,
+            "model_probability": record.model_probability,
+            "rank": record.rank,
+        },
+        "argmax": {**token_json(pieces(argmax)), "model_probability": record.candidate_probs[0]},
+        "entropy_bits": record.entropy,
+        "sampled_entropy_bits": record.sampled_entropy,
+        "temperature": record.params.temperature,
+        "top_k": record.params.top_k,
+        "top_p": record.params.top_p,
+        "top": [
+            {**token_json(pieces(i)), "model_probability": p, "probability": sampled}
+            for i, p, sampled in list(top)[:HISTORY_CANDIDATES]
+        ],
+    }
+
+
+def history_json(figure: None, scope: Scope, pieces: Pieces) -> list[dict[str, Any]]:
+    return [
+        step_json(i + 1, piece, record, pieces)
+        for i, (piece, record) in enumerate(zip(scope.history_pieces, scope.history, strict=True))
+    ]
+
+
+def chosen_index(scope: Scope) -> int:
+    """Where the shown step's chosen token is among its candidates (0 with none)."""
+    p = scope.step_prediction
+    if p is None:
+        return 0
+    ids = [c.piece.token_id for c in p.candidates]
+    return ids.index(p.chosen.token_id) if p.chosen.token_id in ids else 0
+
+
+def shown_record(scope: Scope) -> SampleRecord | None:
+    return scope.sampled[-1] if scope.sampled else None
+
+
+def candidate_count(scope: Scope) -> int:
+    p = scope.step_prediction
+    return 1 if p is None else len(p.candidates)
+
+
+def branch_at_cursor(scope: Scope, cursor: int) -> BranchAt | str:
+    if scope.step_prediction is None:
+        return "pick a generated step first: ← → move through them"
+    candidate = scope.step_prediction.candidates[cursor]
+    return BranchAt(scope.steps, candidate.piece.token_id)
+
+
+SPEC = ScreenSpec(
+    id="history",
+    title="History",
+    key="h",
+    label="history",
+    summary="history: every step kept; branch from one",
+    render=render_history,
+    about="every generation step: the text with the step shown reversed, what it chose (p, "
+    "rank) against the argmax, where the query before it looked, and its candidates; "
+    "the other views show that step too; enter puts the candidate under the cursor in "
+    "the chosen one's place and generates the rest again",
+    depends=lambda s: (),
+    compute=None,
+    json=history_json,
+    keys=(
+        Key("left", "←", "app.look(-1)", "step-", "previous step", True),
+        Key("right", "→", "app.look(1)", "step+", "next step", True),
+        Key("up", "↑", "cursor(-1)", "cand-", "candidate above", True),
+        Key("down", "↓", "cursor(1)", "cand+", "candidate below", True),
+        Key("enter", "enter", "enter", "branch", "branch: put it here, generate the rest", True),
+    ),
+    # The cursor starts on the token the shown step chose, whenever another step is shown.
+    cursor=Cursor(count=candidate_count, start=chosen_index, anchor=shown_record),
+    enter=branch_at_cursor,
+)

@@ -7,17 +7,55 @@ position, the model's own top choice.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from rich.cells import cell_len
 from rich.text import Text
 
-from gpt2scope.tui.figures import Lens, Page
+from gpt2scope.engine.analysis import logit_lens_top
+from gpt2scope.engine.run import RunView
+from gpt2scope.tui.session import Scope
+from gpt2scope.tui.text import Piece, Pieces, token_json
 from gpt2scope.tui.views.common import Drawn, piece_text
-from gpt2scope.tui.views.page import not_ready, page_note, wrapped_note
+from gpt2scope.tui.views.page import Page, not_ready, page_note, wrapped_note
+from gpt2scope.tui.views.spec import ScreenSpec, view_identity
 from gpt2scope.tui.views.style import CHOSEN, DIM, HEADING, NOTE, bar, sequential_style
 
+LENS_TOP = 5
 BLOCK_WIDTH = 6  # " 11 = "
 TARGET_BAR = 8
 ENTRY_GAP = 2
+
+
+@dataclass(frozen=True)
+class LensRow:
+    layer: int  # read after this block
+    top: tuple[tuple[Piece, float], ...]  # the likeliest next tokens and their probabilities
+    target: float  # the probability of the lens's target token
+
+
+@dataclass(frozen=True, eq=False)
+class Lens:
+    """The next-token prediction read off the residual stream after every block, through
+    ln_f and the tied unembedding; the last row is the model's own output. The target is
+    the token that follows in the text, or, at the last position, the model's top choice."""
+
+    position: int
+    rows: tuple[LensRow, ...]
+    target: Piece
+    target_is_next: bool
+
+
+def lens_figure(view: RunView, position: int, pieces: Pieces, k: int = LENS_TOP) -> Lens:
+    lens = logit_lens_top(view, position, k)
+    rows = tuple(
+        LensRow(
+            r.layer, tuple(zip(map(pieces, r.top_ids), r.top_probs, strict=True)), r.target_prob
+        )
+        for r in lens.rows
+    )
+    return Lens(position, rows, pieces(lens.target), lens.target_is_next)
 
 
 def probability(p: float) -> str:
@@ -87,3 +125,39 @@ def render_lens(page: Page[Lens], width: int, height: int) -> Drawn:
     for line in drawn.lines:
         line.truncate(width)
     return drawn
+
+
+def compute_lens(scope: Scope, pieces: Pieces) -> Lens:
+    return lens_figure(scope.view, scope.query, pieces)
+
+
+def lens_json(lens: Lens, scope: Scope, pieces: Pieces) -> dict[str, Any]:
+    return {
+        "position": lens.position,
+        "target": {**token_json(lens.target), "is_next": lens.target_is_next},
+        "rows": [
+            {
+                "layer": row.layer,
+                # read through the model's own softmax: nothing is sampled here
+                "top": [{**token_json(piece), "model_probability": p} for piece, p in row.top],
+                "target_model_probability": row.target,
+            }
+            for row in lens.rows
+        ],
+    }
+
+
+SPEC = ScreenSpec(
+    id="logit_lens",
+    title="Logit lens",
+    key="l",
+    label="lens",
+    summary="logit lens: the prediction after every block",
+    render=render_lens,
+    about="the top 5 next tokens at the query position read after every block (ln_f, then the "
+    "unembedding tied to wte), with probabilities; the last row is the model's output; "
+    "right: the probability of the next token in the text (at the end: the output's top)",
+    depends=lambda s: (view_identity(s), s.query),
+    compute=compute_lens,
+    json=lens_json,
+)

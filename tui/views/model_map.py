@@ -7,14 +7,17 @@ pattern those name. The selected head is the cursor; the arrows move it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rich.style import Style
 from rich.text import Text
 
-from gpt2scope.engine.analysis import HeadKind, HeadStats
-from gpt2scope.tui.figures import Page
+from gpt2scope.engine.analysis import HeadKind, HeadStats, head_stats
+from gpt2scope.tui.session import Scope
+from gpt2scope.tui.text import Pieces
 from gpt2scope.tui.views.common import Drawn, packed
-from gpt2scope.tui.views.page import not_ready, page_note
+from gpt2scope.tui.views.page import Page, not_ready, page_note
+from gpt2scope.tui.views.spec import Key, ScreenSpec, view_identity
 from gpt2scope.tui.views.style import DIM, HEADING, SELECTED
 
 LEVELS = " ▁▂▃▄▅▆▇█"
@@ -160,3 +163,49 @@ def render_model_map(page: Page[tuple[HeadStats, ...]], width: int, height: int)
     for line in drawn.lines:
         line.truncate(width)
     return drawn
+
+
+def compute_map(scope: Scope, pieces: Pieces) -> tuple[HeadStats, ...]:
+    return tuple(head_stats(scope.view))
+
+
+def head_stats_json(
+    stats: tuple[HeadStats, ...], scope: Scope, pieces: Pieces
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "layer": h.layer,
+            "head": h.head,
+            "entropy_bits": h.entropy,
+            "first_token": h.first_token,
+            "previous_token": h.previous_token,
+            "self_token": h.self_token,
+            "kind": h.kind,
+        }
+        for h in stats
+    ]
+
+
+SPEC = ScreenSpec(
+    id="head_stats",
+    title="Model map",
+    key="m",
+    label="map",
+    summary="model map: every head's statistics; pick one",
+    render=render_model_map,
+    about="every layer × head over the current text, named prev (P), sink (S), self (=) by the "
+    "pattern with ≥50% of its weight, with that mass (%), or other (?), and the entropy "
+    "(bits: low is focused, high is broad); tall cells add bars for the mass on position "
+    "0, the previous token and the query itself",
+    depends=lambda s: (view_identity(s),),
+    compute=compute_map,
+    json=head_stats_json,
+    keys=(
+        Key("up", "↑", "app.layer(-1)", "layer-", "previous layer", True),
+        Key("down", "↓", "app.layer(1)", "layer+", "next layer", True),
+        Key("left", "←", "app.head(-1)", "head-", "previous head", True),
+        Key("right", "→", "app.head(1)", "head+", "next head", True),
+        Key("enter", "enter", "enter", "show", "show that head in the panes", True),
+    ),
+    while_generating=False,
+)

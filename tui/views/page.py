@@ -1,20 +1,40 @@
-"""Pieces the deeper views share: what to draw before a figure exists, the title's note
-while a newer one is being computed, and lines made only when shown."""
+"""Pieces the deeper views share: the page a screen draws, what to draw before a figure
+exists, the title's note while a newer one is being computed, and lines made only when
+shown."""
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
+from rich.console import Console
 from rich.text import Text
 
-from gpt2scope.tui.figures import Page
+from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import clip
 from gpt2scope.tui.views.common import Drawn, no_run
 from gpt2scope.tui.views.style import NOTE
 
 COMPUTING = "computing…"
 DEFERRED = "updates when the generation stops"
+UNJUSTIFIED = Console()  # Text.wrap asks for one, and only justifying reads it
+
+F = TypeVar("F")
+
+
+@dataclass(frozen=True, eq=False)
+class Page(Generic[F]):
+    """What a deeper screen draws. `scope` is the latest (the selection, the step shown);
+    `figure` was computed from `source`, an older scope when `note` says why (a newer one is
+    being computed, or waits for the generation to stop); `cursor` is the screen's own (a
+    stage, a candidate)."""
+
+    scope: Scope
+    figure: F | None = None
+    source: Scope | None = None
+    cursor: int = 0
+    note: str = ""
 
 
 def not_ready(page: Page, width: int) -> Drawn | None:
@@ -32,9 +52,10 @@ def page_note(page: Page) -> Text:
 
 
 def wrapped_note(text: str, width: int, max_lines: int = 3) -> list[Text]:
-    """A sentence of explanation, wrapped to the width, at most `max_lines` lines."""
-    lines = textwrap.wrap(text, max(width, 8))[:max_lines]
-    return [Text(clip(line, width), NOTE) for line in lines]
+    """A sentence of explanation, wrapped to the width in terminal cells (a wide character
+    takes two), at most `max_lines` lines."""
+    lines = Text(" ".join(text.split())).wrap(UNJUSTIFIED, max(width, 8), overflow="fold")
+    return [Text(clip(line.plain.rstrip(), width), NOTE) for line in lines[:max_lines]]
 
 
 class LazyLines(list):

@@ -8,11 +8,16 @@ own probability at temperature 1.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from typing import Any
+
 from rich.cells import cell_len
 from rich.text import Text
 
 from gpt2scope.tui.session import Candidate, Prediction, Scope
+from gpt2scope.tui.text import token_json
 from gpt2scope.tui.views.common import Drawn, no_run, packed, piece_text
+from gpt2scope.tui.views.spec import PaneSpec
 from gpt2scope.tui.views.style import CHOSEN, CUT, DIM, HEADING, KEPT, MAX_BAR, NOTE, bar, percent
 
 MODEL_COLUMN_MIN_WIDTH = 36
@@ -110,3 +115,45 @@ def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
     for line in drawn.lines:
         line.truncate(width)
     return drawn
+
+
+def on_prediction(scope: Scope) -> tuple:
+    return id(scope.prediction), scope.query_is_last  # "after the last token" or not
+
+
+def prediction_json(p: Prediction) -> dict[str, Any]:
+    return {
+        "step": p.step,
+        "chosen": None if p.chosen is None else p.chosen.token_id,
+        **asdict(p.params),
+        "entropy_bits": p.entropy,
+        "sampled_entropy_bits": p.sampled_entropy,
+        "n_kept": p.n_kept,
+        "candidates": [
+            {
+                **token_json(c.piece),
+                "model_probability": c.prob,
+                "temperature_probability": c.prob_temperature,
+                "probability": c.prob_sampled,
+                "kept": c.kept,
+            }
+            for c in p.candidates
+        ],
+    }
+
+
+def probabilities_json(scope: Scope) -> dict[str, Any]:
+    return {"probabilities": prediction_json(scope.prediction)}
+
+
+SPEC = PaneSpec(
+    id="probabilities",
+    title="Probabilities",
+    render=render_probabilities,
+    about="the next-token candidates by logit, after the last token: bar = probability after "
+    "temperature (█ kept, ░ cut by top-k/top-p), p% = what it is sampled with (kept, "
+    "renormalised), T=1 = the model's own; ▸ the token chosen; entropy in bits, model's → "
+    "sampled from",
+    depends=on_prediction,
+    json=probabilities_json,
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from rich.text import Text
@@ -16,6 +17,7 @@ from rich.text import Text
 from gpt2scope.tui.session import HeadData, Scope
 from gpt2scope.tui.text import fit
 from gpt2scope.tui.views.common import Drawn, longest_fitting, no_run, piece_text
+from gpt2scope.tui.views.spec import PaneSpec, on_head
 from gpt2scope.tui.views.style import (
     DIM,
     HEADING,
@@ -161,3 +163,38 @@ def render_qkv(scope: Scope, width: int, height: int) -> Drawn:
     for line in drawn.lines:
         line.truncate(width)
     return drawn
+
+
+def qkv_numbers(scope: Scope) -> dict[str, Any]:
+    a, query = scope.attn, scope.query
+    keys = a.top_keys(query)
+    return {
+        "q": a.q[query].tolist(),
+        "keys": [
+            {
+                "index": j,
+                "k": a.k[j].tolist(),
+                "v": a.v[j].tolist(),
+                "dot": float(np.dot(a.q[query].astype(np.float64), a.k[j])),
+                "score": float(a.scores_row(query)[j]),
+                "weight": float(a.pattern_row(query)[j]),
+            }
+            for j in keys
+        ],
+        "z": a.z_row(query).tolist(),
+    }
+
+
+def qkv_json(scope: Scope) -> dict[str, Any]:
+    return {"qkv": qkv_numbers(scope)}
+
+
+SPEC = PaneSpec(
+    id="qkv",
+    title="Q/K/V",
+    render=render_qkv,
+    about="one attention row in numbers: q of the query, k and v of its top 5 keys, each q·k, "
+    "its score (q·k/√d_head) and weight, and z = Σ w·v over all keys",
+    depends=on_head,
+    json=qkv_json,
+)

@@ -19,6 +19,7 @@ from gpt2scope.tui.views.common import (
     no_run,
     piece_text,
 )
+from gpt2scope.tui.views.spec import PaneSpec, on_head
 from gpt2scope.tui.views.style import (
     DIM,
     HEADING,
@@ -99,3 +100,13 @@ def key_line(scope: Scope, j: int, rank: int, widths: tuple[int, int, int]) -> T
     line.append(percent(float(weights[j])), TOP_STYLE if top else "")
     line.append(" " + signed(float(scores[j]), SCORE_WIDTH))
     return line
+
+
+SPEC = PaneSpec(
+    id="query",
+    title="Query",
+    render=render_query,
+    about="every key the selected query may see, heaviest first: w% = attention weight, score "
+    "= q·k/√d_head before the softmax; ★ the top 5",
+    depends=on_head,
+)

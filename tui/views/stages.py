@@ -17,16 +17,20 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 from rich.cells import cell_len
 from rich.text import Text
 
-from gpt2scope.tui.figures import Page, Stages
+from gpt2scope.engine.analysis import AttentionStages, attention_stages, numpy
+from gpt2scope.engine.run import RunView
 from gpt2scope.tui.session import Scope
+from gpt2scope.tui.text import Pieces
 from gpt2scope.tui.views.common import Drawn, append_if_fits, count, piece_text
-from gpt2scope.tui.views.page import LazyLines, not_ready, page_note, wrapped_note
+from gpt2scope.tui.views.page import LazyLines, Page, not_ready, page_note, wrapped_note
 from gpt2scope.tui.views.qkv import vector
+from gpt2scope.tui.views.spec import Cursor, Key, ScreenSpec, view_identity
 from gpt2scope.tui.views.style import (
     BOLD,
     DIM,
@@ -84,6 +88,35 @@ STAGES = (
 )
 N_STAGES = len(STAGES)
 SOFTMAX = 3  # the first stage with weights
+
+
+@dataclass(frozen=True, eq=False)
+class Stages(AttentionStages):
+    """One attention row, stage by stage (engine.analysis.attention_stages), with the head's
+    z the forward pass itself gives at the query, which the last stage must equal."""
+
+    engine_z: np.ndarray  # [d_head] RunView.get("z") at the query
+
+    @property
+    def raw_scores(self) -> np.ndarray:  # [T] q·k
+        return self.row.raw_scores
+
+    @property
+    def scaled_scores(self) -> np.ndarray:  # [T] q·k / √d_head, -inf after the query
+        return self.row.scores
+
+    @property
+    def pattern(self) -> np.ndarray:  # [T] softmax of the scaled scores
+        return self.row.pattern
+
+    @property
+    def z(self) -> np.ndarray:  # [d_head] Σ pattern·v
+        return self.row.z
+
+
+def stages_figure(view: RunView, layer: int, head: int, query: int) -> Stages:
+    stages = attention_stages(view, layer, head, query)
+    return Stages(**vars(stages), engine_z=numpy(view.get("z", layer, query)[head]))
 
 
 def title(page: Page[Stages], stage: int, width: int) -> Text:
@@ -295,3 +328,55 @@ def render_stages(page: Page[Stages], width: int, height: int) -> Drawn:
     head += output_lines(s, width, height - len(head))
     header, row = contribution_table(s, scope, width)
     return table([*head, header], s.query + 1, row, focus, width)
+
+
+def compute_stages(scope: Scope, pieces: Pieces) -> Stages:
+    s = scope.settings
+    return stages_figure(scope.view, s.layer, s.head, scope.query)
+
+
+def scores_json(scores: Any) -> list[float | None]:
+    """JSON has no -inf: a masked score is null."""
+    return [None if math.isinf(x) else x for x in scores.tolist()]
+
+
+def stages_json(s: Stages, scope: Scope, pieces: Pieces) -> dict[str, Any]:
+    return {
+        "layer": s.layer,
+        "head": s.head,
+        "query": s.query,
+        "resid_pre": s.resid_pre.tolist(),
+        "ln_mean": s.ln_mean,
+        "ln_std": s.ln_std,
+        "normalized": s.normalized.tolist(),
+        "q": s.q.tolist(),
+        "k": s.k.tolist(),
+        "v": s.v.tolist(),
+        "raw_scores": s.raw_scores.tolist(),
+        "scaled_scores": scores_json(s.scaled_scores),
+        "pattern": s.pattern.tolist(),
+        "z": s.z.tolist(),
+    }
+
+
+SPEC = ScreenSpec(
+    id="stages",
+    title="Step-through",
+    key="a",
+    label="stages",
+    summary="step-through: one attention row, stage by stage",
+    render=render_stages,
+    about="one attention row of layer L head H for the query token, in its five stages with "
+    "the real numbers: (1) resid_pre after ln_1 and its q, k, v; (2) q·k per key; (3) "
+    "÷√d_head, keys after the query masked to -inf; (4) softmax: the pattern; (5) z = "
+    "Σ w·v, checked against the engine's head output",
+    depends=lambda s: (view_identity(s), s.settings.layer, s.settings.head, s.query),
+    compute=compute_stages,
+    json=stages_json,
+    keys=(
+        Key("down", "↓", "cursor(1)", "stage+", "next stage", True),
+        Key("up", "↑", "cursor(-1)", "stage-", "previous stage", True),
+    ),
+    cursor=Cursor(count=lambda scope: N_STAGES),
+    text_at_every_cursor=True,
+)

@@ -1,0 +1,75 @@
+"""A run as `inspect` prints it and the app exports it: every pane and deeper screen, as one
+JSON object or as plain text, made from the specs in tui/views."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from gpt2scope.tui.session import Scope
+from gpt2scope.tui.text import Pieces, token_json, visible
+from gpt2scope.tui.views import PANES, SCREENS, Drawn, render_header
+from gpt2scope.tui.views.history import chosen_index
+from gpt2scope.tui.views.page import Page
+
+CANDIDATE_LINES = 24  # the probabilities pane: the top candidates, not all 64
+
+
+def run_json(scope: Scope, pieces: Pieces) -> dict[str, Any]:
+    """The model, the settings and the run, then every pane's and every screen's keys."""
+    s = scope.settings
+    model = asdict(scope.info)
+    model.update(model.pop("config"))  # one flat record: name, ..., n_layer, ...
+    out: dict[str, Any] = {
+        "model": model,
+        "prompt": scope.prompt,
+        **asdict(s.params),
+        "length": s.length,
+        "seed": s.seed,
+        "bos": s.bos,
+        "tokens": [token_json(p) for p in scope.pieces],
+        "prompt_tokens": scope.prompt_length,
+        "layer": s.layer,
+        "head": s.head,
+        "query": scope.query,
+    }
+    for pane in PANES:
+        if pane.json is not None:
+            out |= pane.json(scope)
+    for screen in SCREENS:
+        out[screen.id] = screen.json(screen.figure(scope, pieces), scope, pieces)
+    return out
+
+
+def screens_text(scope: Scope, pieces: Pieces, width: int, height: int) -> list[tuple[str, Drawn]]:
+    """Each deeper screen drawn for `inspect --format text`, the step-through at every stage."""
+    drawn = []
+    for screen in SCREENS:
+        figure = screen.figure(scope, pieces)
+        if screen.text_at_every_cursor:
+            cursors = range(screen.cursor.count(scope))
+        else:
+            cursors = [chosen_index(scope)]
+        for cursor in cursors:
+            title = (
+                f"{screen.title}, stage {cursor + 1}"
+                if screen.text_at_every_cursor
+                else screen.title
+            )
+            drawn.append((title, screen.render(Page(scope, figure, scope, cursor), width, height)))
+    return drawn
+
+
+def run_text(scope: Scope, pieces: Pieces, width: int) -> str:
+    """The header, the six panes and the deeper screens as plain text."""
+    lines = [line.plain for line in render_header(scope, width, live=False)]
+    lines.append(f"prompt: {visible(scope.prompt)}")
+    height = max(40, scope.n_tokens + 8)
+    for pane in PANES:
+        pane_height = CANDIDATE_LINES if pane.id == "probabilities" else height
+        lines += ["", f"== {pane.title} ==".ljust(width, "=")]
+        lines += [line.plain for line in pane.render(scope, width, pane_height).lines]
+    for title, drawn in screens_text(scope, pieces, width, height):
+        lines += ["", f"== {title} ==".ljust(width, "=")]
+        lines += [line.plain for line in drawn.lines]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
