@@ -6,8 +6,10 @@ from gpt2scope.engine.attribution import (
     AblationMode,
     Attribution,
     Component,
+    ablated,
     attribution,
     default_target,
+    head_effects,
     saliency,
 )
 from gpt2scope.engine.errors import EngineError
@@ -35,8 +37,10 @@ __all__ = [
     "AblationMode",
     "Attribution",
     "Component",
+    "ablated",
     "attribution",
     "default_target",
+    "head_effects",
     "saliency",
     "Done",
     "EngineError",

@@ -76,6 +76,16 @@ class Ablation:
                 heads.add((layer, head))
         return cls(parsed_mode, frozenset(heads), frozenset(mlps))
 
+    def missing(self, config: GPT2Config) -> str:
+        """The label of the heads and MLPs `config`'s model does not have ('' if none)."""
+        L, H = config.n_layer, config.n_head
+        outside = Ablation(
+            self.mode,
+            frozenset((layer, h) for layer, h in self.heads if not (layer < L and h < H)),
+            frozenset(layer for layer in self.mlps if layer >= L),
+        )
+        return outside.label()
+
     def json(self) -> dict:
         return {
             "mode": str(self.mode),

@@ -10,6 +10,7 @@ sigma_p = sqrt(var(x_p) + eps), ln_f is linear, and write c adds
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,15 +18,17 @@ import torch
 from gpt2scope.engine import ablation as knock
 from gpt2scope.engine import gpt2, kernels
 from gpt2scope.engine.ablation import Ablation, AblationMode
-from gpt2scope.engine.run import RunView
+from gpt2scope.engine.run import Run, RunView
 
 __all__ = [
     "Ablation",
     "AblationMode",
     "Attribution",
     "Component",
+    "ablated",
     "attribution",
     "default_target",
+    "head_effects",
     "saliency",
 ]
 
@@ -68,8 +71,9 @@ def attribution(
     components = tuple(
         Component(n, layer, head, v) for (n, layer, head), v in zip(names, values, strict=True)
     )
-    model = _logits(view, position, [target] if contrast is None else [target, contrast])
-    model_value = float(model[0] if contrast is None else model[0] - model[1])
+    model_value = float(
+        _metric(_logits(view, position, [target] if contrast is None else [target, contrast]))
+    )
     return Attribution(position, target, contrast, sum(values), model_value, components)
 
 
@@ -92,6 +96,70 @@ def saliency(view: RunView, position: int, target: int) -> list[float]:
         log_p = torch.log_softmax(gpt2.unembed(params, resid[-1], kernels.CPU), -1)[target]
         (grad,) = torch.autograd.grad(log_p, e)
     return (grad * e.detach()).sum(-1).tolist()
+
+
+def ablated(view: RunView, ablation: Ablation) -> RunView:
+    """The same tokens through the model knocked out as `ablation` says (instead of the
+    view's own knock-outs), re-run from the first layer where the two differ; the layers
+    before it are reused from the view."""
+    return Run.rerun(view, ablation).view()
+
+
+def head_effects(
+    view: RunView,
+    position: int,
+    target: int,
+    contrast: int | None,
+    mode: AblationMode,
+    on_row: Callable[[int, list[float]], None] | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> list[list[float]]:
+    """[n_layer][n_head]: the logit of `target` (minus `contrast`'s) at `position` with each
+    head knocked out alone, on top of the view's own knock-outs, minus its value in the view.
+
+    Layers go last to first, the cheapest first; each layer's heads run as one batch from
+    that layer on, over positions 0..position only, and only `position`'s logits are made.
+    `on_row(layer, row)` follows each layer; once `cancelled()` is true the layers not done
+    are left as empty rows.
+    """
+    _check(view, position, target, contrast)
+    ids = [target] if contrast is None else [target, contrast]
+    base = _metric(_logits(view, position, ids))
+    rows: list[list[float]] = [[] for _ in range(view.config.n_layer)]
+    for layer in reversed(range(view.config.n_layer)):
+        if cancelled():
+            break
+        with torch.no_grad():
+            logits = _knocked_out_heads_logits(view, layer, position, ids, mode)
+        rows[layer] = (_metric(logits.T) - base).tolist()
+        if on_row is not None:
+            on_row(layer, rows[layer])
+    return rows
+
+
+def _metric(logits: torch.Tensor) -> torch.Tensor:
+    """The target's logit, minus the contrast's when there is one (ids along dim 0)."""
+    return logits[0] if len(logits) == 1 else logits[0] - logits[1]
+
+
+def _knocked_out_heads_logits(
+    view: RunView, layer: int, position: int, ids: list[int], mode: AblationMode
+) -> torch.Tensor:
+    """[n_head, len(ids)]: the logits of `ids` at `position` with head h of `layer` knocked
+    out in batch element h. The block's queries, keys and values are the view's; only the
+    heads' writes change, by what replacing each head's z takes away."""
+    params, H, d = view.params, view.config.n_head, view.config.d_head
+    block, rows = params.blocks[layer], position + 1
+    z = view.get("z", layer)[:rows].transpose(0, 1)  # [n_head, rows, d_head]
+    every_head = Ablation(mode, frozenset((layer, h) for h in range(H)))
+    removed = z - every_head.knock_out(layer, z, 0, {})
+    W_O = block.c_proj.weight.view(-1, H, d).permute(1, 2, 0)  # [n_head, d_head, n_embd]
+    resid = view.get("resid_mid", layer)[:rows] - torch.bmm(removed, W_O)
+    if layer not in view.ablation.mlps:
+        resid = resid + gpt2.mlp(resid, block, kernels.CPU)
+    n_head = view.config.n_head
+    resid = knock.transformer(params, n_head, resid, view.ablation, kernels.CPU, None, layer + 1)
+    return gpt2.layer_norm(resid[:, -1], params.ln_f) @ params.wte[ids].T
 
 
 def _check(view: RunView, position: int, target: int, contrast: int | None) -> None:

@@ -138,7 +138,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 REFERENCE = Ops(matmul, linear, attend)
 
 
-def project_qkv(x_ln: torch.Tensor, block: Block, n_head: int, ops: Ops = REFERENCE) -> tuple:
+def project_qkv(
+    x_ln: torch.Tensor, block: Block, n_head: int, ops: Ops = REFERENCE
+) -> tuple[torch.Tensor, ...]:
     """q, k, v [..., n_head, T, d_head] of the normalised residual stream."""
     qkv = ops.linear(x_ln, block.c_attn)
     return tuple(split_heads(t, n_head) for t in qkv.chunk(3, dim=-1))

@@ -244,7 +244,7 @@ class RunView:
         With `position`, only that query's part is worked out: get(name, layer)[position],
         or for attn_scores and pattern get(name, layer)[:, position], the query's rows.
         """
-        self._check(name, layer)
+        self._check(name, layer, position)
         rows = slice(0, self.n_tokens) if position is None else slice(position, position + 1)
         activation = self._rows(name, layer, rows)
         if position is None:
@@ -256,7 +256,9 @@ class RunView:
         resid = [self.get("resid_post", layer, position) for layer in range(self.config.n_layer)]
         return gpt2.unembed(self.params, torch.stack(resid))
 
-    def _check(self, name: str, layer: int | None) -> None:
+    def _check(self, name: str, layer: int | None, position: int | None) -> None:
+        if position is not None and not 0 <= position < self.n_tokens:
+            raise ValueError(f"position {position} is not in 0..{self.n_tokens - 1}")
         if name in PER_MODEL:
             if layer is not None:
                 raise ValueError(f"{name} belongs to no layer")
@@ -265,8 +267,11 @@ class RunView:
         elif layer is None or not 0 <= layer < self.config.n_layer:
             raise ValueError(f"{name}: layer {layer} is not in 0..{self.config.n_layer - 1}")
 
-    def _rows(self, name: str, layer: int, rows: slice) -> torch.Tensor:
+    def _rows(self, name: str, layer: int | None, rows: slice) -> torch.Tensor:
         match name:
+            case "embed" if rows.stop - rows.start == 1:
+                # A view, not a gather: the UI thread reads the query's row at every key.
+                return self.params.wte[self.tokens[rows.start]][None]
             case "embed":
                 return self.params.wte[list(self.tokens[rows])]
             case "pos_embed":

@@ -15,6 +15,7 @@ from enum import StrEnum
 
 import torch
 
+from gpt2scope.engine.ablation import NO_ABLATION, Ablation
 from gpt2scope.engine.errors import EngineError
 from gpt2scope.engine.model import Model
 from gpt2scope.engine.run import Run, RunView
@@ -110,6 +111,7 @@ class Runner:
         self._on_event = on_event
         self._sampler = sampler
         self._run: Run | None = None
+        self.ablation = NO_ABLATION  # the knock-outs every run goes through, once applied
         self._generated = 0
         self._prompt_length = 0
         self._generator = torch.Generator().manual_seed(seed)
@@ -152,6 +154,14 @@ class Runner:
     def set_params(self, params: SamplingParams) -> None:
         """Applies from the next sampled token."""
         self.params = params
+
+    def set_ablation(self, ablation: Ablation) -> int:
+        """Knock out `ablation`'s heads and MLPs (an empty one restores the model) for every
+        prompt, generation and branch from now on. A run there already is re-run through
+        the new model from the first layer that changes, keeping its generated tokens, and
+        answered by a Prefilled with the new view (`view.ablation` says which model made
+        it). A failure keeps the last good run and the ablation it had, and is a Failed."""
+        return self._ask(self._set_ablation, ablation)
 
     def set_seed(self, seed: int) -> int:
         """Restart the random stream; the next prompt or the next token draws from it."""
@@ -221,7 +231,7 @@ class Runner:
         """Prefill in chunks so that a stop or close lands within one chunk."""
         self._check_stop(command)
         self._set_state(State.PREFILLING, command)
-        run = self.model.new_run()
+        run = self.model.new_run(self.ablation)
         for i in range(0, len(token_ids), PREFILL_CHUNK):
             self._check_stop(command)
             run.extend(token_ids[i : i + PREFILL_CHUNK])
@@ -237,6 +247,22 @@ class Runner:
         run.step(token_id)
         self._run, self._generated = run, step_index
         self._emit(Stepped(command, step_index, token_id, record, run.view()))
+
+    def _set_ablation(self, ablation: Ablation, command: int) -> None:
+        self._check_stop(command)
+        config = self.model.config
+        missing = ablation.missing(config)
+        if missing:
+            raise EngineError(
+                f"cannot knock out {missing}: the model has {config.n_layer} layers "
+                f"of {config.n_head} heads"
+            )
+        if self._run is not None:
+            self._set_state(State.PREFILLING, command)
+            run = Run.rerun(self._run.view(), ablation)
+            self._run = run
+            self._emit(Prefilled(command, run.view()))
+        self.ablation = ablation
 
     def _reseed(self, seed: int, command: int) -> None:
         self.seed = seed

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from functools import cache
 from pathlib import Path
 
 import tiktoken
+import tiktoken.load
 
 from gpt2scope.engine.errors import EngineError
 from gpt2scope.weights import TOKENIZER_FILE
@@ -38,18 +37,13 @@ class Tokenizer:
 
 
 def read_ranks(path: Path) -> dict[bytes, int]:
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != RANKS_SHA256:
+    try:
+        return tiktoken.load.load_tiktoken_bpe(str(path), expected_hash=RANKS_SHA256)
+    except ValueError as e:  # a hash mismatch, or a line that is not "token rank"
         raise EngineError(
-            f"{path}: sha256 {digest[:12]}... is not GPT-2's vocabulary "
-            f"({RANKS_SHA256[:12]}...); restore the file from the project"
-        )
-    ranks = {}
-    for line in data.splitlines():
-        token, rank = line.split()
-        ranks[base64.b64decode(token)] = int(rank)
-    return ranks
+            f"{path}: not GPT-2's vocabulary (its sha256 should be {RANKS_SHA256[:12]}...); "
+            "restore the file from the project"
+        ) from e
 
 
 def load_tokenizer(path: Path = TOKENIZER_FILE) -> Tokenizer:

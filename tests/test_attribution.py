@@ -10,15 +10,18 @@ import math
 import pytest
 import torch
 
-from gpt2scope.engine import load_model
+from gpt2scope.engine import gpt2_tokenizer, load_model
 from gpt2scope.engine.ablation import NO_ABLATION
 from gpt2scope.engine.attribution import (
     Ablation,
     AblationMode,
+    ablated,
     attribution,
     default_target,
+    head_effects,
     saliency,
 )
+from gpt2scope.weights import DEMO_DIR
 from tests.conftest import write_checkpoint
 
 TOL = 1e-4
@@ -246,3 +249,155 @@ def test_parse_refuses_an_unknown_mode(pair):
     _, model = pair
     with pytest.raises(ValueError, match="zero or mean"):
         Ablation.parse([], "half", model.config)
+
+
+def knocked(mode="zero", heads=(), mlps=()):
+    return Ablation(AblationMode(mode), frozenset(heads), frozenset(mlps))
+
+
+ABLATIONS = [
+    knocked("zero", {(1, 2)}),
+    knocked("zero", {(0, 3), (2, 0)}, {1}),
+    knocked("mean", {(1, 1), (2, 2)}),
+    knocked("mean", set(), {2}),
+]
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS, ids=lambda a: f"{a.mode}:{a.label()}")
+def test_a_knocked_out_run_matches_the_hooked_oracle_at_every_step(pair, ids, ablation):
+    hf, model = pair
+    logits = Hooked(hf, ablation)(ids)
+    run = model.start(ids[:6], ablation)
+    close(run.logits, logits[5])
+    for t in range(6, len(ids)):
+        run.step(ids[t])
+        close(run.logits, logits[t])
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS, ids=lambda a: f"{a.mode}:{a.label()}")
+def test_ablated_reuses_the_view_and_equals_a_fresh_knocked_out_run(pair, ids, ablation):
+    _, model = pair
+    fresh = model.start(ids, ablation).view()
+    for source in (model.start(ids).view(), model.start(ids, ABLATIONS[1]).view()):
+        view = ablated(source, ablation)
+        assert view.ablation == ablation and view.tokens == fresh.tokens
+        close(view.logits, fresh.logits)
+        for layer in range(N_LAYER):
+            for name in ("z", "resid_mid", "resid_post"):
+                close(view.get(name, layer), fresh.get(name, layer))
+
+
+def test_knocking_out_nothing_changes_nothing(pair, ids):
+    _, model = pair
+    view = model.start(ids).view()
+    same = ablated(view, Ablation())
+    assert torch.equal(same.logits, view.logits)
+    for layer in range(N_LAYER):
+        assert torch.equal(same.get("resid_post", layer), view.get("resid_post", layer))
+    assert attribution(same, 12, 3) == attribution(view, 12, 3)
+    assert torch.equal(model.start(ids, Ablation()).logits, view.logits)
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_head_effects_match_one_hooked_forward_per_head(pair, ids, mode):
+    hf, model = pair
+    position, target, contrast = 13, 21, 5
+    view = model.start(ids).view()
+    rows = []
+    effects = head_effects(
+        view, position, target, contrast, AblationMode(mode), lambda layer, row: rows.append(row)
+    )
+    base = Hooked(hf)(ids)[position]
+    base = base[target] - base[contrast]
+    expected = torch.zeros(N_LAYER, N_HEAD)
+    for layer in range(N_LAYER):
+        for h in range(N_HEAD):
+            out = Hooked(hf, knocked(mode, {(layer, h)}))(ids)[position]
+            expected[layer, h] = out[target] - out[contrast] - base
+    close(effects, expected, rtol=1e-3)
+    assert expected.abs().max() > 0.1
+    assert len(rows) == N_LAYER
+
+
+def test_head_effects_add_to_the_views_own_knock_outs(pair, ids):
+    hf, model = pair
+    own = knocked("zero", {(2, 1)}, {0})
+    effects = head_effects(model.start(ids, own).view(), 19, 8, None, AblationMode.ZERO)
+    base = Hooked(hf, own)(ids)[19, 8]
+    for layer, h in [(0, 2), (1, 0), (2, 3)]:
+        both = knocked("zero", own.heads | {(layer, h)}, own.mlps)
+        close(effects[layer][h], Hooked(hf, both)(ids)[19, 8] - base, rtol=1e-3)
+    assert effects[2][1] == pytest.approx(0.0, abs=1e-5)  # already knocked out
+
+
+def test_head_effects_report_each_layer_and_stop_when_cancelled(pair, ids):
+    _, model = pair
+    seen = []
+    effects = head_effects(
+        model.start(ids).view(),
+        19,
+        8,
+        None,
+        AblationMode.ZERO,
+        on_row=lambda layer, row: seen.append((layer, row)),
+        cancelled=lambda: len(seen) == 1,
+    )
+    assert [layer for layer, _ in seen] == [N_LAYER - 1]
+    assert effects[N_LAYER - 1] == seen[0][1] and len(seen[0][1]) == N_HEAD
+    assert effects[: N_LAYER - 1] == [[]] * (N_LAYER - 1)
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_everything_knocked_out_still_gives_finite_numbers(pair, ids, mode):
+    _, model = pair
+    every = knocked(mode, {(i, h) for i in range(N_LAYER) for h in range(N_HEAD)}, range(N_LAYER))
+    view = ablated(model.start(ids).view(), every)
+    a = attribution(view, 19, 3, 4)
+    assert all(math.isfinite(c.value) for c in a.components)
+    assert a.total == pytest.approx(a.model_value, rel=TOL, abs=TOL)
+    assert all(math.isfinite(s) for s in saliency(view, 19, 3))
+    effects = head_effects(view, 19, 3, 4, AblationMode(mode))
+    assert all(math.isfinite(e) for row in effects for e in row)
+
+
+def test_mean_mode_gives_the_same_numbers_prefilled_or_generated(pair, ids):
+    _, model = pair
+    ablation = knocked("mean", {(0, 1), (2, 3)})
+    prefilled = model.start(ids, ablation)
+    stepped = model.start(ids[:1], ablation)
+    for token in ids[1:]:
+        stepped.step(token)
+    close(stepped.logits, prefilled.logits)
+    close(stepped.view().get("z", 2), prefilled.view().get("z", 2))
+
+
+def test_knocking_out_the_demo_models_previous_token_head_breaks_induction():
+    """L0H2 of the demo model attends to the previous token; an induction head needs it to
+    find what followed the current token last time. Without it the second copy of a
+    sentence is predicted much worse, while the first copy, with nothing to copy from,
+    barely changes."""
+    model = load_model(DEMO_DIR)
+    sentence = gpt2_tokenizer().encode(" The old man sold a small blue teapot to my sister.", False)
+    tokens = sentence + sentence
+    n = len(sentence)
+
+    def losses(view):
+        log_p = []
+        for p in range(len(tokens) - 1):
+            x = view.get("resid_post", model.config.n_layer - 1, p)
+            logits = (
+                torch.nn.functional.layer_norm(
+                    x, x.shape, model.params.ln_f.weight, model.params.ln_f.bias
+                )
+                @ model.params.wte.T
+            )
+            log_p.append(-torch.log_softmax(logits, -1)[tokens[p + 1]])
+        log_p = torch.stack(log_p)
+        return float(log_p[: n - 1].mean()), float(log_p[n:].mean())
+
+    intact = model.start(tokens).view()
+    first, second = losses(intact)
+    first_off, second_off = losses(ablated(intact, knocked("zero", {(0, 2)})))
+    assert second < first - 2.0  # the intact model copies (8.1 nats, 5.0 on the second copy)
+    assert second_off > second + 1.5  # 7.9 without L0H2
+    assert abs(first_off - first) < second_off - second

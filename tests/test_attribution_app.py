@@ -8,10 +8,12 @@ import threading
 import pytest
 import torch
 
-from gpt2scope.engine import Ablation, AblationMode, Prefilled, Run, Runner
+from gpt2scope.engine import Ablation, AblationMode, Run, load_model
 from gpt2scope.engine.attribution import attribution, default_target
 from gpt2scope.tui.screens import DeeperScreen
+from gpt2scope.tui.session import ModelInfo
 from gpt2scope.tui.views.probabilities import before_after
+from tests.conftest import write_checkpoint
 from tests.driver import make_app, settle, shown, wait_for
 
 PROMPT = "Hello world, this is a test."
@@ -20,22 +22,6 @@ PROMPT = "Hello world, this is a test."
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def knock_outs(monkeypatch):
-    """A stand-in for the engine's Runner.set_ablation until it lands (why-engine): the run
-    so far through the knocked-out model. Delete it then."""
-
-    def set_ablation(self, ablation):
-        def apply(_, command):
-            if self._run is not None:
-                self._run = Run.rerun(self._run.view(), ablation)
-                self._emit(Prefilled(command, self._run.view()))
-
-        return self._ask(apply, ablation)
-
-    monkeypatch.setattr(Runner, "set_ablation", set_ablation, raising=False)
 
 
 def status(app) -> str:
@@ -95,7 +81,7 @@ async def test_the_screen_follows_a_history_look_back(tiny_model):
 
 
 @pytest.mark.anyio
-async def test_o_knocks_out_the_head_everywhere_and_big_o_restores(tiny_model, knock_outs):
+async def test_o_knocks_out_the_head_everywhere_and_big_o_restores(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, layer=1, head=2, temperature=0.0)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
@@ -129,6 +115,51 @@ async def test_o_knocks_out_the_head_everywhere_and_big_o_restores(tiny_model, k
 
 
 @pytest.mark.anyio
+async def test_knock_outs_survive_a_new_prompt_generation_and_a_smaller_model(tiny_model, tmp_path):
+    app = make_app(tiny_model, prompt=PROMPT, layer=1, head=3, length=2)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("o", "left_square_bracket", "o")
+        await settle(pilot)
+        both = frozenset({(0, 3), (1, 3)})
+        app.run_prompt("Another prompt")
+        await settle(pilot)
+        await pilot.press("g")
+        await settle(pilot)
+        assert app.scope.view.ablation.heads == both
+        assert app.scope.steps == 2
+        write_checkpoint(tmp_path, n_layer=1, n_head=4, n_positions=128)
+        said = []
+        app.notify = lambda message, **kwargs: said.append(message)
+        smaller = load_model(tmp_path)
+        app.switch_model(smaller, ModelInfo.of(smaller, "one layer", "path", "one layer"))
+        await settle(pilot)
+        assert app.session.ablation.heads == {(0, 3)}
+        assert app.scope.view.ablation.heads == {(0, 3)}
+        assert any("no L1H3" in message for message in said)
+
+
+@pytest.mark.anyio
+async def test_e_fills_in_each_heads_total_effect(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("E")
+        await wait_for(pilot, lambda: app.scope.effects is not None and app.scope.effects.done)
+        await settle(pilot)
+        e, view = app.scope.effects, app.scope.view
+        assert e.position == view.n_tokens - 1
+        base = float(view.logits[e.target])
+        for layer, head in [(0, 1), (1, 3)]:
+            alone = Run.rerun(view, Ablation(heads=frozenset({(layer, head)})))
+            effect = float(alone.logits[e.target]) - base
+            assert e.rows[layer][head] == pytest.approx(effect, rel=1e-3, abs=1e-5)
+        assert "total effects (zero)" in shown(app.screen.query_one("#attribution"))
+
+
+@pytest.mark.anyio
 async def test_esc_cancels_the_head_effects_and_then_goes_back(tiny_model, monkeypatch):
     started = threading.Event()
 
@@ -141,7 +172,7 @@ async def test_esc_cancels_the_head_effects_and_then_goes_back(tiny_model, monke
             threading.Event().wait(0.01)
         return []
 
-    monkeypatch.setattr("gpt2scope.engine.attribution.head_effects", held, raising=False)
+    monkeypatch.setattr("gpt2scope.tui.app.head_effects", held)
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Every test here reads one benchmark run, which takes most of a minute on 2 cores.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

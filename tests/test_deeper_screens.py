@@ -46,6 +46,7 @@ async def generated(pilot) -> list[int]:
     return list(pilot.app.scope.view.tokens)
 
 
+@pytest.mark.slow
 async def test_a_steps_through_the_stages_to_the_engines_head_output(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, layer=1, head=2)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -70,6 +71,7 @@ async def test_a_steps_through_the_stages_to_the_engines_head_output(tiny_model)
         assert not showing(app.screen, "stages")
 
 
+@pytest.mark.slow
 async def test_m_picks_a_head_that_the_panes_then_show(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -106,6 +108,7 @@ async def test_l_reads_the_lens_whose_last_row_is_the_output(tiny_model):
         assert lens.position == app.scope.n_tokens - 2 and lens.target_is_next
 
 
+@pytest.mark.slow
 async def test_b_shows_the_selected_layer_and_token(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, layer=1)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -132,9 +135,9 @@ async def test_the_model_map_waits_for_the_generation_to_stop(tiny_model, sample
         before = app.screen.page.source
         await pilot.press("g")
         await wait_for(pilot, sampler.reached.is_set)
-        await pilot.pause(0.1)
+        await wait_for(pilot, lambda: app.screen.page.scope.steps == 1)  # the tick shows it
         page = app.screen.page
-        assert page.scope.steps == 1 and page.source is before and page.note == DEFERRED
+        assert page.source is before and page.note == DEFERRED
         assert not app.screen.computing
         sampler.release()
         await settle(pilot)
@@ -142,6 +145,7 @@ async def test_the_model_map_waits_for_the_generation_to_stop(tiny_model, sample
         assert page.note == "" and page.source.n_tokens == before.n_tokens + LENGTH
 
 
+@pytest.mark.slow
 async def test_one_deeper_screen_opens_another_in_its_place(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -175,6 +179,7 @@ async def test_z_does_nothing_on_a_deeper_screen_and_is_not_offered(tiny_model):
         assert "z" not in app.screen.active_bindings
 
 
+@pytest.mark.slow
 async def test_resizing_on_a_deeper_screen(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -189,6 +194,7 @@ async def test_resizing_on_a_deeper_screen(tiny_model):
         assert app.query_one("#attention").region.width > 30
 
 
+@pytest.mark.slow
 async def test_history_keys_show_a_past_step_in_every_view(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -223,6 +229,7 @@ async def test_left_moves_the_query_at_once_in_a_step_looked_back_at(tiny_model)
         assert app.scope.query == shown_query - 1
 
 
+@pytest.mark.slow
 async def test_history_keys_at_an_end_say_why_nothing_moved(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, length=2)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
@@ -238,6 +245,7 @@ async def test_history_keys_at_an_end_say_why_nothing_moved(tiny_model):
         assert app.scope.steps == 0 and "this is the prompt" in await notices(pilot)
 
 
+@pytest.mark.slow
 async def test_h_moves_through_steps_and_the_panes_keep_the_step(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -269,6 +277,7 @@ async def test_history_shows_the_steps_record_after_the_parameters_change(tiny_m
         assert f"step {LENGTH} chose" in shown(app.screen.query_one("#history"))
 
 
+@pytest.mark.slow
 async def test_looking_back_stays_put_while_the_run_grows(tiny_model, sampler):
     """A look back taken during a generation is kept as the new tokens arrive."""
     sampler.hold(LENGTH + 1)  # the second generation's first token
@@ -293,6 +302,7 @@ async def test_generating_while_looking_back_shows_the_new_tokens(tiny_model, ke
         assert not app.scope.looking_back and app.scope.steps == LENGTH + grown
 
 
+@pytest.mark.slow
 async def test_enter_branches_from_a_past_step_with_another_candidate(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, length=LENGTH)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -314,6 +324,7 @@ async def test_enter_branches_from_a_past_step_with_another_candidate(tiny_model
         assert app.scope.history[1].token_id == candidates[pick]
 
 
+@pytest.mark.slow
 async def test_e_exports_the_screen_and_the_run(tiny_model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     app = make_app(tiny_model, prompt=PROMPT, length=3)

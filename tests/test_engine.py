@@ -194,6 +194,13 @@ def test_get_names_what_it_cannot_read(pair, name, layer, message):
         model.start([1, 2]).view().get(name, layer)
 
 
+@pytest.mark.parametrize("position", [-1, 2])
+def test_get_refuses_a_position_outside_the_run(pair, position):
+    _, model = pair
+    with pytest.raises(ValueError, match=r"position .* is not in 0\.\.1"):
+        model.start([1, 2]).view().get("z", 0, position)
+
+
 def test_logit_lens_last_layer_is_the_real_output(pair, ids):
     _, model = pair
     run = model.start(ids.tolist())

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2scope.engine import SamplingParams, gpt2_tokenizer, load_model
+from gpt2scope.engine import (
+    Ablation,
+    AblationMode,
+    SamplingParams,
+    attribution,
+    gpt2_tokenizer,
+    load_model,
+    saliency,
+)
 from gpt2scope.engine.sampling import distributions
 from gpt2scope.tui.cli import main
 from gpt2scope.tui.views import PANES
@@ -166,3 +174,81 @@ def test_bos_puts_end_of_text_first(capsys, tiny_checkpoint):
     ids = [t["id"] for t in data["tokens"]]
     assert code == 0 and ids == [tok.eot_id, *tok.encode(PROMPT)]
     assert data["bos"] is True  # the export says how the tokens began, to run it again
+
+
+# --- why this token: attribution, saliency, knock-outs (issue 24) -------------------------
+
+
+def why_json(capsys, checkpoint, *args):
+    base = ["--weights", str(checkpoint), "--prompt", PROMPT, "--format", "json"]
+    code, out, err = inspect(capsys, *base, "--length", "3", "--temperature", "0", *args)
+    assert (code, err) == (0, "")
+    return json.loads(out)
+
+
+def test_json_attribution_and_saliency_are_the_engines(capsys, tiny_checkpoint, model):
+    data = why_json(capsys, tiny_checkpoint, "--query", "3", "--contrast", "#11")
+    ids = [t["id"] for t in data["tokens"]]
+    view = model.start(ids).view()
+    a = data["attribution"]
+    assert a["position"] == 3 and a["target"]["id"] == ids[4]
+    assert a["contrast"] == {"id": 11, "text": ","}
+    expected = attribution(view, 3, ids[4], 11)
+    assert a["total"] == pytest.approx(expected.model_value, rel=1e-4)
+    assert [c["name"] for c in a["components"]] == [c.name for c in expected.components]
+    assert a["components"][1] == {
+        "name": "L0H0",
+        "layer": 0,
+        "head": 0,
+        "value": a["components"][1]["value"],
+    }
+    s = data["saliency"]
+    assert s["method"] == "gradient_x_input" and s["target"] == a["target"]
+    assert s["scores"] == pytest.approx(saliency(view, 3, ids[4]), rel=1e-4, abs=1e-6)
+    assert "ablation" not in data and "head_effects" not in data
+
+
+def test_json_with_ablate_is_the_knocked_out_models(capsys, tiny_checkpoint, model):
+    data = why_json(
+        capsys,
+        tiny_checkpoint,
+        "--ablate",
+        "L1H2",
+        "--ablate",
+        "L0mlp",
+        "--ablation",
+        "mean",
+        "--target",
+        " fox",
+        "--head-effects",
+    )
+    assert data["ablation"] == {"mode": "mean", "heads": [[1, 2]], "mlps": [0]}
+    ids = [t["id"] for t in data["tokens"]]
+    off = Ablation(AblationMode.MEAN, frozenset({(1, 2)}), frozenset({0}))
+    # Generated at temperature 0 by the knocked-out model: its own argmax each time.
+    for n in range(len(ids) - 3, len(ids)):
+        assert ids[n] == int(model.start(ids[:n], off).logits.argmax())
+    view = model.start(ids, off).view()
+    fox = gpt2_tokenizer().encode(" fox")[0]
+    assert data["attribution"]["target"]["id"] == fox
+    effects = data["head_effects"]
+    assert effects["mode"] == "mean" and effects["contrast"] is None
+    logits = view.logits
+    assert effects["base"] == pytest.approx(float(logits[fox]), rel=1e-4)
+    assert len(effects["effects"]) == 2 and len(effects["effects"][0]) == 4
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target", " Paris is"], "--target ' Paris is': is 2 GPT-2 tokens, not one"),
+        (["--contrast", "#99999"], "--contrast #99999: the vocabulary has ids 0..50256"),
+        (["--ablate", "L99H0"], "--ablate 'L99H0': knock out a head as L<layer>H<head>"),
+        (["--ablate", "L0H4"], "layer 0..1, head 0..3"),
+        (["--ablate", "L3X"], "or an MLP as L<layer>mlp"),
+    ],
+)
+def test_bad_why_flags_are_one_line_and_exit_1(capsys, tiny_checkpoint, args, message):
+    code, out, err = inspect(capsys, "--weights", str(tiny_checkpoint), "--prompt", PROMPT, *args)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and message in err

@@ -75,6 +75,7 @@ async def test_a_fault_mid_generation_leaves_the_app_usable(tiny_model, sampler)
         assert (app.scope.steps, app.scope.finish) == (8, "length")
 
 
+@pytest.mark.slow
 async def test_a_fault_mid_prefill_keeps_the_last_run(tiny_model, monkeypatch):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
@@ -103,6 +104,7 @@ async def test_quitting_mid_prefill_exits_within_a_second(tiny_model, monkeypatc
     assert not app.runner.alive and non_daemon_threads() <= threads
 
 
+@pytest.mark.slow
 async def test_ctrl_q_over_the_help_screen_mid_generation_exits_within_a_second(
     tiny_model, sampler
 ):
@@ -120,6 +122,7 @@ async def test_ctrl_q_over_the_help_screen_mid_generation_exits_within_a_second(
     assert not app.runner.alive and non_daemon_threads() <= threads
 
 
+@pytest.mark.slow
 async def test_the_weights_file_changing_or_vanishing_under_the_app(tiny_checkpoint, tmp_path):
     directory = tmp_path / "model"
     shutil.copytree(tiny_checkpoint, directory)
@@ -157,6 +160,7 @@ MEMORY_FAULTS = {
 
 @pytest.mark.parametrize("command", [[], ["inspect"]], ids=["app", "inspect"])
 @pytest.mark.parametrize("fault", MEMORY_FAULTS)
+@pytest.mark.slow
 def test_out_of_memory_while_loading_is_said_in_one_line(tiny_checkpoint, command, fault):
     code, message = MEMORY_FAULTS[fault]
     result = run_cli(*command, "--weights", str(tiny_checkpoint), code=code, timeout=60)
@@ -182,11 +186,13 @@ async def test_a_model_that_overflows_is_a_notice_not_a_crash(overflowing_checkp
         assert app.is_running
 
 
+@pytest.mark.slow
 def test_inspect_says_in_one_line_that_a_model_overflows(overflowing_checkpoint):
     result = run_cli("inspect", "--weights", str(overflowing_checkpoint), "--prompt", "Hi")
     assert "not finite" in one_line_error(result)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_inspect_is_one_line_and_exit_130(tiny_checkpoint, tmp_path):
     started = tmp_path / "started"
     # A shell without job control starts background commands with SIGINT ignored, and the
@@ -209,3 +215,16 @@ def test_ctrl_c_during_inspect_is_one_line_and_exit_130(tiny_checkpoint, tmp_pat
     result = subprocess.CompletedProcess(process.args, process.returncode, out, err)
     assert process.returncode == 130
     assert "interrupted" in one_line_error(result)
+
+
+@pytest.mark.slow
+def test_a_reader_that_stops_early_gets_no_traceback(tiny_checkpoint):
+    """`gpt2scope inspect | head`: the pipe closes while inspect still writes (40 tokens of
+    JSON are some 180 kB, more than a pipe holds)."""
+    args = ("--weights", str(tiny_checkpoint), "--length", "40", "--format", "json")
+    process = gpt2scope_process("inspect", *args)
+    process.stdout.read(10)
+    process.stdout.close()  # as head does once it has its lines
+    err = process.stderr.read().decode("utf-8", "replace")
+    assert process.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

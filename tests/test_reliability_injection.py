@@ -75,6 +75,7 @@ def unsafe_in_views(app, width: int, height: int) -> dict[str, list[str]]:
     return found
 
 
+@pytest.mark.slow
 async def test_a_nasty_prompt_reaches_the_screen_only_as_glyphs(tiny_model):
     app = make_app(tiny_model, prompt=NASTY_PROMPT, length=3)
     async with app.run_test(size=(160, 48)) as pilot:
@@ -87,6 +88,7 @@ async def test_a_nasty_prompt_reaches_the_screen_only_as_glyphs(tiny_model):
             assert shown in text
 
 
+@pytest.mark.slow
 async def test_generated_control_tokens_reach_the_screen_only_as_glyphs(tiny_model, sampler):
     script = generated_script()
     app = make_app(tiny_model, sampler=sampler.script(script), prompt="Say:", length=len(script))
@@ -113,6 +115,7 @@ async def wait_computed(pilot) -> None:
     raise TimeoutError(pilot.app.screen.deeper.id)
 
 
+@pytest.mark.slow
 async def test_generated_control_tokens_in_the_deeper_screens(tiny_model, sampler):
     script = generated_script()
     app = make_app(tiny_model, sampler=sampler.script(script), prompt="Say:", length=len(script))
@@ -178,6 +181,7 @@ async def test_export_after_the_working_directory_was_removed_is_a_notice(
         assert app.is_running and app.return_code is None
 
 
+@pytest.mark.slow
 def test_inspect_text_shows_generated_control_tokens_visibly(
     capsys, tiny_checkpoint, monkeypatch, sampler
 ):
@@ -192,6 +196,7 @@ def test_inspect_text_shows_generated_control_tokens_visibly(
     assert "␛]0;pwned␇" in out and "\\u200e" in out and "\\x85" in out
 
 
+@pytest.mark.slow
 def test_inspect_writes_no_raw_control_byte_for_a_nasty_prompt(tiny_checkpoint):
     prompt = NASTY_PROMPT.replace("\x00", "")  # the one character argv cannot carry
     args = ["inspect", "--weights", str(tiny_checkpoint), "--prompt", prompt]
@@ -204,6 +209,7 @@ def test_inspect_writes_no_raw_control_byte_for_a_nasty_prompt(tiny_checkpoint):
 
 
 @pytest.mark.parametrize("command", [[], ["inspect"]], ids=["app", "inspect"])
+@pytest.mark.slow
 def test_a_nasty_weights_path_is_echoed_visibly_on_one_line(tmp_path, command):
     path = tmp_path / "evil\x1b]0;pwned\x07\nnext line\u202e"
     path.mkdir()
@@ -212,6 +218,7 @@ def test_a_nasty_weights_path_is_echoed_visibly_on_one_line(tmp_path, command):
     assert "evil␛]0;pwned␇↵next line\\u202e" in err
 
 
+@pytest.mark.slow
 def test_a_nasty_tensor_name_in_a_weights_file_is_echoed_visibly(tmp_path):
     weights = tmp_path / "model.safetensors"
     save_file({"\x1b[2J\x1b]0;pwned\x07": torch.zeros(2)}, str(weights))

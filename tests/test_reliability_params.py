@@ -36,6 +36,7 @@ async def generate(pilot) -> None:
     await settle(pilot)
 
 
+@pytest.mark.slow
 async def test_temperature_keys_stop_at_zero_and_the_maximum(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, length=3)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -50,6 +51,7 @@ async def test_temperature_keys_stop_at_zero_and_the_maximum(tiny_model):
         assert app.scope.steps == 6 and app.scope.sampled[-1].rank == 0
 
 
+@pytest.mark.slow
 async def test_top_k_keys_reach_one_and_off(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, length=3, temperature=1.0)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -64,6 +66,7 @@ async def test_top_k_keys_reach_one_and_off(tiny_model):
         assert app.scope.steps == 6 and app.scope.prediction.n_kept == 50257
 
 
+@pytest.mark.slow
 async def test_top_k_past_the_vocabulary_is_clamped_to_it(small_vocab_model):
     app = make_app(small_vocab_model, prompt="a!b", length=3)  # ids below 300
     async with app.run_test(size=(80, 24)) as pilot:
@@ -76,6 +79,7 @@ async def test_top_k_past_the_vocabulary_is_clamped_to_it(small_vocab_model):
         assert app.runner.params.top_k == 200
 
 
+@pytest.mark.slow
 async def test_top_p_keys_stop_at_their_limits(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, length=2, top_k=0, temperature=1.0)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -89,6 +93,7 @@ async def test_top_p_keys_stop_at_their_limits(tiny_model):
         assert app.scope.steps == 4
 
 
+@pytest.mark.slow
 async def test_length_keys_stop_at_one_and_the_context(tiny_model):
     n_ctx = tiny_model.config.n_ctx
     app = make_app(tiny_model, prompt=PROMPT)
@@ -156,6 +161,7 @@ def test_a_flag_that_is_not_a_number_is_refused_by_argparse(capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_the_app_refuses_a_seed_past_the_generator_in_a_fresh_process(tiny_checkpoint):
     """The seed reaches torch only once the app is running: refused before it starts."""
     result = run_cli("--weights", str(tiny_checkpoint), "--seed", str(2**64), timeout=60)

@@ -53,6 +53,7 @@ def prompt_ids(text: str, n: int = 32) -> list[int]:
     scale=st.sampled_from([1e-3, 1.0, 1e3]),  # flat, as the model gives, very peaked
     seed=st.integers(0, 2**32),
 )
+@pytest.mark.slow
 def test_every_sampling_record_is_a_finite_distribution(
     tiny_model, text, temperature, top_k, top_p, scale, seed
 ):
@@ -79,6 +80,7 @@ def test_every_sampling_record_is_a_finite_distribution(
     layer=st.integers(0, 1),
     head=st.integers(0, 3),
 )
+@pytest.mark.slow
 def test_attention_rows_sum_to_one_with_the_mask_exact(tiny_model, ids, layer, head):
     view = tiny_model.start(ids).view()
     pattern = view.get("pattern", layer)[head]
@@ -108,6 +110,7 @@ def awkward_session(tiny_model):
     layer=st.integers(0, 1),
     head=st.integers(0, 3),
 )
+@pytest.mark.slow
 def test_every_view_draws_at_any_size_within_its_width(
     awkward_session, width, height, query, layer, head
 ):

@@ -42,6 +42,7 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * 4096
 
 
+@pytest.mark.slow
 async def test_thirty_random_resizes_during_a_generation(tiny_model, sampler):
     sizes = random.Random(7)
     app = make_app(tiny_model, sampler=throttled(sampler, 60), prompt=PROMPT, length=60)
@@ -61,6 +62,7 @@ async def test_thirty_random_resizes_during_a_generation(tiny_model, sampler):
         assert {cell_len(line) for line in screen_lines(app)} == {100}
 
 
+@pytest.mark.slow
 async def test_a_held_down_key_while_generating(tiny_model, monkeypatch, sampler):
     """200 layer changes at 100 a second, posted as a terminal would, without waiting."""
     calls = 0
@@ -108,6 +110,7 @@ def python_blocks() -> int:
     return sys.getallocatedblocks()
 
 
+@pytest.mark.slow
 async def test_generating_to_the_context_limit_with_every_view_live_keeps_memory_bounded(
     tiny_model,
 ):
@@ -137,6 +140,7 @@ def footer_keys_alive() -> int:
     return sum(type(o) is FooterKey for o in gc.get_objects())
 
 
+@pytest.mark.slow
 async def test_moving_the_focus_lets_the_old_footer_keys_go(tiny_model):
     """Each focus change rebuilds the footer's keys (textual#6666 kept the old ones)."""
     app = make_app(tiny_model, prompt=PROMPT)
@@ -157,6 +161,7 @@ MONKEY_KEYS = sorted(
 )
 
 
+@pytest.mark.slow
 async def test_a_monkey_on_the_keyboard(tiny_model, tmp_path, monkeypatch):
     """Random keys, with a few resizes, over every screen: the app keeps running and
     still generates afterwards."""

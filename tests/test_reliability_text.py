@@ -99,6 +99,7 @@ async def test_the_kept_end_of_a_too_long_prompt_still_starts_with_end_of_text_i
         assert app.session.prompt == gpt2_tokenizer().decode(ids[1 - n_ctx :])
 
 
+@pytest.mark.slow
 async def test_declining_the_offer_keeps_the_last_run(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -176,6 +177,7 @@ def test_wide_and_combining_labels_keep_every_table_aligned(tiny_model, width):
         assert same_width(steps_table(scope, 10, width)[1:])
 
 
+@pytest.mark.slow
 async def test_wide_labels_fill_each_terminal_line_exactly(tiny_model):
     app = make_app(tiny_model, prompt=WIDE_TEXT, length=4)
     async with app.run_test(size=(160, 48)) as pilot:
@@ -201,6 +203,7 @@ async def test_a_typed_end_of_text_is_plain_text(tiny_model):
         assert (app.scope.steps, app.scope.finish) == (6, "length")
 
 
+@pytest.mark.slow
 async def test_end_of_text_from_the_model_stops_says_why_and_can_continue(tiny_checkpoint):
     model = load_model(tiny_checkpoint)
     eot = gpt2_tokenizer().eot_id
@@ -220,6 +223,7 @@ async def test_end_of_text_from_the_model_stops_says_why_and_can_continue(tiny_c
         assert (app.scope.steps, app.scope.finish) == (2, "end-of-text")
 
 
+@pytest.mark.slow
 def test_inspect_on_a_terminal_that_cannot_encode_its_glyphs(tiny_checkpoint):
     args = ["inspect", "--weights", str(tiny_checkpoint), "--prompt", "Hi 漢字", "--length", "1"]
     result = run_cli(*args, PYTHONIOENCODING="ascii")

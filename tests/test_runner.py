@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from gpt2scope.engine import (
+    Ablation,
+    AblationMode,
     Done,
+    EngineError,
     Failed,
     Finished,
     FinishReason,
@@ -23,6 +26,7 @@ from gpt2scope.engine import (
     gpt2_tokenizer,
     load_model,
 )
+from gpt2scope.engine.run import Run
 
 
 class Recorder:
@@ -257,3 +261,68 @@ def test_branching_where_nothing_was_generated_fails_cleanly(runner, recorder):
     runner.start_prompt("Hello world")
     runner.branch(1, 42)
     assert "no generated token 1" in recorder.wait(Failed).message
+
+
+# --- knock-outs -------------------------------------------------------------------------
+
+
+def test_set_ablation_reruns_the_run_and_later_commands_use_it(runner, recorder, tiny_model):
+    off = Ablation(AblationMode.ZERO, frozenset({(1, 2)}), frozenset({0}))
+    runner.start_prompt("Hello world")
+    runner.generate(2)
+    recorder.wait(Done, 2)
+    tokens = list(recorder.of(Stepped)[-1].view.tokens)
+    command = runner.set_ablation(off)
+    done = recorder.wait(Done, 3)
+    assert done.command == command and runner.ablation == off
+    view = recorder.of(Prefilled)[-1].view
+    assert view.ablation == off and list(view.tokens) == tokens
+    fresh = tiny_model.start(tokens, off)
+    torch.testing.assert_close(view.logits, fresh.logits, atol=1e-4, rtol=0)
+    assert not torch.allclose(view.logits, tiny_model.start(tokens).logits, atol=1e-3)
+
+    runner.generate(1)
+    recorder.wait(Done, 4)
+    stepped = recorder.of(Stepped)[-1].view
+    assert stepped.ablation == off
+    torch.testing.assert_close(
+        stepped.logits, tiny_model.start(list(stepped.tokens), off).logits, atol=1e-4, rtol=0
+    )
+    runner.start_prompt("Another prompt")
+    recorder.wait(Done, 5)
+    assert recorder.of(Prefilled)[-1].view.ablation == off
+
+    runner.set_ablation(Ablation())
+    recorder.wait(Done, 6)
+    restored = recorder.of(Prefilled)[-1].view
+    assert restored.ablation.empty
+    torch.testing.assert_close(
+        restored.logits, tiny_model.start(list(restored.tokens)).logits, atol=1e-5, rtol=0
+    )
+
+
+def test_a_failed_knock_out_keeps_the_last_good_run(runner, recorder, monkeypatch):
+    runner.start_prompt("Hello world")
+    recorder.wait(Done)
+    before = recorder.of(Prefilled)[-1].view
+
+    def overflow(view, ablation):
+        raise EngineError("the model's numbers overflowed")
+
+    monkeypatch.setattr(Run, "rerun", overflow)
+    command = runner.set_ablation(Ablation(heads=frozenset({(0, 1)})))
+    recorder.wait(Done, 2)
+    assert recorder.of(Failed)[-1].command == command
+    assert runner.ablation.empty and len(recorder.of(Prefilled)) == 1
+    runner.generate(1)
+    recorder.wait(Done, 3)
+    after = recorder.of(Stepped)[-1].view
+    assert after.ablation.empty and after.tokens[:-1] == before.tokens
+
+
+def test_knocking_out_a_head_the_model_lacks_is_one_failed_line(runner, recorder):
+    runner.set_ablation(Ablation(heads=frozenset({(0, 9), (5, 0)}), mlps=frozenset({7})))
+    recorder.wait(Done)
+    message = recorder.of(Failed)[-1].message
+    assert message == "cannot knock out L0H9 L5H0 L7mlp: the model has 2 layers of 4 heads"
+    assert runner.ablation.empty

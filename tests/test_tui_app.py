@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
 from huggingface_hub import constants
+from textual import events
+from textual.widgets._footer import FooterKey
 
+import gpt2scope.engine.runner
 import gpt2scope.tui.app
 import gpt2scope.tui.download_screen
 from gpt2scope.engine import gpt2_tokenizer, load_model
@@ -93,6 +96,7 @@ async def test_layer_and_head_keys_move_and_stop_at_the_ends(tiny_model):
         assert app.scope.settings.head == 2
 
 
+@pytest.mark.slow
 async def test_query_keys_move_the_selected_token(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -146,6 +150,7 @@ async def test_newline_escape_in_the_editor_is_a_newline(tiny_model):
         assert tokens(app) == gpt2_tokenizer().encode("a\nb")
 
 
+@pytest.mark.slow
 async def test_g_generates_length_tokens_and_s_one(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT, length=4)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -214,21 +219,69 @@ async def test_keys_work_while_generating(tiny_model, sampler):
         assert app.scope.prediction.params.temperature == 1.0
 
 
-async def test_a_publish_due_within_a_microsecond_still_reaches_the_screen(tiny_model, monkeypatch):
-    """Textual drops a one-shot timer of a delay that small, unfired: the screen would show
-    a stale run until the next event."""
+async def test_events_reach_the_screen_at_the_next_tick_not_one_by_one(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        now = time.monotonic()
-        monkeypatch.setattr(gpt2scope.tui.app, "time", SimpleNamespace(monotonic=lambda: now))
-        app._last_publish = now - gpt2scope.tui.app.PUBLISH_INTERVAL + 1e-8
         app.session.update(seed=7)
-        app.schedule_publish()
-        await pilot.pause(0.2)
-        assert app.scope.settings.seed == 7
+        app.unpublished = True  # as each runner event leaves it
+        assert app.scope.settings.seed != 7
+        await wait_for(pilot, lambda: app.scope.settings.seed == 7)
+        assert not app.unpublished
 
 
+async def test_focusing_back_and_forth_does_not_keep_the_footers_old_keys(tiny_model):
+    """Each focus change recomposes the footer with new keys; those it removed must go."""
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for _ in range(30):
+            app.action_edit_prompt()
+            await pilot.pause()
+            app.focus_panes()
+            await pilot.pause()
+        gc.collect()
+        alive = sum(type(o) is FooterKey for o in gc.get_objects())
+        assert alive == len(app.query(FooterKey))
+
+
+def wheel(pane: Pane, kind: type[events.MouseScrollDown | events.MouseScrollUp]) -> None:
+    pane.post_message(kind(pane, 1, 1, 0, 0, 0, False, False, False))
+
+
+async def test_the_mouse_wheel_scrolls_a_pane_with_hidden_lines_and_back(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        pane = app.query_one("#query", Pane)
+        top = shown(pane)
+        assert "more lines above" not in top and "more lines" in top
+        for _ in range(3):
+            wheel(pane, events.MouseScrollDown)
+        await pilot.pause()
+        assert pane.scroll_offset.y > 0 and "more lines above" in shown(pane)
+        for _ in range(10):
+            wheel(pane, events.MouseScrollUp)
+        await pilot.pause()
+        assert pane.scroll_offset.y == 0 and shown(pane) == top
+
+
+async def test_a_pane_scrolled_by_hand_stays_until_the_query_moves(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        pane = app.query_one("#query", Pane)
+        pane.focus()
+        await pilot.press("end")
+        assert pane.scroll_offset.y == pane.max_scroll_y > 0
+        await pilot.press("T")  # a new temperature leaves the selection where it was
+        assert pane.scroll_offset.y == pane.max_scroll_y
+        await pilot.press("left")
+        await pilot.pause()
+        assert "more lines above" not in shown(pane)
+
+
+@pytest.mark.slow
 async def test_resizing_mid_generation(tiny_model, sampler):
     app = make_app(tiny_model, sampler=sampler.hold(1), prompt=PROMPT, length=10)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -257,6 +310,7 @@ async def test_a_terminal_below_80x24_is_told_once_how_to_see_a_pane_whole(tiny_
         assert "70x20" not in said and "79x30 is smaller" in said
 
 
+@pytest.mark.slow
 async def test_sampling_keys_change_the_runner_params(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -326,6 +380,7 @@ async def test_z_zooms_the_focused_pane_and_back(tiny_model):
         assert app.screen.maximized is None
 
 
+@pytest.mark.slow
 async def test_tab_cycles_focus_through_the_panes(tiny_model):
     app = make_app(tiny_model)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -345,6 +400,7 @@ async def test_tab_cycles_focus_through_the_panes(tiny_model):
         ]
 
 
+@pytest.mark.slow
 async def test_question_mark_shows_help_listing_every_key(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -410,6 +466,7 @@ async def test_a_failure_shows_a_notice_and_the_app_stays_usable(tiny_model, sam
         assert app.scope.steps == 6
 
 
+@pytest.mark.slow
 async def test_b_starts_the_tokens_with_end_of_text_and_back(tiny_model):
     tok = gpt2_tokenizer()
     app = make_app(tiny_model, prompt=PROMPT)
@@ -446,6 +503,7 @@ async def test_the_demo_model_says_how_to_get_gpt2(tiny_model):
         assert "demo model, not GPT-2 · D: download GPT-2 small" in status
 
 
+@pytest.mark.slow
 async def test_d_downloads_gpt2_small_and_switches_to_it(tiny_model, fake_hub):
     """The fake hub serves the tiny checkpoint as openai-community/gpt2: D on the bundled
     demo model downloads it, and the app runs the prompt on screen again on it."""
@@ -468,6 +526,7 @@ async def test_d_downloads_gpt2_small_and_switches_to_it(tiny_model, fake_hub):
         assert len(tokens(app)) > len(gpt2_tokenizer().encode(PROMPT))
 
 
+@pytest.mark.slow
 async def test_the_download_shows_its_progress_and_esc_cancels_it(tiny_model, monkeypatch):
     held = HeldDownload()
     monkeypatch.setattr(gpt2scope.tui.download_screen, "download", held)
@@ -534,6 +593,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 async def test_quitting_does_not_wait_for_a_download_stuck_in_the_hubs_retries():
     process = subprocess.Popen(
         [sys.executable, "-c", STUCK_DOWNLOAD_THEN_QUIT], stdout=subprocess.PIPE, cwd=ROOT
@@ -569,6 +629,7 @@ async def test_d_on_another_model_downloads_nothing(tiny_model):
         assert app.fetching is None
 
 
+@pytest.mark.slow
 async def test_control_characters_never_reach_the_screen(tiny_model):
     app = make_app(tiny_model, prompt="red \x1b[31m bell \x07 rlo \u202e end\n")
     async with app.run_test(size=(160, 48)) as pilot:
@@ -638,6 +699,7 @@ async def test_paging_through_a_pane_skips_no_line(tiny_model, start, key):
         assert {line.plain for line in pane.drawn().lines} <= seen
 
 
+@pytest.mark.slow
 async def test_a_pane_scrolls_to_its_last_line_and_back(tiny_model):
     app = make_app(tiny_model, prompt=COUNTING)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -27,6 +27,7 @@ from gpt2scope.tui.views.block import INDEX_WIDTH, strip_lines
 from gpt2scope.tui.views.continuation import render_continuation, wrap
 from gpt2scope.tui.views.embeddings import render_embeddings
 from gpt2scope.tui.views.lens import probability as lens_probability
+from gpt2scope.tui.views.page import wrapped_note
 from gpt2scope.tui.views.probabilities import render_probabilities
 from gpt2scope.tui.views.qkv import detailed, detailed_height
 from gpt2scope.tui.views.query import render_query
@@ -360,3 +361,8 @@ def test_the_mlp_strip_puts_each_neuron_under_its_rows_label(width, rows, hot):
     drawn = [(int(line.plain[:INDEX_WIDTH]), line.plain[INDEX_WIDTH + 1 :]) for line in lines]
     first, cells = next((first, cells) for first, cells in drawn if "█" in cells)
     assert first + cells.index("█") * per_cell <= hot < first + (cells.index("█") + 1) * per_cell
+
+
+def test_a_note_wraps_to_the_cells_wide_characters_take():
+    lines = wrapped_note("日本語 " * 4, 13)  # each word takes 6 cells, not 3
+    assert [str(line) for line in lines] == ["日本語 日本語", "日本語 日本語"]

@@ -443,6 +443,7 @@ def test_download_command_offline_prints_one_line_and_fails(hub_cache, monkeypat
     assert err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_download_command_without_a_network_says_what_it_fetches_then_one_line(tmp_path):
     """No network and HF_HUB_OFFLINE unset, the case of a user behind no connection: the hub
     retries (its sleeps skipped here, counted into a file) without printing its warnings."""
@@ -472,6 +473,7 @@ def test_download_command_without_a_network_says_what_it_fetches_then_one_line(t
     assert loadable_files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_download_command_in_a_fresh_process_never_shows_a_traceback(tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     command = "import sys; from gpt2scope.tui.cli import main; sys.exit(main(['download']))"

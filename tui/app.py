@@ -7,7 +7,6 @@ it commands, so no key waits on the model.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
@@ -16,9 +15,9 @@ import torch
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Grid, Horizontal
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Input, Label
 from textual.worker import Worker, WorkerState
 
@@ -28,27 +27,21 @@ from gpt2scope.engine import (
     Done,
     Failed,
     Model,
-    Run,
     Runner,
     RunView,
     Sampler,
     Tokenizer,
     sample,
 )
-from gpt2scope.engine import attribution as engine_attribution
 from gpt2scope.engine import gpt2_tokenizer as default_tokenizer
 from gpt2scope.engine.ablation import NO_ABLATION
+from gpt2scope.engine.attribution import ablated, head_effects
 from gpt2scope.engine.runner import Event
-from gpt2scope.tui.download_screen import (
-    DownloadScreen,
-    Fetched,
-    FetchFailed,
-    FetchProgress,
-    fetch_gpt2,
-)
+from gpt2scope.tui.download_screen import DownloadScreen, fetch_gpt2
 from gpt2scope.tui.help import HelpScreen
 from gpt2scope.tui.keep_tail import KeepTailScreen
 from gpt2scope.tui.keys import KEYS, bindings, next_on_ladder
+from gpt2scope.tui.messages import EngineEvent, Fetched, FetchFailed, FetchProgress, PromptLeft
 from gpt2scope.tui.screens import DeeperActions, DeeperScreen
 from gpt2scope.tui.session import (
     SAMPLE_PROMPT,
@@ -65,19 +58,7 @@ from gpt2scope.tui.views import attribution as contributions
 from gpt2scope.tui.widgets import AttentionPane, LeanFooter, Pane, PromptInput, StatusLine
 
 PUBLISH_INTERVAL = 0.1  # seconds: while generating, the panes follow at most 10 times a second
-# Textual (8.2) drops a one-shot timer whose delay is below about a microsecond, unfired.
-SHORTEST_TIMER = 0.001
 LAID_OUT_FOR = (80, 24)  # the smallest terminal the six panes are arranged for
-
-
-class EngineEvent(Message):
-    """A runner event, carried from the worker thread to the UI thread; `generation` tells
-    the events of a runner replaced by a model switch from those of the current one."""
-
-    def __init__(self, event: Event, generation: int) -> None:
-        super().__init__()
-        self.event = event
-        self.generation = generation
 
 
 class ScopeApp(DeeperActions, App[int]):
@@ -118,8 +99,8 @@ class ScopeApp(DeeperActions, App[int]):
         self._intact: Worker | None = None  # works out the intact model's logits
         # The head effects being computed (their job number) and what cancels them.
         self._effects: tuple[int, threading.Event] | None = None
-        self._publish_scheduled = False
-        self._last_publish = 0.0
+        self.unpublished = False  # events have changed the session since the last publish
+        self.publish_tick: Timer | None = None
         self.too_small = False
 
     def compose(self) -> ComposeResult:
@@ -139,6 +120,10 @@ class ScopeApp(DeeperActions, App[int]):
         yield LeanFooter()
 
     def on_mount(self) -> None:
+        # Events only mark the session changed; this tick shows them, once for all the events
+        # of an interval: a fast model steps faster than the screen needs to follow, and
+        # repainting every pane per token would leave key presses waiting behind the renders.
+        self.publish_tick = self.set_interval(PUBLISH_INTERVAL, self.publish_events)
         self.start_runner()
         self.publish()
         if self.first_prompt.strip():
@@ -190,6 +175,10 @@ class ScopeApp(DeeperActions, App[int]):
         event = message.event
         if isinstance(event, Done):
             self.outstanding.discard(event.command)
+            if not self.outstanding and self.runner.ablation != self.session.ablation:
+                # a knock-out the runner refused (said in its Failed): not on after all
+                self.session.set_ablation(self.runner.ablation)
+                self.publish()
             return  # nothing on screen changes: the events before it said what happened
         self.session.apply(event)
         if isinstance(event, Failed):
@@ -199,29 +188,21 @@ class ScopeApp(DeeperActions, App[int]):
                 severity="error",
                 markup=False,
             )
-        self.schedule_publish()
+        self.unpublished = True
 
-    def schedule_publish(self) -> None:
-        """Publish once for all the events that arrive within PUBLISH_INTERVAL: a fast model
-        steps faster than the screen needs to follow, and repainting every pane per token
-        would leave key presses waiting behind the renders."""
-        if not self._publish_scheduled:
-            self._publish_scheduled = True
-            self.publish_when_due()
-
-    def publish_when_due(self) -> None:
-        """Publish once PUBLISH_INTERVAL has passed since the last publish. A key publishes
-        at once, so the token after it waits its turn instead of adding its renders to the
-        key's repaint."""
-        wait = self._last_publish + PUBLISH_INTERVAL - time.monotonic()
-        if wait > SHORTEST_TIMER:
-            self.set_timer(wait, self.publish_when_due)
-        else:
-            self._publish_scheduled = False
-            self.publish()
+    def publish_events(self) -> None:
+        if self.unpublished:
+            self.show_session()
 
     def publish(self) -> None:
-        self._last_publish = time.monotonic()
+        """Show the session now, as a key does. The tick starts over, so the token after
+        the key waits its turn instead of adding its renders to the key's repaint."""
+        if self.publish_tick is not None:
+            self.publish_tick.reset()
+        self.show_session()
+
+    def show_session(self) -> None:
+        self.unpublished = False
         self.scope = self.session.scope()
         self.want_intact()
 
@@ -317,12 +298,12 @@ class ScopeApp(DeeperActions, App[int]):
         text = from_editable(message.value)
         if not text.strip():  # the bar goes back to the prompt of the run on screen
             self.notify("the prompt is empty: type some text to run", severity="error")
-            self.on_prompt_input_left()
+            self.on_prompt_left()
             return
         self.run_prompt(text)
         self.focus_panes()
 
-    def on_prompt_input_left(self, message: PromptInput.Left | None = None) -> None:
+    def on_prompt_left(self, message: PromptLeft | None = None) -> None:
         # Leaving drops an edit that was not run: the bar shows the prompt of the run on screen.
         self.query_one(PromptInput).value = editable(self.session.prompt)
         to = message and message.to
@@ -525,7 +506,7 @@ class ScopeApp(DeeperActions, App[int]):
 
         error = None
         try:
-            engine_attribution.head_effects(
+            head_effects(
                 effects.view,
                 effects.position,
                 effects.target,
@@ -541,7 +522,7 @@ class ScopeApp(DeeperActions, App[int]):
 
     def effects_row(self, job: int, layer: int, row: list[float]) -> None:
         self.session.effects_row(job, layer, row)
-        self.schedule_publish()
+        self.unpublished = True
 
     def effects_ended(self, job: int, error: str | None) -> None:
         if self._effects is not None and self._effects[0] == job:
@@ -594,6 +575,6 @@ def intact_logits(view: RunView) -> tuple[tuple[int, ...], torch.Tensor | None, 
     """In a worker thread: the intact model's next-token logits after the view's tokens,
     the layers before the first knocked-out one reused from the view; or why not."""
     try:
-        return view.tokens, Run.rerun(view, NO_ABLATION).logits, None
+        return view.tokens, ablated(view, NO_ABLATION).logits, None
     except Exception as e:
         return view.tokens, None, f"{type(e).__name__}: {e}"

@@ -6,14 +6,16 @@ the app, inspect and download get settings, a loaded model and names."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 
-from gpt2scope.engine import GPT2Config, Model, SamplingParams
+from gpt2scope.engine import Ablation, GPT2Config, Model, SamplingParams, gpt2_tokenizer
 from gpt2scope.engine.sampling import BadParam
 from gpt2scope.tui.heap import return_freed_memory
 from gpt2scope.tui.keys import keys_help
 from gpt2scope.tui.models import OpenError, open_model
+from gpt2scope.tui.report import Why
 from gpt2scope.tui.session import ModelInfo, Settings
 from gpt2scope.tui.text import visible
 from gpt2scope.weights import MODEL_NAMES
@@ -145,7 +147,40 @@ def inspect_parser() -> argparse.ArgumentParser:
         default="text",
         help="text: the six views and the deeper ones (default); json: one object with "
         "model, tokens, continuation, layer, head, query, pattern, probabilities, qkv, "
-        "stages, head_stats, logit_lens, block and history",
+        "stages, head_stats, logit_lens, block, history, attribution and saliency",
+    )
+    parser.add_argument(
+        "--target",
+        metavar="TOKEN",
+        help="the token whose logit attribution and saliency are reported: one GPT-2 token "
+        "as text (' Paris') or #ID (default: the next token, after the last the top "
+        "prediction)",
+    )
+    parser.add_argument(
+        "--contrast",
+        metavar="TOKEN",
+        help="attribute the target's logit minus this token's (as --target)",
+    )
+    parser.add_argument(
+        "--ablate",
+        metavar="SPEC",
+        action="append",
+        default=[],
+        help="knock out a head (L3H2) or an MLP (L5mlp); repeatable. Every view and the "
+        "continuation are then the knocked-out model's",
+    )
+    parser.add_argument(
+        "--ablation",
+        choices=["zero", "mean"],
+        default="zero",
+        help="zero: a knocked-out head's z is 0; mean: its mean over the positions so far "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--head-effects",
+        action="store_true",
+        help="knock out each head alone and report the change of the target's logit "
+        "(JSON head_effects)",
     )
     parser.add_argument(
         "--width",
@@ -202,6 +237,38 @@ def check_settings(settings: Settings, config: GPT2Config) -> None:
         raise ValueError(f"--length {settings.length}: must be in 0..{config.n_ctx}")
 
 
+def token_from(flag: str, text: str | None, config: GPT2Config) -> int | None:
+    """A --target or --contrast: exactly one GPT-2 token as text, or #ID."""
+    if text is None:
+        return None
+    if text.startswith("#") and text[1:].isdigit():
+        token = int(text[1:])
+        if token >= config.vocab_size:
+            raise ValueError(f"{flag} {text}: the vocabulary has ids 0..{config.vocab_size - 1}")
+        return token
+    ids = gpt2_tokenizer().encode(text)
+    if len(ids) != 1:
+        raise ValueError(
+            f"{flag} {text!r}: is {len(ids)} GPT-2 tokens, not one (give one token, "
+            "e.g. ' Paris', or #ID)"
+        )
+    return ids[0]
+
+
+def why_from(args: argparse.Namespace, config: GPT2Config) -> Why:
+    """inspect's --target, --contrast, --ablate, --ablation and --head-effects."""
+    try:
+        ablation = Ablation.parse(args.ablate, args.ablation, config)
+    except ValueError as e:
+        raise ValueError(f"--ablate {e}") from e
+    return Why(
+        token_from("--target", args.target, config),
+        token_from("--contrast", args.contrast, config),
+        ablation,
+        args.head_effects,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -209,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # ctrl+c while a model loads or inspect runs
         print("gpt2scope: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `inspect | head` stopped reading: what it wanted is printed
+        # Python flushes stdout once more on exit; into the closed pipe that would fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a process ended by SIGPIPE
 
 
 def run_command(argv: list[str]) -> int:
@@ -252,7 +323,8 @@ def inspect_main(argv: list[str]) -> int:
     try:
         settings, model, info = opened(options)
         width = min(max(args.width, MIN_WIDTH), MAX_WIDTH)
-        return inspect(model, info, settings, options.prompt, args.query, args.format, width)
+        why = why_from(args, model.config)
+        return inspect(model, info, settings, options.prompt, args.query, args.format, width, why)
     except (ValueError, *OpenError) as e:
         print(f"gpt2scope inspect: error: {visible(str(e))}", file=sys.stderr)
         return 1

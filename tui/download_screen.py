@@ -7,16 +7,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from rich.filesize import decimal
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import ProgressBar, Static
 
-from gpt2scope.engine import Model
+from gpt2scope.tui.messages import Fetched, FetchFailed, FetchProgress
 from gpt2scope.tui.models import OpenError, open_model
-from gpt2scope.tui.session import ModelInfo
 from gpt2scope.tui.widgets import LeanFooter
 from gpt2scope.weights import DownloadCancelled, download
 from gpt2scope.weights.hub import repo_id
@@ -24,27 +23,11 @@ from gpt2scope.weights.hub import repo_id
 GPT2_SMALL = "gpt2"
 
 
-class FetchProgress(Message):
-    def __init__(self, file: str, done: int, total: int | None) -> None:
-        super().__init__()
-        self.file, self.done, self.total = file, done, total
-
-
-class FetchFailed(Message):
-    def __init__(self, reason: str) -> None:
-        super().__init__()
-        self.reason = reason
-
-
-class Fetched(Message):
-    """GPT-2 small is in the cache and loaded."""
-
-    def __init__(self, model: Model, info: ModelInfo) -> None:
-        super().__init__()
-        self.model, self.info = model, info
-
-
-def fetch_gpt2(post: Callable[[Message], object], cancel: threading.Event, device: str) -> None:
+def fetch_gpt2(
+    post: Callable[[FetchProgress | Fetched | FetchFailed], object],
+    cancel: threading.Event,
+    device: str,
+) -> None:
     """On a worker thread: download GPT-2 small, load it, and post the outcome. After a
     cancel it posts nothing: the dialog is gone, and nothing partial is ever loaded."""
 
@@ -97,14 +80,9 @@ class DownloadScreen(ModalScreen[None]):
 
     def show_progress(self, file: str, done: int, total: int | None) -> None:
         self.query_one(ProgressBar).update(total=total, progress=done)
-        of_total = f" of {size(total)}" if total else ""
-        self.query_one("#file", Static).update(f"{file}: {size(done)}{of_total}")
+        of_total = f" of {decimal(total)}" if total else ""
+        self.query_one("#file", Static).update(f"{file}: {decimal(done)}{of_total}")
 
     def action_cancel(self) -> None:
         self.cancel.set()
         self.dismiss(None)
-
-
-def size(n_bytes: int) -> str:
-    """1.2 kB, 548.1 MB: config.json is a few hundred bytes, the weights hundreds of MB."""
-    return f"{n_bytes / 1e3:.1f} kB" if n_bytes < 1e5 else f"{n_bytes / 1e6:.1f} MB"

@@ -17,7 +17,7 @@ from gpt2scope.engine import (
     Runner,
     gpt2_tokenizer,
 )
-from gpt2scope.tui.report import run_json, run_text
+from gpt2scope.tui.report import Why, run_json, run_text
 from gpt2scope.tui.session import SAMPLE_PROMPT, ModelInfo, Scope, Session, Settings
 from gpt2scope.tui.text import Pieces
 
@@ -32,14 +32,16 @@ def inspect(
     query: int,
     fmt: str,
     width: int,
+    why: Why | None = None,
 ) -> int:
     """Run, select the query and print the run as `fmt` (text or json); the exit status.
     Raises ValueError or EngineError, in one line, for what cannot be run or selected."""
-    scope = inspected(model, info, settings, SAMPLE_PROMPT if prompt is None else prompt, query)
+    prompt = SAMPLE_PROMPT if prompt is None else prompt
+    scope = inspected(model, info, settings, prompt, query, why)
     pieces = Pieces(gpt2_tokenizer())
     if fmt == "json":
         # ASCII: no raw bidi or C1 code reaches a tty
-        json.dump(run_json(scope, pieces), sys.stdout)
+        json.dump(run_json(scope, pieces, why), sys.stdout)
         sys.stdout.write("\n")
     else:
         if isinstance(sys.stdout, io.TextIOWrapper):
@@ -49,14 +51,24 @@ def inspect(
     return 0
 
 
-def inspected(model: Model, info: ModelInfo, settings: Settings, prompt: str, query: int) -> Scope:
-    """Run and select: the scope the views are printed from."""
+def inspected(
+    model: Model,
+    info: ModelInfo,
+    settings: Settings,
+    prompt: str,
+    query: int,
+    why: Why | None = None,
+) -> Scope:
+    """Run (through the knocked-out model when `why` knocks something out) and select: the
+    scope the views are printed from."""
     tokenizer = gpt2_tokenizer()
     session = Session(info, tokenizer, settings)
     events: queue.Queue = queue.Queue()
     runner = Runner(model, events.put, settings.params, settings.seed, tokenizer)
     session.set_prompt(prompt)
     try:
+        if why is not None and not why.ablation.empty:
+            wait_for(session, events, runner.set_ablation(why.ablation))
         run(session, events, runner, prompt)
     finally:
         runner.close()

@@ -88,3 +88,30 @@ def keys_help() -> str:
             own = ", ".join(f"{k.shown} {k.help}" for k in screen.keys)
             text += f"  {screen.key}  {own}\n"
     return text
+
+
+def keys_markdown() -> str:
+    """Every key as Markdown tables, for docs/keys.md (`python -m tools.write_docs`)."""
+
+    def table(rows: list[tuple[str, str]]) -> str:
+        # A bare | would end the cell (<|endoftext|>).
+        lines = [f"| `{shown}` | {text.replace('|', chr(92) + '|')} |" for shown, text in rows]
+        return "| key | does |\n|---|---|\n" + "\n".join(lines) + "\n"
+
+    text = (
+        "<!-- Written by `python -m tools.write_docs` from tui/keys.py: edit those, not this. -->\n"
+        "# Keys\n\nThe main screen's keys, as `?` and `gpt2scope --help` list them; the deeper "
+        "screens add their own, below.\n\n"
+    )
+    text += table([(k.shown, k.help) for k in KEYS] + list(BUILT_IN))
+    bare = []
+    for screen in SCREENS:
+        if screen.keys:
+            text += f"\n## The screen `{screen.key}` opens\n\n{screen.summary}; `esc` or "
+            text += f"`{screen.key}` goes back.\n\n"
+            text += table([(k.shown, k.help) for k in screen.keys])
+        else:
+            bare.append(f"`{screen.key}`")
+    if bare:
+        text += f"\nThe screens {' and '.join(bare)} open have no keys of their own.\n"
+    return text

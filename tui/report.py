@@ -3,8 +3,18 @@ JSON object or as plain text, made from the specs in tui/views."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from gpt2scope.engine import (
+    Ablation,
+    Attribution,
+    attribution,
+    default_target,
+    head_effects,
+    saliency,
+)
+from gpt2scope.engine.ablation import NO_ABLATION
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces, token_json, visible
 from gpt2scope.tui.views import PANES, SCREENS, Drawn, render_header
@@ -14,26 +24,76 @@ from gpt2scope.tui.views.page import Page
 CANDIDATE_LINES = 24  # the probabilities pane: the top candidates, not all 64
 
 
-def run_json(scope: Scope, pieces: Pieces) -> dict[str, Any]:
-    """The model, the settings and the run, then every pane's and every screen's keys."""
-    info, s = scope.info, scope.settings
-    c = info.config
+@dataclass(frozen=True)
+class Why:
+    """What `inspect` explains at the query: the target (None: the next token, or the top
+    prediction after the last), an optional contrast, the knock-outs the run went through,
+    and whether to knock out every head in turn."""
+
+    target: int | None = None
+    contrast: int | None = None
+    ablation: Ablation = NO_ABLATION
+    head_effects: bool = False
+
+
+def token_of(token_id: int, pieces: Pieces) -> dict[str, Any]:
+    return {"id": token_id, "text": token_json(pieces(token_id))["text"]}
+
+
+def attribution_json(attribution: Attribution, pieces: Pieces) -> dict[str, Any]:
+    """The `attribution` key: the DLA of the target at the query, term by term."""
+    a = attribution
+    return {
+        "position": a.position,
+        "target": token_of(a.target, pieces),
+        "contrast": None if a.contrast is None else token_of(a.contrast, pieces),
+        "total": a.total,
+        "components": [
+            {"name": c.name, "layer": c.layer, "head": c.head, "value": c.value}
+            for c in a.components
+        ],
+    }
+
+
+def why_json(scope: Scope, pieces: Pieces, why: Why) -> dict[str, Any]:
+    """The run-level keys of issue 24: attribution, saliency, and ablation and head_effects
+    when asked for."""
+    view, position = scope.view, scope.query
+    target = default_target(view, position) if why.target is None else why.target
+    dla = attribution(view, position, target, why.contrast)
     out: dict[str, Any] = {
-        "model": {
-            "name": info.name,
-            "origin": info.origin,
-            "description": info.description,
-            "n_params": info.n_params,
-            "n_layer": c.n_layer,
-            "n_head": c.n_head,
-            "n_embd": c.n_embd,
-            "n_ctx": c.n_ctx,
-            "vocab_size": c.vocab_size,
+        "attribution": attribution_json(dla, pieces),
+        "saliency": {
+            "position": position,
+            "target": token_of(target, pieces),
+            "method": "gradient_x_input",
+            "scores": saliency(view, position, target),
         },
+    }
+    if not why.ablation.empty:
+        out["ablation"] = why.ablation.json()
+    if why.head_effects:
+        mode = why.ablation.mode  # --ablation's, also when nothing else is knocked out
+        out["head_effects"] = {
+            "mode": str(mode),
+            "target": out["attribution"]["target"],
+            "contrast": out["attribution"]["contrast"],
+            "base": dla.model_value,
+            "effects": head_effects(view, position, target, why.contrast, mode),
+        }
+    return out
+
+
+def run_json(scope: Scope, pieces: Pieces, why: Why | None = None) -> dict[str, Any]:
+    """The model, the settings and the run, then every pane's and every screen's keys, and
+    with `why` the attribution keys."""
+    s = scope.settings
+    model = asdict(scope.info)
+    model.update(model.pop("config"))  # one flat record: name, ..., n_layer, ...
+    out: dict[str, Any] = {
+        "model": model,
         "prompt": scope.prompt,
-        "temperature": s.params.temperature,
-        "top_k": s.params.top_k,
-        "top_p": s.params.top_p,
+        **asdict(s.params),
         "length": s.length,
         "seed": s.seed,
         "bos": s.bos,
@@ -48,6 +108,8 @@ def run_json(scope: Scope, pieces: Pieces) -> dict[str, Any]:
             out |= pane.json(scope)
     for screen in SCREENS:
         out[screen.id] = screen.json(screen.figure(scope, pieces), scope, pieces)
+    if why is not None and scope.view is not None:
+        out |= why_json(scope, pieces, why)
     return out
 
 

@@ -21,19 +21,19 @@ from typing import Any
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from gpt2scope.engine import State
 from gpt2scope.tui.keys import BACK, bindings
+from gpt2scope.tui.messages import Branch
 from gpt2scope.tui.report import run_json
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces, visible
 from gpt2scope.tui.views import SCREEN_BY_ID, PaneSpec, ScreenSpec
 from gpt2scope.tui.views.page import COMPUTING, DEFERRED, Page
-from gpt2scope.tui.views.spec import Branch
+from gpt2scope.tui.views.spec import BranchAt
 from gpt2scope.tui.widgets import LeanFooter, Pane, StatusLine, selection_moved
 
 PAGE_KEYS = [
@@ -59,7 +59,7 @@ class Sheet(Pane):
 
     def watch_scope(self, old: Page | None, new: Page | None) -> None:
         if old is None or new is None or moved(old, new):
-            self.top = None
+            self.following = True
         if old is None or new is None or on_page(old) != on_page(new):
             self.refresh()
 
@@ -89,14 +89,6 @@ class OpenScreen:
 @dataclass(frozen=True)
 class EditPrompt:
     """What the panes do after a deeper screen: put the focus in the prompt editor."""
-
-
-class BranchRequested(Message):
-    """A deeper screen asks the app to branch the run (see Branch)."""
-
-    def __init__(self, branch: Branch) -> None:
-        super().__init__()
-        self.branch = branch
 
 
 def screen_bindings(spec: ScreenSpec) -> list[Binding]:
@@ -163,8 +155,8 @@ class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
         if self.scope is None:
             return
         outcome = self.spec.enter(self.scope, self.cursor)
-        if isinstance(outcome, Branch):
-            self.post_message(BranchRequested(outcome))
+        if isinstance(outcome, BranchAt):
+            self.post_message(Branch(outcome.step, outcome.token_id))
         else:
             self.notify(outcome, markup=False)
 
@@ -262,10 +254,10 @@ class DeeperActions:
         self.session.look_at_step(len(self.session.sampled))
         self.publish()
 
-    def on_branch_requested(self, message: BranchRequested) -> None:
+    def on_branch(self, message: Branch) -> None:
         """Put the token at the step, then generate as many tokens after it as the run had;
         the views follow the new steps."""
-        step, token_id = message.branch.step, message.branch.token_id
+        step, token_id = message.step, message.token_id
         later = len(self.session.sampled) - step
         self.action_follow()
         if self.runner is not None:

@@ -9,12 +9,14 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
-from textual.message import Message
+from textual.geometry import Size
 from textual.reactive import reactive
+from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer, Input
 
+from gpt2scope.tui.messages import PromptLeft
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import editable
 from gpt2scope.tui.views import PaneSpec, render_header
@@ -58,14 +60,14 @@ class StatusLine(Widget):
 
 
 class LeanFooter(Footer):
-    """Textual's Footer without its leak (textual#6666): every focus change recomposes it,
-    and each new key binds itself to the footer's `compact`, a watcher that Textual only
-    drops when `compact` changes, which it never does. Drop those of removed keys."""
+    """Textual's Footer without its leak (textual#6666, still in 8.2): every focus change
+    recomposes it, and each new key binds itself to the footer's `compact`, a watcher that
+    Textual drops, once its key is removed, only when `compact` is set, which it never is.
+    Forcing an update of the unchanged `compact` drops them."""
 
     async def recompose(self) -> None:
         await super().recompose()
-        for watchers in getattr(self, "__watchers", {}).values():
-            watchers[:] = [(node, callback) for node, callback in watchers if node.is_attached]
+        self.mutate_reactive(Footer.compact)
 
 
 class PromptInput(Input):
@@ -80,16 +82,8 @@ class PromptInput(Input):
         Binding("shift+tab", "leave('previous')", "leave prompt", show=False),
     ]
 
-    class Left(Message):
-        """The user left the editor without running the prompt, for the panes (`to` None)
-        or for the next or previous widget in the focus chain."""
-
-        def __init__(self, to: str | None) -> None:
-            super().__init__()
-            self.to = to
-
     def action_leave(self, to: str | None = None) -> None:
-        self.post_message(self.Left(to))
+        self.post_message(PromptLeft(to))
 
     def _on_paste(self, event: events.Paste) -> None:
         event.prevent_default()
@@ -103,12 +97,14 @@ class PromptInput(Input):
             self.replace(text, *selection)
 
 
-class Pane(Widget, can_focus=True):
+class Pane(ScrollView, can_focus=True, inherit_bindings=False):
     """A bordered pane showing one view, titled with its name. Lines that do not fit are
-    windowed around the view's focus line (the selected token), or scrolled with the keys."""
+    windowed around the view's focus line (the selected token) until the user scrolls them
+    with the keys, the mouse wheel or the scrollbar."""
 
     ALLOW_MAXIMIZE = True
     SCROLL_HINTS = (" (↑↓ scroll, z zoom)", " (↑↓)")  # for wide and narrow panes
+    # Not inherited: ScrollView's left and right would scroll sideways, not move the query.
     BINDINGS = [
         Binding("up", "scroll(-1)", "scroll up", show=False),
         Binding("down", "scroll(1)", "scroll down", show=False),
@@ -119,39 +115,54 @@ class Pane(Widget, can_focus=True):
     ]
 
     scope: reactive[Scope | None] = reactive(None, repaint=False)
-    top: reactive[int | None] = reactive(None)  # first line shown; None follows the focus
 
     def __init__(self, view: PaneSpec) -> None:
         super().__init__(id=view.id, classes="pane")
         self.view = view
         self.border_title = view.title
-        self._drawn: tuple[Scope | None, int, int, Drawn] | None = None
+        self.following = True  # the window follows the focus line, not the scroll offset
+        self._drawn: tuple[Scope | None, Size, Drawn] | None = None
         self._strips: tuple[tuple, list[Strip]] | None = None
 
     def watch_scope(self, old: Scope | None, new: Scope | None) -> None:
         if old is None or new is None or selection_moved(old, new):
-            self.top = None
+            self.following = True
         if old is None or new is None or self.view.depends(old) != self.view.depends(new):
             self.refresh()
 
+    def fit_scrolling(self) -> None:
+        """Size the scrolled area to the drawn lines, so the scrollbar shows how many are
+        hidden, and while following, put its offset where the focus window is. Done after
+        each new drawing is painted, not on each new scope: a pane hidden by a zoomed one
+        is not drawn at all."""
+        drawn = self.drawn()
+        self.virtual_size = Size(self.content_size.width, len(drawn.lines))
+        if self.following:
+            self.scroll_to(y=self.first_line(drawn, self.scrolling_height()), animate=False)
+
     def drawn(self) -> Drawn:
-        width, height = self.content_size
-        if width <= 0 or height <= 0:  # squeezed to nothing by a tiny terminal
+        """The view drawn to fit the pane, one column narrower when its lines do not fit
+        in height: the scrollbar takes that column."""
+        size = self.content_size
+        if size.width <= 0 or size.height <= 0:  # squeezed to nothing by a tiny terminal
             return Drawn()
         cached = self._drawn
-        if cached is not None and cached[:3] == (self.scope, width, height):
-            return cached[3]
-        drawn = self.view.render(self.scope, width, height)
-        self._drawn = (self.scope, width, height, drawn)
+        if cached is not None and cached[:2] == (self.scope, size):
+            return cached[2]
+        drawn = self.view.render(self.scope, size.width, size.height)
+        scrollbar = self.styles.scrollbar_size_vertical
+        if len(drawn.lines) > size.height and size.width > scrollbar:
+            drawn = self.view.render(self.scope, size.width - scrollbar, size.height)
+        self._drawn = (self.scope, size, drawn)
         return drawn
 
     def first_line(self, drawn: Drawn, height: int) -> int:
         """The first of the scrolling lines (those after the pinned ones) to show."""
         scrolling = len(drawn.lines) - drawn.pinned
         last = max(scrolling - height, 0)
-        if self.top is not None:
-            return min(max(self.top, 0), last)
-        return min(max(drawn.focus - drawn.pinned - height // 2, 0), last)
+        if self.following:
+            return min(max(drawn.focus - drawn.pinned - height // 2, 0), last)
+        return min(max(self.scroll_offset.y, 0), last)
 
     def render_line(self, y: int) -> Strip:
         strips = self.strips()
@@ -163,11 +174,13 @@ class Pane(Widget, can_focus=True):
         """The shown lines as strips, converted by Rich directly. Textual's own path from a
         renderable (through its Content) costs about 30 µs per styled span, ten times
         Rich's, and a pane of heat-map cells has hundreds of spans."""
-        key = (self.scope, self.top, self.content_size, self.visual_style)
+        scrolled_to = None if self.following else self.scroll_offset.y
+        key = (self.scope, scrolled_to, self.content_size, self.visual_style)
         if self._strips is None or self._strips[0] != key:
             base = self.visual_style.rich_style
             strips = [to_strip(line, self.app.console, base) for line in self.shown_lines()]
             self._strips = (key, strips)
+            self.call_after_refresh(self.fit_scrolling)
         return self._strips[1]
 
     def shown_lines(self) -> list[Text]:
@@ -192,8 +205,15 @@ class Pane(Widget, can_focus=True):
     def scrolling_height(self) -> int:
         return max(self.content_size.height - self.drawn().pinned, 0)
 
+    def scroll_lines_to(self, start: int) -> None:
+        """Show the scrolling lines from `start` on, and stop following the focus."""
+        self.fit_scrolling()
+        self.following = False
+        self.scroll_to(y=start, animate=False)
+        self.refresh()
+
     def action_scroll(self, delta: int) -> None:
-        self.top = self.first_line(self.drawn(), self.scrolling_height()) + delta
+        self.scroll_lines_to(self.first_line(self.drawn(), self.scrolling_height()) + delta)
 
     def action_page(self, direction: int) -> None:
         """Scroll by what is in view less the two lines the more-above and more-below notes
@@ -201,10 +221,33 @@ class Pane(Widget, can_focus=True):
         self.action_scroll(direction * max(self.scrolling_height() - 2, 1))
 
     def action_scroll_home(self) -> None:
-        self.top = 0
+        self.scroll_lines_to(0)
 
     def action_scroll_end(self) -> None:
-        self.top = len(self.drawn().lines)
+        self.scroll_lines_to(len(self.drawn().lines))
+
+    # The wheel and the scrollbar scroll through Textual's own handlers; these only say
+    # that the user has taken over from the focus.
+
+    def on_mouse_scroll_down(self) -> None:
+        self.stop_following()
+
+    def on_mouse_scroll_up(self) -> None:
+        self.stop_following()
+
+    def on_scroll_to(self) -> None:
+        self.stop_following()
+
+    def on_scroll_up(self) -> None:
+        self.stop_following()
+
+    def on_scroll_down(self) -> None:
+        self.stop_following()
+
+    def stop_following(self) -> None:
+        if self.allow_vertical_scroll:
+            self.following = False
+            self.refresh()
 
 
 class AttentionPane(Pane):

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 from rich.text import Text
 
-from gpt2scope.engine.analysis import BlockInternals, block_internals
+from gpt2scope.engine.analysis import BlockInternals, block_internals, numpy
 from gpt2scope.engine.run import RunView
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces
 from gpt2scope.tui.views.common import Drawn, append_if_fits, packed, piece_text
-from gpt2scope.tui.views.page import Page, not_ready, numpy, page_note
+from gpt2scope.tui.views.page import Page, not_ready, page_note
 from gpt2scope.tui.views.spec import ScreenSpec, view_identity
 from gpt2scope.tui.views.style import DIM, HEADING, NOTE, bar, sequential_style, signed_strip
 

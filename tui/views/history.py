@@ -19,7 +19,7 @@ from gpt2scope.tui.views.common import Drawn, no_run, packed, piece_text
 from gpt2scope.tui.views.continuation import PROMPT_STYLE, band_style, wrap
 from gpt2scope.tui.views.page import Page
 from gpt2scope.tui.views.probabilities import candidate_line
-from gpt2scope.tui.views.spec import Branch, Cursor, Key, ScreenSpec
+from gpt2scope.tui.views.spec import BranchAt, Cursor, Key, ScreenSpec
 from gpt2scope.tui.views.style import CHOSEN, DIM, HEADING, MAX_BAR, NOTE, SELECTED, percent
 
 TIMELINE_LINES = 3
@@ -189,11 +189,11 @@ def candidate_count(scope: Scope) -> int:
     return 1 if p is None else len(p.candidates)
 
 
-def branch_at_cursor(scope: Scope, cursor: int) -> Branch | str:
+def branch_at_cursor(scope: Scope, cursor: int) -> BranchAt | str:
     if scope.step_prediction is None:
         return "pick a generated step first: ← → move through them"
     candidate = scope.step_prediction.candidates[cursor]
-    return Branch(scope.steps, candidate.piece.token_id)
+    return BranchAt(scope.steps, candidate.piece.token_id)
 
 
 SPEC = ScreenSpec(

@@ -4,13 +4,11 @@ shown."""
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import numpy as np
-import torch
+from rich.console import Console
 from rich.text import Text
 
 from gpt2scope.tui.session import Scope
@@ -20,6 +18,7 @@ from gpt2scope.tui.views.style import NOTE
 
 COMPUTING = "computing…"
 DEFERRED = "updates when the generation stops"
+UNJUSTIFIED = Console()  # Text.wrap asks for one, and only justifying reads it
 
 F = TypeVar("F")
 
@@ -38,10 +37,6 @@ class Page(Generic[F]):
     note: str = ""
 
 
-def numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().float().numpy()
-
-
 def not_ready(page: Page, width: int) -> Drawn | None:
     """The drawing when there is no figure to show yet, else None."""
     if page.scope.view is None:
@@ -57,9 +52,10 @@ def page_note(page: Page) -> Text:
 
 
 def wrapped_note(text: str, width: int, max_lines: int = 3) -> list[Text]:
-    """A sentence of explanation, wrapped to the width, at most `max_lines` lines."""
-    lines = textwrap.wrap(text, max(width, 8))[:max_lines]
-    return [Text(clip(line, width), NOTE) for line in lines]
+    """A sentence of explanation, wrapped to the width in terminal cells (a wide character
+    takes two), at most `max_lines` lines."""
+    lines = Text(" ".join(text.split())).wrap(UNJUSTIFIED, max(width, 8), overflow="fold")
+    return [Text(clip(line.plain.rstrip(), width), NOTE) for line in lines[:max_lines]]
 
 
 class LazyLines(list):

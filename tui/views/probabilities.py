@@ -8,6 +8,7 @@ own probability at temperature 1.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from rich.cells import cell_len
@@ -149,9 +150,7 @@ def prediction_json(p: Prediction) -> dict[str, Any]:
     return {
         "step": p.step,
         "chosen": None if p.chosen is None else p.chosen.token_id,
-        "temperature": p.params.temperature,
-        "top_k": p.params.top_k,
-        "top_p": p.params.top_p,
+        **asdict(p.params),
         "entropy_bits": p.entropy,
         "sampled_entropy_bits": p.sampled_entropy,
         "n_kept": p.n_kept,

@@ -51,7 +51,7 @@ class Cursor:
 
 
 @dataclass(frozen=True)
-class Branch:
+class BranchAt:
     """Put `token_id` at generated step `step` and generate the rest again."""
 
     step: int
@@ -77,9 +77,9 @@ class ScreenSpec:
     json: Callable[[Any, Scope, Pieces], Any]
     keys: tuple[Key, ...] = ()  # its own, on top of the app's
     cursor: Cursor | None = None
-    # What enter does on it: a Branch, or a sentence saying why there is nothing to do;
+    # What enter does on it: a BranchAt, or a sentence saying why there is nothing to do;
     # without it, enter goes back to the panes.
-    enter: Callable[[Scope, int], Branch | str] | None = None
+    enter: Callable[[Scope, int], BranchAt | str] | None = None
     # False for a figure too costly to recompute at every token: it waits for the run.
     while_generating: bool = True
     # Drawn once per cursor position by `inspect --format text` (the step-through's stages).

@@ -23,12 +23,12 @@ import numpy as np
 from rich.cells import cell_len
 from rich.text import Text
 
-from gpt2scope.engine.analysis import attention_stages
+from gpt2scope.engine.analysis import AttentionStages, attention_stages, numpy
 from gpt2scope.engine.run import RunView
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces
 from gpt2scope.tui.views.common import Drawn, append_if_fits, count, piece_text
-from gpt2scope.tui.views.page import LazyLines, Page, not_ready, numpy, page_note, wrapped_note
+from gpt2scope.tui.views.page import LazyLines, Page, not_ready, page_note, wrapped_note
 from gpt2scope.tui.views.qkv import vector
 from gpt2scope.tui.views.spec import Cursor, Key, ScreenSpec, view_identity
 from gpt2scope.tui.views.style import (
@@ -91,46 +91,32 @@ SOFTMAX = 3  # the first stage with weights
 
 
 @dataclass(frozen=True, eq=False)
-class Stages:
-    """One attention row, stage by stage (gpt2scope.engine.analysis.attention_stages), with the head
-    output the engine computes for the whole head, which the last stage must equal."""
+class Stages(AttentionStages):
+    """One attention row, stage by stage (engine.analysis.attention_stages), with the head's
+    z the forward pass itself gives at the query, which the last stage must equal."""
 
-    layer: int
-    head: int
-    query: int
-    resid_pre: np.ndarray  # [n_embd] the query's row entering the block
-    ln_mean: float  # what ln_1 subtracts and divides by
-    ln_std: float
-    normalized: np.ndarray  # [n_embd] after ln_1
-    q: np.ndarray  # [d_head] the query's
-    k: np.ndarray  # [T, d_head] every key's
-    v: np.ndarray  # [T, d_head]
-    raw_scores: np.ndarray  # [T] q·k
-    scaled_scores: np.ndarray  # [T] q·k / √d_head, -inf for keys after the query
-    pattern: np.ndarray  # [T] softmax of the scaled scores
-    z: np.ndarray  # [d_head] Σ pattern·v
-    engine_z: np.ndarray  # [d_head] RunView.get('z') at the query
+    engine_z: np.ndarray  # [d_head] RunView.get("z") at the query
+
+    @property
+    def raw_scores(self) -> np.ndarray:  # [T] q·k
+        return self.row.raw_scores
+
+    @property
+    def scaled_scores(self) -> np.ndarray:  # [T] q·k / √d_head, -inf after the query
+        return self.row.scores
+
+    @property
+    def pattern(self) -> np.ndarray:  # [T] softmax of the scaled scores
+        return self.row.pattern
+
+    @property
+    def z(self) -> np.ndarray:  # [d_head] Σ pattern·v
+        return self.row.z
 
 
 def stages_figure(view: RunView, layer: int, head: int, query: int) -> Stages:
-    s = attention_stages(view, layer, head, query)
-    return Stages(
-        layer=layer,
-        head=head,
-        query=query,
-        resid_pre=s.resid_pre,
-        ln_mean=s.ln_mean,
-        ln_std=s.ln_std,
-        normalized=s.normalized,
-        q=s.q,
-        k=s.k,
-        v=s.v,
-        raw_scores=s.row.raw_scores,
-        scaled_scores=s.row.scores,
-        pattern=s.row.pattern,
-        z=s.row.z,
-        engine_z=numpy(view.get("z", layer, query)[head]),
-    )
+    stages = attention_stages(view, layer, head, query)
+    return Stages(**vars(stages), engine_z=numpy(view.get("z", layer, query)[head]))
 
 
 def title(page: Page[Stages], stage: int, width: int) -> Text:
