@@ -16,8 +16,8 @@ from gpt2scope.tui.session import ModelInfo, Session, Settings
 from gpt2scope.tui.text import Pieces
 from gpt2scope.tui.views import SCREEN_BY_ID, render_header
 from gpt2scope.tui.views.attribution import (
-    attribution_json,
     contributions,
+    contributions_json,
     moved_target,
     render_contributions,
     toggled_contrast,
@@ -123,7 +123,7 @@ def test_json_names_every_component_as_the_issue_writes_them(checkpoint):
     _, model = checkpoint
     session = session_on(model, PROMPT_IDS)
     page = page_of(session)
-    data = attribution_json(page.figure, page.scope, session.pieces)
+    data = contributions_json(page.figure, page.scope, session.pieces)
     names = [c["name"] for c in data["components"]]
     assert names[0] == "embed" and names[-1] == "ln_f.bias"
     assert names[1:7] == ["L0H0", "L0H1", "L0H2", "L0H3", "L0.attn_bias", "L0.mlp"]
@@ -131,7 +131,8 @@ def test_json_names_every_component_as_the_issue_writes_them(checkpoint):
     assert data["target"]["id"] == page.figure.attribution.target
     assert data["contrast"] is None
     assert sum(c["value"] for c in data["components"]) == pytest.approx(data["total"], rel=1e-6)
-    assert SCREEN_BY_ID["attribution"].json is attribution_json
+    assert data["total"] == pytest.approx(page.figure.attribution.model_value, rel=1e-4)
+    assert SCREEN_BY_ID["attribution"].json is contributions_json
 
 
 def test_twelve_by_twelve_fits_one_screenful_at_80x24(gpt2_small_shape):

@@ -8,7 +8,6 @@ from typing import Any
 
 from gpt2scope.engine import (
     Ablation,
-    Attribution,
     attribution,
     default_target,
     head_effects,
@@ -18,6 +17,7 @@ from gpt2scope.engine.ablation import NO_ABLATION
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces, token_json, visible
 from gpt2scope.tui.views import PANES, SCREENS, Drawn, render_header
+from gpt2scope.tui.views.attribution import attribution_json, token_of
 from gpt2scope.tui.views.history import chosen_index
 from gpt2scope.tui.views.page import Page
 
@@ -34,25 +34,6 @@ class Why:
     contrast: int | None = None
     ablation: Ablation = NO_ABLATION
     head_effects: bool = False
-
-
-def token_of(token_id: int, pieces: Pieces) -> dict[str, Any]:
-    return {"id": token_id, "text": token_json(pieces(token_id))["text"]}
-
-
-def attribution_json(attribution: Attribution, pieces: Pieces) -> dict[str, Any]:
-    """The `attribution` key: the DLA of the target at the query, term by term."""
-    a = attribution
-    return {
-        "position": a.position,
-        "target": token_of(a.target, pieces),
-        "contrast": None if a.contrast is None else token_of(a.contrast, pieces),
-        "total": a.total,
-        "components": [
-            {"name": c.name, "layer": c.layer, "head": c.head, "value": c.value}
-            for c in a.components
-        ],
-    }
 
 
 def why_json(scope: Scope, pieces: Pieces, why: Why) -> dict[str, Any]:

@@ -409,18 +409,28 @@ def effects_cells(
     return line
 
 
-def attribution_json(figure: Contributions, scope: Scope, pieces: Pieces) -> dict[str, Any]:
-    a = figure.attribution
+def token_of(token_id: int, pieces: Pieces) -> dict[str, Any]:
+    return {"id": token_id, "text": token_json(pieces(token_id))["text"]}
+
+
+def attribution_json(attribution: Attribution, pieces: Pieces) -> dict[str, Any]:
+    """The `attribution` key: the DLA of the target at the query, term by term (also what
+    `inspect --target` writes, in tui/report.py)."""
+    a = attribution
     return {
         "position": a.position,
-        "target": token_json(figure.target),
-        "contrast": None if figure.contrast is None else token_json(figure.contrast),
-        "total": a.model_value,
+        "target": token_of(a.target, pieces),
+        "contrast": None if a.contrast is None else token_of(a.contrast, pieces),
+        "total": a.total,
         "components": [
             {"name": c.name, "layer": c.layer, "head": c.head, "value": c.value}
             for c in a.components
         ],
     }
+
+
+def contributions_json(figure: Contributions, scope: Scope, pieces: Pieces) -> dict[str, Any]:
+    return attribution_json(figure.attribution, pieces)
 
 
 SPEC = ScreenSpec(
@@ -439,7 +449,7 @@ SPEC = ScreenSpec(
     "alone (what its removal changes, also through later layers)",
     depends=lambda s: (view_identity(s), s.query, s.settings.target, s.settings.contrast),
     compute=compute_contributions,
-    json=attribution_json,
+    json=contributions_json,
     keys=(
         Key("up", "↑", "app.layer(-1)", "layer-", "previous layer", True),
         Key("down", "↓", "app.layer(1)", "layer+", "next layer", True),
