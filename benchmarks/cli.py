@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--json", type=Path, default=DEFAULT_JSON, metavar="PATH", help=f"default {DEFAULT_JSON}"
     )
-    for section in ("decode", "prefill", "memory", "ui"):
+    for section in ("decode", "prefill", "memory", "ui", "why"):
         parser.add_argument(f"--skip-{section}", action="store_true")
     return parser.parse_args(argv)
 
@@ -129,13 +129,16 @@ def sections(
     args: argparse.Namespace, plan: Plan, model_dir: Path, model: Model, hf: GPT2LMHeadModel
 ) -> list[tuple[str, Callable[[], object]]]:
     """The sections to run, in order, each as a name and a function measuring it."""
-    from benchmarks import ui_bench
+    from benchmarks import ui_bench, why_bench
 
     chosen = {
         "decode": lambda: decode_section(args, plan, model, hf),
         "prefill": lambda: prefill_section(args, plan, model, hf),
         "memory": lambda: memory_section(args, model_dir),
         "ui": lambda: ui_bench.measure(model, model_dir, plan, args.device),
+        "why": lambda: why_bench.measure(
+            model, hf, plan.why_tokens, plan.effect_tokens, plan.why_pairs
+        ),
     }
     return [(name, fn) for name, fn in chosen.items() if not getattr(args, f"skip_{name}")]
 

@@ -18,12 +18,15 @@ class Plan:
     ui_tokens: int  # length of the run the panes render
     ui_presses: int  # key presses timed during generation
     cold_starts: int  # launches of the command; the median is reported
+    why_tokens: int  # DLA, one knock-out and saliency at this length
+    effect_tokens: int  # every head's effect at this length
+    why_pairs: int
 
 
 PLANS = {
-    "full": Plan("small", 128, 30, 3, (8, 2, 1), 3, 1 << 30, 5, 256, 20, 3),
+    "full": Plan("small", 128, 30, 3, (8, 2, 1), 3, 1 << 30, 5, 256, 20, 3, 128, 32, 5),
     # The smoke test's: every section, tiny sizes, a few seconds.
-    "quick": Plan("tiny", 16, 4, 1, (8, 2, 1), 1, 64 << 20, 2, 32, 3, 1),
+    "quick": Plan("tiny", 16, 4, 1, (8, 2, 1), 1, 64 << 20, 2, 32, 3, 1, 16, 8, 1),
 }
 
 DECODE_RATIO = 0.6  # our step over transformers'
@@ -34,3 +37,5 @@ PEAK_RSS_RATIO = 0.8  # "well under transformers with attentions", read as 80% a
 PANE_RENDER_MS = 15.0
 KEY_REPAINT_MS = 50.0
 COLD_START_S = 4.0
+DLA_MS = 10.0
+KNOCK_OUT_RATIO = 0.65  # one middle-layer head knocked out over a full prefill

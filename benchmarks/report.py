@@ -143,6 +143,49 @@ def ui_rows(u: dict) -> list[Row]:
     return rows
 
 
+def why_rows(w: dict) -> list[Row]:
+    d, k, hk, e, s = (
+        w[n]
+        for n in ("dla", "knock_out_vs_prefill", "knock_out_vs_hooked", "head_effects", "saliency")
+    )
+    return [
+        Row(
+            f"DLA, one target, {d['tokens']} tokens",
+            f"{d['ours_ms']:.1f} ms",
+            "",
+            "",
+            f"<= {targets.DLA_MS:.0f} ms",
+            d["ours_ms"] <= targets.DLA_MS,
+        ),
+        Row(
+            f"L{k['layer']} head knocked out, {k['tokens']} tokens, vs our full prefill",
+            f"{k['ours_ms']:.0f} ms",
+            f"{k['transformers_ms']:.0f} ms (ours)",
+            f"{k['ratio']:.2f}x",
+            f"<= {targets.KNOCK_OUT_RATIO}x",
+            k["ratio"] <= targets.KNOCK_OUT_RATIO,
+        ),
+        Row(
+            "  the same vs transformers with a hook",
+            f"{hk['ours_ms']:.0f} ms",
+            f"{hk['transformers_ms']:.0f} ms",
+            f"{hk['ratio']:.2f}x",
+        ),
+        Row(
+            f"{e['heads']} head effects, {e['tokens']} tokens, vs one hooked forward each",
+            f"{e['ours_ms']:.0f} ms",
+            f"{e['transformers_ms']:.0f} ms",
+            f"{e['ratio']:.2f}x",
+        ),
+        Row(
+            f"saliency, {s['tokens']} tokens, vs forward + backward",
+            f"{s['ours_ms']:.0f} ms",
+            f"{s['transformers_ms']:.0f} ms",
+            f"{s['ratio']:.2f}x",
+        ),
+    ]
+
+
 def table(results: dict) -> str:
     rows = []
     if "decode" in results:
@@ -153,6 +196,8 @@ def table(results: dict) -> str:
         rows += memory_rows(results["memory"])
     if "ui" in results:
         rows += ui_rows(results["ui"])
+    if "why" in results:
+        rows += why_rows(results["why"])
     cells = [["", "ours", "transformers", "ratio", "target", "met"]]
     cells += [[r.label, r.ours, r.theirs, r.ratio, r.target, verdict(r.met)] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
