@@ -92,10 +92,6 @@ class ScopeApp(DeeperActions, App[int]):
         yield LeanFooter()
 
     def on_mount(self) -> None:
-        # Events only mark the session changed; this tick shows them, once for all the events
-        # of an interval: a fast model steps faster than the screen needs to follow, and
-        # repainting every pane per token would leave key presses waiting behind the renders.
-        self.publish_tick = self.set_interval(PUBLISH_INTERVAL, self.publish_events)
         self.start_runner()
         self.publish()
         if self.first_prompt.strip():
@@ -162,10 +158,15 @@ class ScopeApp(DeeperActions, App[int]):
             self.show_session()
 
     def publish(self) -> None:
-        """Show the session now, as a key does. The tick starts over, so the token after
-        the key waits its turn instead of adding its renders to the key's repaint."""
+        """Show the session now, as a key does, and start the tick over from now: events
+        only mark the session changed, and the tick shows them once for all the events of
+        an interval. A fast model steps faster than the screen needs to follow, and
+        repainting every pane per token would leave key presses waiting behind the renders;
+        the token after a key waits its turn instead of adding its renders to the key's
+        repaint. (Timer.reset would wait out the interval under way first.)"""
         if self.publish_tick is not None:
-            self.publish_tick.reset()
+            self.publish_tick.stop()
+        self.publish_tick = self.set_interval(PUBLISH_INTERVAL, self.publish_events)
         self.show_session()
 
     def show_session(self) -> None:
