@@ -172,8 +172,10 @@ def _check(view: RunView, position: int, target: int, contrast: int | None) -> N
 
 
 def _direction(view: RunView, target: int, contrast: int | None) -> torch.Tensor:
-    wte = view.params.wte.double()
-    return wte[target] if contrast is None else wte[target] - wte[contrast]
+    wte = view.params.wte
+    if contrast is None:
+        return wte[target].double()
+    return wte[target].double() - wte[contrast].double()
 
 
 def _logits(view: RunView, position: int, ids: list[int]) -> torch.Tensor:
