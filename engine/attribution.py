@@ -192,11 +192,10 @@ def _writes(view: RunView, position: int) -> tuple[list[tuple], torch.Tensor]:
     H, d = view.config.n_head, view.config.d_head
     names: list[tuple] = [("embed", None, None)]
     writes = [view.get("embed", None, position) + view.get("pos_embed", None, position)]
-    one_head_per_row = torch.eye(H, dtype=writes[0].dtype, device=writes[0].device)[:, :, None]
     for layer, block in enumerate(view.params.blocks):
         z = view.get("z", layer, position)  # [n_head, d_head]
-        # Row h holds z_h in head h's slice and zeros elsewhere: row h @ W is head h's write.
-        heads = gpt2.matmul((one_head_per_row * z).reshape(H, H * d), block.c_proj.weight)
+        # Head h writes z_h through its own d_head columns of c_proj: [n_head, n_embd].
+        heads = torch.einsum("hd,chd->hc", z, block.c_proj.weight.view(-1, H, d))
         resid_mid = view.get("resid_pre", layer, position) + heads.sum(0) + block.c_proj.bias
         if layer in view.ablation.mlps:
             mlp = torch.zeros_like(resid_mid)
