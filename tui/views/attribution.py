@@ -23,7 +23,7 @@ from gpt2scope.tui.session import HeadEffects, Scope, Settings
 from gpt2scope.tui.text import Piece, Pieces, token_json
 from gpt2scope.tui.views.common import Drawn, packed, piece_text
 from gpt2scope.tui.views.page import Page, not_ready, page_note
-from gpt2scope.tui.views.spec import Key, ScreenSpec, view_identity
+from gpt2scope.tui.views.spec import HEAD_CURSOR, Key, ScreenSpec, view_identity
 from gpt2scope.tui.views.style import (
     DENSITY,
     DIM,
@@ -451,11 +451,7 @@ SPEC = ScreenSpec(
     compute=compute_contributions,
     json=contributions_json,
     keys=(
-        Key("up", "↑", "app.layer(-1)", "layer-", "previous layer", True),
-        Key("down", "↓", "app.layer(1)", "layer+", "next layer", True),
-        Key("left", "←", "app.head(-1)", "head-", "previous head", True),
-        Key("right", "→", "app.head(1)", "head+", "next head", True),
-        Key("enter", "enter", "enter", "show", "show that head in the panes", True),
+        *HEAD_CURSOR,
         Key("x", "x", "app.target(1)", "target", "next target: the top predictions", True),
         Key("X", "X", "app.target(-1)", "target-", "previous target"),
         Key("v", "v", "app.contrast", "vs", "contrast with the runner-up, or not", True),

@@ -17,7 +17,7 @@ from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces
 from gpt2scope.tui.views.common import Drawn, packed
 from gpt2scope.tui.views.page import Page, not_ready, page_note
-from gpt2scope.tui.views.spec import Key, ScreenSpec, view_identity
+from gpt2scope.tui.views.spec import HEAD_CURSOR, ScreenSpec, view_identity
 from gpt2scope.tui.views.style import DIM, HEADING, SELECTED
 
 LEVELS = " ▁▂▃▄▅▆▇█"
@@ -200,12 +200,6 @@ SPEC = ScreenSpec(
     depends=lambda s: (view_identity(s),),
     compute=compute_map,
     json=head_stats_json,
-    keys=(
-        Key("up", "↑", "app.layer(-1)", "layer-", "previous layer", True),
-        Key("down", "↓", "app.layer(1)", "layer+", "next layer", True),
-        Key("left", "←", "app.head(-1)", "head-", "previous head", True),
-        Key("right", "→", "app.head(1)", "head+", "next head", True),
-        Key("enter", "enter", "enter", "show", "show that head in the panes", True),
-    ),
+    keys=HEAD_CURSOR,
     while_generating=False,
 )

@@ -25,6 +25,16 @@ class Key:
     footer: bool = False
 
 
+# A screen whose cursor is the selected head: the arrows move it, enter shows it in the panes.
+HEAD_CURSOR = (
+    Key("up", "↑", "app.layer(-1)", "layer-", "previous layer", True),
+    Key("down", "↓", "app.layer(1)", "layer+", "next layer", True),
+    Key("left", "←", "app.head(-1)", "head-", "previous head", True),
+    Key("right", "→", "app.head(1)", "head+", "next head", True),
+    Key("enter", "enter", "enter", "show", "show that head in the panes", True),
+)
+
+
 @dataclass(frozen=True)
 class PaneSpec:
     """One of the six panes of the main screen."""
