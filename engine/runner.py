@@ -57,6 +57,15 @@ class Prefilled:
 
 
 @dataclass(frozen=True)
+class Reran:
+    """The same tokens through another model (a knock-out set or undone): the generated
+    steps stay steps, only the newest view is new."""
+
+    command: int
+    view: RunView
+
+
+@dataclass(frozen=True)
 class Stepped:
     command: int
     index: int  # 1 for the first token generated after the prompt
@@ -86,7 +95,7 @@ class Done:
     command: int
 
 
-Event = StateChanged | Prefilled | Stepped | Finished | Failed | Done
+Event = StateChanged | Prefilled | Reran | Stepped | Finished | Failed | Done
 
 
 class Stopped(Exception):
@@ -159,8 +168,8 @@ class Runner:
         """Knock out `ablation`'s heads and MLPs (an empty one restores the model) for every
         prompt, generation and branch from now on. A run there already is re-run through
         the new model from the first layer that changes, keeping its generated tokens, and
-        answered by a Prefilled with the new view (`view.ablation` says which model made
-        it). A failure keeps the last good run and the ablation it had, and is a Failed."""
+        answered by a Reran with the new view (`view.ablation` says which model made it).
+        A failure keeps the last good run and the ablation it had, and is a Failed."""
         return self._ask(self._set_ablation, ablation)
 
     def set_seed(self, seed: int) -> int:
@@ -261,7 +270,7 @@ class Runner:
             self._set_state(State.PREFILLING, command)
             run = Run.rerun(self._run.view(), ablation)
             self._run = run
-            self._emit(Prefilled(command, run.view()))
+            self._emit(Reran(command, run.view()))
         self.ablation = ablation
 
     def _reseed(self, seed: int, command: int) -> None:

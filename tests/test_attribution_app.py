@@ -115,6 +115,25 @@ async def test_o_knocks_out_the_head_everywhere_and_big_o_restores(tiny_model):
 
 
 @pytest.mark.anyio
+async def test_a_knock_out_after_a_generation_keeps_its_steps_in_history(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT, temperature=0, length=3)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("g")
+        await settle(pilot)
+        tokens = app.scope.view.tokens
+        await pilot.press("o")
+        await settle(pilot)
+        assert app.scope.steps == 3 and app.scope.view.tokens == tokens
+        assert app.scope.view.ablation.heads == {(0, 0)}
+        await pilot.press("s")
+        await settle(pilot)
+        assert app.scope.steps == 4 and len(app.session.views) == 5
+        await pilot.press("less_than_sign")  # step 3: generated before the knock-out
+        assert app.scope.steps == 3 and app.scope.view.ablation.heads == {(0, 0)}
+
+
+@pytest.mark.anyio
 async def test_knock_outs_survive_a_new_prompt_generation_and_a_smaller_model(tiny_model, tmp_path):
     app = make_app(tiny_model, prompt=PROMPT, layer=1, head=3, length=2)
     async with app.run_test(size=(80, 24)) as pilot:

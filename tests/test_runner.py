@@ -18,6 +18,7 @@ from gpt2scope.engine import (
     Finished,
     FinishReason,
     Prefilled,
+    Reran,
     Runner,
     SamplingParams,
     State,
@@ -275,7 +276,7 @@ def test_set_ablation_reruns_the_run_and_later_commands_use_it(runner, recorder,
     command = runner.set_ablation(off)
     done = recorder.wait(Done, 3)
     assert done.command == command and runner.ablation == off
-    view = recorder.of(Prefilled)[-1].view
+    view = recorder.of(Reran)[-1].view
     assert view.ablation == off and list(view.tokens) == tokens
     fresh = tiny_model.start(tokens, off)
     torch.testing.assert_close(view.logits, fresh.logits, atol=1e-4, rtol=0)
@@ -294,7 +295,7 @@ def test_set_ablation_reruns_the_run_and_later_commands_use_it(runner, recorder,
 
     runner.set_ablation(Ablation())
     recorder.wait(Done, 6)
-    restored = recorder.of(Prefilled)[-1].view
+    restored = recorder.of(Reran)[-1].view
     assert restored.ablation.empty
     torch.testing.assert_close(
         restored.logits, tiny_model.start(list(restored.tokens)).logits, atol=1e-5, rtol=0

@@ -23,6 +23,7 @@ from gpt2scope.engine import (
     GPT2Config,
     Model,
     Prefilled,
+    Reran,
     RunView,
     SampleRecord,
     SamplingParams,
@@ -449,6 +450,11 @@ class Session:
             self.views, self.at_step = [event.view], None
             self.settings = replace(self.settings, query=None)
             self._forget_run()
+        elif isinstance(event, Reran):
+            # The steps as they were sampled stay in history; the newest is seen anew.
+            self.view = self.views[-1] = event.view
+            if self.at_step is None:
+                self._forget_run()
         elif isinstance(event, Stepped):
             del self.sampled[event.index - 1 :]
             self.sampled.append(event.record)
