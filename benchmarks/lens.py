@@ -81,8 +81,9 @@ def saliency(bridge: Any, ids: list[int], target: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def patch_sweep(bridge: Any, clean: list[int], corrupt: list[int], name: str, answer: int,
-                contrast: int) -> torch.Tensor:
+def patch_sweep(
+    bridge: Any, clean: list[int], corrupt: list[int], name: str, answer: int, contrast: int
+) -> torch.Tensor:
     """[n_layer, T]: LD of the corrupted run with the clean activation `name` (a per-block
     hook such as 'hook_resid_pre') copied in at one (layer, position), one hooked forward per
     cell, the notebook loop of TransformerLens's patching tutorials."""
@@ -97,16 +98,15 @@ def patch_sweep(bridge: Any, clean: list[int], corrupt: list[int], name: str, an
                 x[:, position] = cache[hook.name][:, position]
                 return x
 
-            logits = bridge.run_with_hooks(
-                torch.tensor([corrupt]), fwd_hooks=[(hook_name, patch)]
-            )
+            logits = bridge.run_with_hooks(torch.tensor([corrupt]), fwd_hooks=[(hook_name, patch)])
             out[layer, position] = logits[0, -1, answer] - logits[0, -1, contrast]
     return out
 
 
 @torch.no_grad()
-def head_patch_sweep(bridge: Any, clean: list[int], corrupt: list[int], answer: int,
-                     contrast: int) -> torch.Tensor:
+def head_patch_sweep(
+    bridge: Any, clean: list[int], corrupt: list[int], answer: int, contrast: int
+) -> torch.Tensor:
     """[n_layer, n_head]: LD with one head's clean z copied in at every position."""
     _, cache = bridge.run_with_cache(torch.tensor([clean]))
     n_layer, n_head = bridge.cfg.n_layers, bridge.cfg.n_heads

@@ -114,31 +114,32 @@ class Run:
     def rerun(cls, view: RunView, ablation: Ablation) -> Run:
         """The tokens of `view` through the model with `ablation`: the layers before the first
         one the two models compute differently are copied from `view`, not recomputed."""
-        run = cls(view.config, view.params, ablation)
         first = ablation.first_difference(view.ablation)
-        first = view.config.n_layer if first is None else first
+        if first is None or first == view.config.n_layer:
+            return cls.from_layer(view, view.config.n_layer, view._resid_post, ablation)
+        return cls.from_layer(view, first, view._resid_pre[first], ablation)
+
+    @classmethod
+    def from_layer(
+        cls, view: RunView, first: int, resid: torch.Tensor, ablation: Ablation = NO_ABLATION
+    ) -> Run:
+        """The tokens of `view` with `resid` [T, n_embd] as the residual stream entering block
+        `first` (leaving the last block when `first` is n_layer), through the blocks from
+        `first` on with `ablation`; the layers before `first` are copied from `view`."""
+        run = cls(view.config, view.params, ablation)
         T, c = view.n_tokens, run._cache
         c.write(0, T, view.config.n_ctx)
         c.q[:first, :, :T] = view._q[:first]
         c.k[:first, :, :T] = view._k[:first]
         c.v[:first, :, :T] = view._v[:first]
         c.resid_pre[:first, :T] = view._resid_pre[:first]
-        if first == view.config.n_layer:
-            c.keep_resid_post(view._resid_post)
-            run._finish(list(view.tokens), view.logits, {})
-            return run
         sums: dict[int, torch.Tensor] = {}
         with torch.no_grad():
-            resid = knock.transformer(
-                view.params,
-                view.config.n_head,
-                view._resid_pre[first],
-                ablation,
-                kernels.CPU,
-                c,
-                first,
-                sums,
-            )
+            if first < view.config.n_layer:
+                n_head = view.config.n_head
+                resid = knock.transformer(
+                    view.params, n_head, resid, ablation, kernels.CPU, c, first, sums
+                )
             c.keep_resid_post(resid)
             logits = gpt2.unembed(view.params, resid[-1], kernels.CPU)
         run._finish(list(view.tokens), logits, sums)

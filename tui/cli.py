@@ -147,7 +147,8 @@ def inspect_parser() -> argparse.ArgumentParser:
         default="text",
         help="text: the six views and the deeper ones (default); json: one object with "
         "model, tokens, continuation, layer, head, query, pattern, probabilities, qkv, "
-        "stages, head_stats, logit_lens, block, history, attribution and saliency",
+        "stages, head_stats, logit_lens, block, history, attribution and saliency (and "
+        "patching with --corrupt)",
     )
     parser.add_argument(
         "--target",
@@ -181,6 +182,20 @@ def inspect_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="knock out each head alone and report the change of the target's logit "
         "(JSON head_effects)",
+    )
+    parser.add_argument(
+        "--corrupt",
+        metavar="TEXT",
+        help="activation patching: a corrupted prompt of as many tokens as --prompt; adds "
+        "the maps of how much of the clean logit difference each patched activation brings "
+        "back (JSON patching); the intact model, so not with --ablate",
+    )
+    parser.add_argument(
+        "--answer",
+        metavar="TOKEN",
+        help="with --corrupt: LD = logit(answer) - logit(--contrast) after the last token "
+        "(as --target; default: the clean run's top prediction, the contrast the "
+        "corrupted run's)",
     )
     parser.add_argument(
         "--width",
@@ -261,11 +276,20 @@ def why_from(args: argparse.Namespace, config: GPT2Config) -> Why:
         ablation = Ablation.parse(args.ablate, args.ablation, config)
     except ValueError as e:
         raise ValueError(f"--ablate {e}") from e
+    corrupt = None
+    if args.corrupt is not None:
+        if not ablation.empty:
+            raise ValueError("--corrupt patches the intact model: leave out --ablate")
+        corrupt = gpt2_tokenizer().encode(args.corrupt, args.bos)
+    elif args.answer is not None:
+        raise ValueError("--answer goes with --corrupt (for attribution, use --target)")
     return Why(
         token_from("--target", args.target, config),
         token_from("--contrast", args.contrast, config),
         ablation,
         args.head_effects,
+        corrupt,
+        token_from("--answer", args.answer, config),
     )
 
 

@@ -47,7 +47,7 @@ def inspect(
         if isinstance(sys.stdout, io.TextIOWrapper):
             # A terminal that cannot show a glyph gets its \u escape, not a traceback.
             sys.stdout.reconfigure(errors="backslashreplace")
-        sys.stdout.write(run_text(scope, pieces, width))
+        sys.stdout.write(run_text(scope, pieces, width, why))
     return 0
 
 

@@ -20,6 +20,13 @@ from gpt2scope.tui.views import PANES, SCREENS, Drawn, render_header
 from gpt2scope.tui.views.attribution import attribution_json, token_of
 from gpt2scope.tui.views.history import chosen_index
 from gpt2scope.tui.views.page import Page
+from gpt2scope.tui.views.patching import (
+    Patching,
+    measured,
+    pair_of,
+    patching_json,
+    patching_text,
+)
 
 CANDIDATE_LINES = 24  # the probabilities pane: the top candidates, not all 64
 
@@ -34,6 +41,9 @@ class Why:
     contrast: int | None = None
     ablation: Ablation = NO_ABLATION
     head_effects: bool = False
+    # --corrupt: the corrupted prompt's tokens, and the answer patching measures LD with.
+    corrupt: list[int] | None = None
+    answer: int | None = None
 
 
 def why_json(scope: Scope, pieces: Pieces, why: Why) -> dict[str, Any]:
@@ -62,7 +72,17 @@ def why_json(scope: Scope, pieces: Pieces, why: Why) -> dict[str, Any]:
             "base": dla.model_value,
             "effects": head_effects(view, position, target, why.contrast, mode),
         }
+    if why.corrupt is not None:
+        out["patching"] = patching_json(patching_of(scope, pieces, why))
     return out
+
+
+def patching_of(scope: Scope, pieces: Pieces, why: Why) -> Patching:
+    """The clean prompt's tokens (not the continuation) against --corrupt's."""
+    view = scope.view
+    clean = list(view.tokens[: scope.prompt_length])
+    pair = pair_of(view.config, view.params, clean, why.corrupt, pieces, why.answer, why.contrast)
+    return measured(pair, pieces)
 
 
 def run_json(scope: Scope, pieces: Pieces, why: Why | None = None) -> dict[str, Any]:
@@ -113,8 +133,9 @@ def screens_text(scope: Scope, pieces: Pieces, width: int, height: int) -> list[
     return drawn
 
 
-def run_text(scope: Scope, pieces: Pieces, width: int) -> str:
-    """The header, the six panes and the deeper screens as plain text."""
+def run_text(scope: Scope, pieces: Pieces, width: int, why: Why | None = None) -> str:
+    """The header, the six panes and the deeper screens as plain text, and with --corrupt
+    the patching maps."""
     lines = [line.plain for line in render_header(scope, width, live=False)]
     lines.append(f"prompt: {visible(scope.prompt)}")
     height = max(40, scope.n_tokens + 8)
@@ -125,4 +146,7 @@ def run_text(scope: Scope, pieces: Pieces, width: int) -> str:
     for title, drawn in screens_text(scope, pieces, width, height):
         lines += ["", f"== {title} ==".ljust(width, "=")]
         lines += [line.plain for line in drawn.lines]
+    if why is not None and why.corrupt is not None and scope.view is not None:
+        lines += ["", "== Patching ==".ljust(width, "=")]
+        lines += patching_text(patching_of(scope, pieces, why), width)
     return "\n".join(line.rstrip() for line in lines) + "\n"
