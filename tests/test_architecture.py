@@ -36,6 +36,7 @@ LAYERS = (
             "gpt2scope.tui.screens",
             "gpt2scope.tui.help",
             "gpt2scope.tui.download_screen",
+            "gpt2scope.tui.patching_screen",
             "gpt2scope.tui.keep_tail",
         ),
     ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from gpt2scope.tui.views.patching import EXAMPLES
 from tests.driver import make_app, settle
 
 PROMPT = "The cat sat on the mat because it was tired."
@@ -38,3 +39,18 @@ def after_generating(*keys: str):
 def test_deeper_screen(snap_compare, tiny_model, screen):
     app = make_app(tiny_model, prompt=PROMPT, length=6, temperature=0)
     assert snap_compare(app, terminal_size=(80, 24), run_before=after_generating(*SCREENS[screen]))
+
+
+@pytest.mark.slow
+def test_patching_screen(snap_compare, tiny_model):
+    """The induction example's maps, the heads map's cell L1H2 applied."""
+    app = make_app(tiny_model, prompt=EXAMPLES[2].clean, length=0, temperature=0)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("P")
+        await settle(pilot)
+        await pilot.press("4", "down", "right", "right", "enter")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

@@ -42,6 +42,7 @@ from gpt2scope.tui.help import HelpScreen
 from gpt2scope.tui.keep_tail import KeepTailScreen
 from gpt2scope.tui.keys import KEYS, bindings, next_on_ladder
 from gpt2scope.tui.messages import EngineEvent, Fetched, FetchFailed, FetchProgress, PromptLeft
+from gpt2scope.tui.patching_screen import PatchingScreen
 from gpt2scope.tui.screens import DeeperActions, DeeperScreen
 from gpt2scope.tui.session import (
     SAMPLE_PROMPT,
@@ -542,6 +543,13 @@ class ScopeApp(DeeperActions, App[int]):
     def action_cancel_effects(self) -> None:
         self.stop_effects()
         self.publish()
+
+    def action_patching(self) -> None:
+        if isinstance(self.screen, DeeperScreen):
+            self.screen.dismiss(None)  # one deeper screen at a time, as action_open does
+            self.call_later(self.action_patching)
+        elif not isinstance(self.screen, PatchingScreen):
+            self.push_screen(PatchingScreen())
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -12,6 +12,7 @@ from textual.widgets import Static
 
 from gpt2scope.tui.keys import BUILT_IN, KEYS
 from gpt2scope.tui.views import PANES, SCREENS
+from gpt2scope.tui.views import patching as patching_view
 from gpt2scope.tui.widgets import LeanFooter
 
 INTRO = (
@@ -51,6 +52,9 @@ def screens_table() -> Table:
         if screen.keys:
             text.append("\n" + " · ".join(f"{k.shown} {k.help}" for k in screen.keys), "italic")
         table.add_row(screen.key, text)
+    text = Text.assemble(("Patching", "bold"), f": {patching_view.ABOUT}.")
+    text.append("\n" + " · ".join(f"{k.shown} {k.help}" for k in patching_view.KEYS), "italic")
+    table.add_row(patching_view.OPENER.key, text)
     return table
 
 

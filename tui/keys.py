@@ -7,6 +7,7 @@ from __future__ import annotations
 from textual.binding import Binding
 
 from gpt2scope.tui.views import SCREENS, Key
+from gpt2scope.tui.views import patching as patching_view
 
 KEYS = (
     Key("left_square_bracket", "[", "layer(-1)", "layer-", "previous layer"),
@@ -31,6 +32,7 @@ KEYS = (
     Key("B", "B", "bos", "bos", "<|endoftext|> first, or not; runs the prompt again"),
     Key("z", "z", "zoom", "zoom", "zoom the focused pane to full screen and back", True),
     *(screen.opener for screen in SCREENS),
+    patching_view.OPENER,
     Key("o", "o", "knock_out", "knock out", "knock out the selected head, or bring it back"),
     Key("M", "M", "knock_out_mlp", "knock out mlp", "knock out the selected layer's MLP, or not"),
     Key("O", "O", "restore", "restore", "bring back every knocked-out head and MLP"),
@@ -87,6 +89,8 @@ def keys_help() -> str:
         if screen.keys:
             own = ", ".join(f"{k.shown} {k.help}" for k in screen.keys)
             text += f"  {screen.key}  {own}\n"
+    own = ", ".join(f"{k.shown} {k.help}" for k in patching_view.KEYS)
+    text += f"  {patching_view.OPENER.key}  {own}\n"
     return text
 
 
@@ -112,6 +116,9 @@ def keys_markdown() -> str:
             text += table([(k.shown, k.help) for k in screen.keys])
         else:
             bare.append(f"`{screen.key}`")
+    text += f"\n## The screen `{patching_view.OPENER.key}` opens\n\n"
+    text += f"{patching_view.OPENER.help}; `esc` or `P` goes back.\n\n"
+    text += table([(k.shown, k.help) for k in patching_view.KEYS])
     if bare:
         text += f"\nThe screens {' and '.join(bare)} open have no keys of their own.\n"
     return text

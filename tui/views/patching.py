@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+from rich.cells import cell_len
 from rich.text import Text
 
 from gpt2scope.engine.gpt2 import GPT2Config, Params
@@ -22,6 +23,7 @@ from gpt2scope.engine.patching import estimate as estimate_maps
 from gpt2scope.engine.run import Run
 from gpt2scope.tui.text import Piece, Pieces, clip, token_json
 from gpt2scope.tui.views.common import Drawn, piece_text
+from gpt2scope.tui.views.spec import Key
 from gpt2scope.tui.views.style import (
     DENSITY,
     DIM,
@@ -182,6 +184,42 @@ def patching(
     )
 
 
+ABOUT = (
+    "activation patching: the clean and the corrupted prompt (as many tokens; the tokens that "
+    "differ reversed), LD = logit(answer) − logit(contrast) after the last token in each, and "
+    "a map per site (resid_pre, attn_out, mlp_out at each layer and position; heads: one "
+    "head's z at every position) of (LD_patched − LD_corrupt) / (LD_clean − LD_corrupt) with "
+    "that clean activation copied into the corrupted run: 1 restores the clean answer, 0 does "
+    "nothing. The estimate (attribution patching: (a_clean − a_corrupt) · dLD/da) fills the "
+    "maps at once, the exact cells replace it as they are computed; the intact model"
+)
+
+KEYS = (
+    Key("escape", "esc", "back", "back", "cancel the exact cells, or back to the panes", True),
+    Key("P", "P", "back", "back", "back to the panes"),
+    Key("up", "↑", "move(-1, 0)", "layer-", "previous layer", True),
+    Key("down", "↓", "move(1, 0)", "layer+", "next layer", True),
+    Key("left", "←", "move(0, -1)", "cell-", "previous position (or head)", True),
+    Key("right", "→", "move(0, 1)", "cell+", "next position (or head)", True),
+    Key("1", "1", "site(0)", "resid", "map: resid_pre at each layer and position"),
+    Key("2", "2", "site(1)", "attn", "map: attn_out at each layer and position"),
+    Key("3", "3", "site(2)", "mlp", "map: mlp_out at each layer and position"),
+    Key("4", "4", "site(3)", "heads", "map: each head's z at every position"),
+    Key("m", "m", "mode", "mode", "show the estimate, the exact cells or their difference", True),
+    Key("enter", "enter", "apply", "apply", "apply the cell's patch to the corrupted run", True),
+    Key("backspace", "backspace", "clear", "clear", "clear the applied patch"),
+    Key("x", "x", "example", "example", "next built-in example", True),
+    Key("v", "v", "swap", "swap", "swap the answer and the contrast"),
+    Key("d", "d", "defaults", "defaults", "answer and contrast: the two runs' top predictions"),
+    Key("e", "e", "edit('corrupt')", "corrupt", "edit the corrupted prompt (enter runs both)"),
+    Key("E", "E", "edit('clean')", "clean", "edit the clean prompt (enter runs both)"),
+    Key("r", "r", "rerun", "rerun", "compute the exact cells again"),
+)
+OPENER = Key(
+    "P", "P", "patching", "patching", "activation patching: this prompt vs a corrupted one"
+)
+
+
 # Drawing.
 
 
@@ -206,21 +244,25 @@ def render_patching(p: Patching, width: int, height: int) -> Drawn:
 
 
 def prompt_lines(p: Patching, width: int) -> list[Text]:
-    """The two prompts token by token, aligned, the tokens that differ reversed."""
-    first = p.pair.first_difference
-    lines = []
-    for name, pieces, other in (("clean  ", p.clean, p.corrupt), ("corrupt", p.corrupt, p.clean)):
-        line = Text(name + " ", HEADING)
-        for i, (piece, twin) in enumerate(zip(pieces, other, strict=True)):
-            text = piece_text(piece)
-            room = max(len(piece_text(piece)), len(piece_text(twin)))
-            differs = piece.token_id != twin.token_id
-            line.append(text.plain.ljust(room), SELECTED if differs else None)
-            line.append("│" if i + 1 < len(pieces) else "", DIM)
-        lines.append(line)
+    """The two prompts token by token, aligned, the tokens that differ reversed; wrapped
+    in pairs of lines when they are wider than the screen."""
+    names = ("clean   ", "corrupt ")
+    lines: list[Text] = []
+    rows = [Text(name, HEADING) for name in names]
+    for piece, twin in zip(p.clean, p.corrupt, strict=True):
+        texts = [piece_text(piece).plain, piece_text(twin).plain]
+        room = max(cell_len(t) for t in texts) + 1
+        if rows[0].cell_len + room > width and rows[0].cell_len > len(names[0]):
+            lines += rows
+            rows = [Text(" " * len(name)) for name in names]
+        style = SELECTED if piece.token_id != twin.token_id else None
+        for row, text in zip(rows, texts, strict=True):
+            row.append(text, style)
+            row.append("│".rjust(room - cell_len(text)), DIM)
+    lines += rows
     for line in lines:
         line.truncate(width)
-    if first == p.pair.n_tokens:
+    if p.pair.first_difference == p.pair.n_tokens:
         lines.append(Text(clip("the prompts are the same: nothing to patch", width), NOTE))
     return lines
 

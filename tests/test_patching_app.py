@@ -1,0 +1,132 @@
+"""Pilot tests for the patching screen (P): the maps on screen are the engine's, every key
+does what the help says, and prompts that cannot be patched leave the maps as they were."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gpt2scope.engine.patching import SITES, Patch, patched, sweep
+from gpt2scope.tui.patching_screen import PatchingScreen
+from gpt2scope.tui.views.patching import EXAMPLES, Patching
+from tests.driver import make_app, settle, shown
+
+EXAMPLE = EXAMPLES[2]  # the induction example
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def state(app) -> Patching:
+    assert isinstance(app.screen, PatchingScreen)
+    assert isinstance(app.screen.state, Patching), app.screen.state
+    return app.screen.state
+
+
+async def open_patching(pilot) -> Patching:
+    await settle(pilot)
+    await pilot.press("P")
+    await settle(pilot)
+    return state(pilot.app)
+
+
+@pytest.mark.anyio
+async def test_p_patches_the_apps_prompt_against_its_example_and_shows_the_engines_maps(
+    tiny_model,
+):
+    app = make_app(tiny_model, prompt=EXAMPLE.clean, length=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        s = await open_patching(pilot)
+        tokenizer = app.session.pieces.tokenizer
+        assert s.pair.clean.tokens == tuple(tokenizer.encode(EXAMPLE.clean))
+        assert s.pair.corrupt.tokens == tuple(tokenizer.encode(EXAMPLE.corrupt))
+        assert (s.answer.token_id, s.contrast.token_id) == (
+            tokenizer.encode(EXAMPLE.answer)[0],
+            tokenizer.encode(EXAMPLE.contrast)[0],
+        )
+        for site in SITES:
+            assert s.exact[site] == sweep(s.pair, site)
+        text = shown(app.screen.query_one("#patching"))
+        assert "·mat" in text and "·park" in text and "resid_pre" in text
+
+
+@pytest.mark.anyio
+async def test_keys_switch_maps_modes_and_cells_and_enter_applies_the_cells_patch(tiny_model):
+    app = make_app(tiny_model, prompt=EXAMPLE.clean, length=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        s = await open_patching(pilot)
+        await pilot.press("4")
+        assert state(app).site == "z"
+        await pilot.press("m")
+        assert state(app).mode == "difference"
+        await pilot.press("m")
+        assert state(app).mode == "estimate"
+        await pilot.press("down", "right", "right")
+        assert (state(app).layer, state(app).index) == (1, 2)
+        await pilot.press("enter")
+        await settle(pilot)
+        applied = state(app).applied
+        view = patched(s.pair, Patch("z", 1, 2))
+        assert applied.patch == Patch("z", 1, 2)
+        assert applied.metric == pytest.approx(
+            float(view.logits[s.pair.answer] - view.logits[s.pair.contrast])
+        )
+        assert "applied L1H2 z" in shown(app.screen.query_one("#patching"))
+        await pilot.press("backspace")
+        assert state(app).applied is None
+        await pilot.press("v")
+        await settle(pilot)
+        assert (state(app).pair.answer, state(app).pair.contrast) == (
+            s.pair.contrast,
+            s.pair.answer,
+        )
+        await pilot.press("escape")
+        assert not isinstance(app.screen, PatchingScreen)
+
+
+@pytest.mark.anyio
+async def test_x_cycles_the_examples_and_each_has_prompts_of_equal_length(tiny_model):
+    app = make_app(tiny_model, prompt=EXAMPLE.clean, length=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_patching(pilot)
+        for example in (*EXAMPLES[:2], EXAMPLE):  # from the induction one, the next is the first
+            await pilot.press("x")
+            await settle(pilot)
+            s = state(app)
+            assert app.screen.query_one("#clean").value == example.clean
+            assert s.pair.n_tokens == len(app.session.pieces.tokenizer.encode(example.corrupt))
+            assert s.answer.text == example.answer and s.contrast.text == example.contrast
+
+
+@pytest.mark.anyio
+async def test_a_corrupted_prompt_of_another_length_is_refused_and_the_maps_stay(tiny_model):
+    app = make_app(tiny_model, prompt=EXAMPLE.clean, length=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        before = await open_patching(pilot)
+        await pilot.press("e")
+        app.screen.query_one("#corrupt").value = "A shorter prompt"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert state(app).pair is before.pair
+        notes = [n.message for n in app._notifications]
+        assert any("tokens" in n and "needs as many" in n for n in notes), notes
+
+
+@pytest.mark.anyio
+async def test_an_edited_corrupted_prompt_is_run_with_the_same_answer(tiny_model):
+    app = make_app(tiny_model, prompt=EXAMPLE.clean, length=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        before = await open_patching(pilot)
+        await pilot.press("e")
+        corrupt = EXAMPLE.corrupt.replace("dog", "cow")
+        app.screen.query_one("#corrupt").value = corrupt
+        await pilot.press("enter")
+        await settle(pilot)
+        s = state(app)
+        assert s.pair.corrupt.tokens == tuple(app.session.pieces.tokenizer.encode(corrupt))
+        assert (s.pair.answer, s.pair.contrast) == (before.pair.answer, before.pair.contrast)
+        torch.testing.assert_close(
+            torch.tensor(s.exact["resid_pre"]), torch.tensor(sweep(s.pair, "resid_pre"))
+        )
