@@ -18,6 +18,7 @@ from gpt2scope.engine import (
     load_model,
     saliency,
 )
+from gpt2scope.engine.patching import Pair, estimate, sweep
 from gpt2scope.engine.sampling import distributions
 from gpt2scope.tui.cli import main
 from gpt2scope.tui.views import PANES
@@ -249,6 +250,93 @@ def test_json_with_ablate_is_the_knocked_out_models(capsys, tiny_checkpoint, mod
     ],
 )
 def test_bad_why_flags_are_one_line_and_exit_1(capsys, tiny_checkpoint, args, message):
+    code, out, err = inspect(capsys, "--weights", str(tiny_checkpoint), "--prompt", PROMPT, *args)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and message in err
+
+
+CLEAN = "The cat sat on the mat. The cat sat on the"
+CORRUPT = "The dog ran in the park. The cat sat on the"
+
+
+def test_json_patching_is_the_engines_and_follows_the_contract(capsys, tiny_checkpoint, model):
+    code, out, err = inspect(
+        capsys,
+        "--weights",
+        str(tiny_checkpoint),
+        "--prompt",
+        CLEAN,
+        "--corrupt",
+        CORRUPT,
+        "--answer",
+        " mat",
+        "--contrast",
+        " park",
+        "--length",
+        "2",
+        "--format",
+        "json",
+    )
+    assert (code, err) == (0, "")
+    p = json.loads(out)["patching"]
+    tokenizer = gpt2_tokenizer()
+    clean, corrupt = tokenizer.encode(CLEAN), tokenizer.encode(CORRUPT)
+    # The prompt's tokens are patched, not the generated continuation.
+    pair = Pair(
+        model.start(clean).view(),
+        model.start(corrupt).view(),
+        tokenizer.encode(" mat")[0],
+        tokenizer.encode(" park")[0],
+    )
+    assert p["answer"] == {"id": pair.answer, "text": " mat"}
+    assert p["contrast"] == {"id": pair.contrast, "text": " park"}
+    assert [t["id"] for t in p["corrupt_tokens"]] == corrupt
+    assert p["clean_metric"] == pytest.approx(pair.clean_metric, rel=1e-4)
+    assert p["corrupt_metric"] == pytest.approx(pair.corrupt_metric, rel=1e-4)
+    for name, site in (
+        ("resid_pre", "resid_pre"),
+        ("attn_out", "attn_out"),
+        ("mlp_out", "mlp_out"),
+        ("heads", "z"),
+    ):
+        close = dict(rtol=0, atol=1e-5)
+        torch.testing.assert_close(torch.tensor(p[name]), torch.tensor(sweep(pair, site)), **close)
+        expected = torch.tensor(estimate(pair)[site])
+        torch.testing.assert_close(torch.tensor(p["estimate"][name]), expected, **close)
+
+
+def test_text_prints_the_patching_maps(capsys, tiny_checkpoint):
+    code, out, _ = inspect(
+        capsys,
+        "--weights",
+        str(tiny_checkpoint),
+        "--prompt",
+        CLEAN,
+        "--corrupt",
+        CORRUPT,
+        "--length",
+        "0",
+    )
+    assert code == 0
+    patching = out[out.index("== Patching") :]
+    for name in ("resid_pre", "attn_out", "mlp_out", "heads"):
+        assert f"{name} (1 = clean restored)" in patching
+    assert "corrupt The│·dog│·ran" in patching
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--corrupt", "The big cat"], "the clean prompt is 9 tokens (The|·quick|"),
+        (
+            ["--corrupt", PROMPT.replace("fox", "cat"), "--answer", " a b"],
+            "--answer ' a b': is 2 GPT-2 tokens",
+        ),
+        (["--corrupt", CORRUPT, "--ablate", "L0H0"], "--corrupt patches the intact model"),
+        (["--answer", " mat"], "--answer goes with --corrupt"),
+    ],
+)
+def test_bad_patching_flags_are_one_line_and_exit_1(capsys, tiny_checkpoint, args, message):
     code, out, err = inspect(capsys, "--weights", str(tiny_checkpoint), "--prompt", PROMPT, *args)
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and message in err
