@@ -238,3 +238,37 @@ def test_unequal_lengths_are_refused_with_both_counts(checkpoint):
     model = checkpoint[1]
     with pytest.raises(ValueError, match="5 and 6 tokens"):
         Pair(model.start([1] * 5).view(), model.start([1] * 6).view(), 1, 2)
+
+
+@pytest.fixture(scope="module")
+def demo_induction():
+    from gpt2scope.engine import gpt2_tokenizer
+    from gpt2scope.tui.views.patching import EXAMPLES
+    from gpt2scope.weights import DEMO_DIR
+
+    tok, model = gpt2_tokenizer(), load_model(DEMO_DIR)
+    example = EXAMPLES[2]
+    clean, corrupt = (
+        model.start(tok.encode(example.clean)),
+        model.start(tok.encode(example.corrupt)),
+    )
+    answer, contrast = tok.encode(example.answer)[0], tok.encode(example.contrast)[0]
+    return Pair(clean.view(), corrupt.view(), answer, contrast)
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_on_the_demo_model_the_estimate_agrees_in_sign_on_the_largest_cells(demo_induction, site):
+    exact = torch.tensor(sweep(demo_induction, site)).flatten()
+    guess = torch.tensor(estimate(demo_induction)[site]).flatten()
+    largest = exact.abs().topk(5).indices
+    assert (exact[largest].sign() == guess[largest].sign()).all()
+    assert torch.corrcoef(torch.stack([exact, guess]))[0, 1] > 0.9
+
+
+def test_on_the_demo_model_a_copying_head_restores_the_induction_answer(demo_induction):
+    """The README's copying heads are in layer 3: patching one of them brings back most of
+    ' mat' over ' park'; and the earlier ' mat' position carries the answer at layer 0."""
+    heads = torch.tensor(sweep(demo_induction, "z"))
+    assert heads.argmax() // heads.shape[1] == 3 and heads.max() > 0.5
+    resid = torch.tensor(sweep(demo_induction, "resid_pre"))
+    assert resid[0].argmax() == 5 and resid[0, 5] > 0.8  # "mat" / "park", position 5
