@@ -263,7 +263,14 @@ def prompt_lines(p: Patching, width: int) -> list[Text]:
     for line in lines:
         line.truncate(width)
     if p.pair.first_difference == p.pair.n_tokens:
-        lines.append(Text(clip("the prompts are the same: nothing to patch", width), NOTE))
+        lines.append(
+            Text(
+                clip(
+                    "the prompts are the same: e edits the corrupted one, x loads an example", width
+                ),
+                NOTE,
+            )
+        )
     return lines
 
 
