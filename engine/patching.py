@@ -150,8 +150,13 @@ def estimate(pair: Pair) -> dict[str, list[list[float]]]:
 
 
 def patched(pair: Pair, patch: Patch) -> RunView:
+    return patched_run(pair, patch).view()
+
+
+def patched_run(pair: Pair, patch: Patch) -> Run:
     """The corrupted run with one clean activation copied in: a whole run, so that every
-    view reads it. The layers before the patch are the corrupted run's."""
+    view reads it and generation can go on from it. The layers before the patch are the
+    corrupted run's."""
     _check_patch(pair, patch)
     corrupt = pair.corrupt
     with torch.no_grad():
@@ -160,7 +165,7 @@ def patched(pair: Pair, patch: Patch) -> RunView:
             resid[patch.index] = pair.clean.get("resid_pre", patch.layer, patch.index)
         else:
             first, resid = patch.layer + 1, _patched_post(pair, patch)
-    return Run.from_layer(corrupt, first, resid).view()
+    return Run.from_layer(corrupt, first, resid, patch=f"{patch.label} ← clean")
 
 
 def _patched_post(pair: Pair, patch: Patch) -> torch.Tensor:

@@ -105,6 +105,7 @@ class Run:
         self.config = config
         self.params = params
         self.ablation = ablation
+        self.patch = ""  # what was copied into the run from another (see engine/patching.py)
         self.tokens: list[int] = []
         self.logits: torch.Tensor | None = None
         self._cache = _Cache(config, params)
@@ -113,7 +114,10 @@ class Run:
     @classmethod
     def rerun(cls, view: RunView, ablation: Ablation) -> Run:
         """The tokens of `view` through the model with `ablation`: the layers before the first
-        one the two models compute differently are copied from `view`, not recomputed."""
+        one the two models compute differently are copied from `view`, not recomputed. A
+        patched view is run again from its tokens, unpatched."""
+        if view.patch:
+            return cls.from_layer(view, 0, view.get("embed") + view.get("pos_embed"), ablation)
         first = ablation.first_difference(view.ablation)
         if first is None or first == view.config.n_layer:
             return cls.from_layer(view, view.config.n_layer, view._resid_post, ablation)
@@ -121,12 +125,19 @@ class Run:
 
     @classmethod
     def from_layer(
-        cls, view: RunView, first: int, resid: torch.Tensor, ablation: Ablation = NO_ABLATION
+        cls,
+        view: RunView,
+        first: int,
+        resid: torch.Tensor,
+        ablation: Ablation = NO_ABLATION,
+        patch: str = "",
     ) -> Run:
         """The tokens of `view` with `resid` [T, n_embd] as the residual stream entering block
         `first` (leaving the last block when `first` is n_layer), through the blocks from
-        `first` on with `ablation`; the layers before `first` are copied from `view`."""
+        `first` on with `ablation`; the layers before `first` are copied from `view`. `patch`
+        labels a run whose `resid` was patched: tokens added later see the patched past."""
         run = cls(view.config, view.params, ablation)
+        run.patch = patch
         T, c = view.n_tokens, run._cache
         c.write(0, T, view.config.n_ctx)
         c.q[:first, :, :T] = view._q[:first]
@@ -200,6 +211,7 @@ class Run:
             _resid_pre=c.resid_pre[:, :T],
             _resid_post=c.resid_post[:T],
             ablation=self.ablation,
+            patch=self.patch,
         )
 
     def _check(self, token_ids: list[int]) -> None:
@@ -232,10 +244,16 @@ class RunView:
     _resid_pre: torch.Tensor  # [n_layer, T, n_embd]
     _resid_post: torch.Tensor  # [T, n_embd] leaving the last block
     ablation: Ablation = NO_ABLATION  # the knock-outs of the model that made the run
+    patch: str = ""  # what was patched into the run from another, if anything
 
     @property
     def n_tokens(self) -> int:
         return len(self.tokens)
+
+    @property
+    def altered(self) -> bool:
+        """Not the intact model's run of its tokens: knocked out or patched."""
+        return not self.ablation.empty or bool(self.patch)
 
     def get(self, name: str, layer: int | None = None, position: int | None = None) -> torch.Tensor:
         """The activation TransformerLens names `name` (`blocks.{layer}.hook_{name}`, or

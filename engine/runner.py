@@ -172,6 +172,11 @@ class Runner:
         A failure keeps the last good run and the ablation it had, and is a Failed."""
         return self._ask(self._set_ablation, ablation)
 
+    def show_run(self, run: Run) -> int:
+        """Take `run` (a patched run of the intact model, say) as the current one, as if its
+        tokens had been prefilled: answered by a Prefilled; generation goes on from it."""
+        return self._ask(self._adopt, run)
+
     def set_seed(self, seed: int) -> int:
         """Restart the random stream; the next prompt or the next token draws from it."""
         return self._ask(self._reseed, seed)
@@ -248,6 +253,7 @@ class Runner:
 
     def _branch(self, arg: tuple[int, int], command: int) -> None:
         step_index, token_id = arg
+        self._refuse_if_patched("branch")
         if self._run is None or not 1 <= step_index <= self._generated:
             raise EngineError(f"there is no generated token {step_index} to branch from")
         keep = self._run.tokens[: self._prompt_length + step_index - 1]
@@ -257,8 +263,30 @@ class Runner:
         self._run, self._generated = run, step_index
         self._emit(Stepped(command, step_index, token_id, record, run.view()))
 
+    def _adopt(self, run: Run, command: int) -> None:
+        if not self.ablation.empty:
+            raise EngineError(
+                f"a patched run is of the intact model: {self.ablation.label()} "
+                "is knocked out (O restores it)"
+            )
+        if run.n_tokens > self.model.config.n_ctx:
+            raise EngineError(
+                f"the run is {run.n_tokens} tokens; the context is {self.model.config.n_ctx}"
+            )
+        self._run, self._generated, self._prompt_length = run, 0, run.n_tokens
+        self._generator.manual_seed(self.seed)
+        self._emit(Prefilled(command, run.view()))
+
+    def _refuse_if_patched(self, doing: str) -> None:
+        if self._run is not None and self._run.patch:
+            raise EngineError(
+                f"cannot {doing} a patched run ({self._run.patch}): clear the "
+                "patch first (P, then backspace)"
+            )
+
     def _set_ablation(self, ablation: Ablation, command: int) -> None:
         self._check_stop(command)
+        self._refuse_if_patched("knock out heads of")
         config = self.model.config
         missing = ablation.missing(config)
         if missing:

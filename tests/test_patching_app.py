@@ -9,7 +9,7 @@ import torch
 from gpt2scope.engine.patching import SITES, Patch, patched, sweep
 from gpt2scope.tui.patching_screen import PatchingScreen
 from gpt2scope.tui.views.patching import EXAMPLES, Patching
-from tests.driver import make_app, settle, shown
+from tests.driver import make_app, settle, shown, wait_for
 
 EXAMPLE = EXAMPLES[2]  # the induction example
 
@@ -130,3 +130,42 @@ async def test_an_edited_corrupted_prompt_is_run_with_the_same_answer(tiny_model
         torch.testing.assert_close(
             torch.tensor(s.exact["resid_pre"]), torch.tensor(sweep(s.pair, "resid_pre"))
         )
+
+
+@pytest.mark.anyio
+async def test_an_applied_patch_is_shown_in_every_pane_until_cleared(tiny_model):
+    app = make_app(tiny_model, prompt=EXAMPLE.clean, length=2, temperature=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        s = await open_patching(pilot)
+        await pilot.press("4", "down", "right", "enter")
+        await settle(pilot)
+        view = app.session.scope().view
+        expected = patched(s.pair, Patch("z", 1, 1))
+        assert view.tokens == s.pair.corrupt.tokens and view.patch == "L1H1 z ← clean"
+        torch.testing.assert_close(view.logits, expected.logits)
+        assert app.session.prompt == EXAMPLE.corrupt
+        await pilot.press("escape")
+        await settle(pilot)
+        assert "patched: L1H1 z ← clean" in str(app.screen.query_one("#status").render())
+        # Probabilities compares with the unpatched corrupted run, the intact model's.
+        await wait_for(pilot, lambda: app.session.scope().shift is not None)
+        shift = app.session.scope().shift
+        candidates = app.session.scope().prediction.candidates
+        before = torch.softmax(s.pair.corrupt.logits.float(), -1)
+        ids = [c.piece.token_id for c in candidates]
+        assert shift.before == pytest.approx(before[ids].tolist(), rel=1e-4)
+        await pilot.press("g")  # generation goes on from the patched run
+        await settle(pilot)
+        assert app.session.scope().view.n_tokens == s.pair.n_tokens + 2
+        assert app.session.scope().view.patch
+        await pilot.press("o")  # a knock-out of a patched run is refused, and says why
+        await settle(pilot)
+        assert app.session.ablation.empty
+        assert any("patched run" in n.message for n in app._notifications)
+        await pilot.press("P")
+        await settle(pilot)
+        await pilot.press("backspace")
+        await settle(pilot)
+        view = app.session.scope().view
+        assert not view.patch and app.session.prompt == EXAMPLE.clean
+        assert view.tokens[: s.pair.n_tokens] == s.pair.clean.tokens

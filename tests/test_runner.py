@@ -327,3 +327,26 @@ def test_knocking_out_a_head_the_model_lacks_is_one_failed_line(runner, recorder
     message = recorder.of(Failed)[-1].message
     assert message == "cannot knock out L0H9 L5H0 L7mlp: the model has 2 layers of 4 heads"
     assert runner.ablation.empty
+
+
+def test_show_run_adopts_a_patched_run_and_generation_sees_the_patched_past(
+    runner, recorder, tiny_model
+):
+    from gpt2scope.engine.patching import Pair, Patch, patched_run
+
+    clean, corrupt = [5, 6, 7, 8, 9], [5, 6, 70, 8, 9]
+    pair = Pair(tiny_model.start(clean).view(), tiny_model.start(corrupt).view(), 1, 2)
+    run = patched_run(pair, Patch("resid_pre", 0, 2))  # layer 0 at the only difference
+    runner.show_run(run)
+    prefilled = recorder.wait(Prefilled)
+    assert prefilled.view.tokens == tuple(corrupt) and prefilled.view.patch
+    runner.generate(1)
+    recorder.wait(Done, 2)
+    # Patched at layer 0 where the prompts differ, the run is the clean one's past: the next
+    # token sees exactly what it would after the clean prompt.
+    stepped = recorder.of(Stepped)[-1]
+    after_clean = tiny_model.start([*clean, stepped.token_id]).logits
+    torch.testing.assert_close(stepped.view.logits, after_clean, atol=1e-4, rtol=0)
+    runner.set_ablation(Ablation(AblationMode.ZERO, frozenset({(0, 0)})))
+    failed = recorder.wait(Failed)
+    assert "patched run" in failed.message and runner.ablation.empty

@@ -27,6 +27,7 @@ from gpt2scope.engine import (
     Done,
     Failed,
     Model,
+    Run,
     Runner,
     RunView,
     Sampler,
@@ -103,6 +104,8 @@ class ScopeApp(DeeperActions, App[int]):
         self.unpublished = False  # events have changed the session since the last publish
         self.publish_tick: Timer | None = None
         self.too_small = False
+        # While the panes show a patched run: the clean and the corrupted prompt it came from.
+        self.patched_prompts: tuple[str, str] | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status").data_bind(ScopeApp.scope)
@@ -247,7 +250,21 @@ class ScopeApp(DeeperActions, App[int]):
             self.offer_tail(ids, bos)
             return
         self.session.set_prompt(text)
+        self.patched_prompts = None
         self.send(lambda r: r.start_prompt(text, bos))
+
+    def show_patched(self, run: Run, clean: str, corrupt: str) -> None:
+        """Show the patching screen's patched run of `corrupt` in every pane, until a prompt
+        is run again (clearing the patch runs `clean`)."""
+        self.session.set_prompt(corrupt)
+        self.screen_stack[0].query_one(PromptInput).value = editable(corrupt)
+        self.send(lambda r: r.show_run(run))
+        self.patched_prompts = (clean, corrupt)
+
+    def show_prompt(self, prompt: str) -> None:
+        """Run `prompt` as if typed into the prompt bar (from another screen)."""
+        self.screen_stack[0].query_one(PromptInput).value = editable(prompt)
+        self.run_prompt(prompt)
 
     def offer_tail(self, ids: list[int], bos: bool) -> None:
         """Say how long the prompt is and the limit, and offer to run what fits: its end,

@@ -85,6 +85,7 @@ class PatchingScreen(Screen[None]):
         self._cancel: threading.Event | None = None
         self._example = -1
         self._applying = 0
+        self._prompts = ("", "")  # the texts of the pair shown: clean, corrupted
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status").data_bind(PatchingScreen.scope)
@@ -101,6 +102,8 @@ class PatchingScreen(Screen[None]):
     def first_prompts(self) -> tuple[str, str]:
         """The app's prompt, and as the corrupted one an example's if the prompt is one,
         else the prompt itself, for the user to change a word of."""
+        if self.app.patched_prompts is not None:
+            return self.app.patched_prompts
         scope = self.app.scope
         clean = scope.prompt if scope is not None and scope.prompt.strip() else EXAMPLES[0].clean
         for i, example in enumerate(EXAMPLES):
@@ -198,7 +201,7 @@ class PatchingScreen(Screen[None]):
                 site=current,
                 running=True,
             )
-            app.call_from_thread(self.arrived, job, shown)
+            app.call_from_thread(self.arrived, job, shown, (clean, corrupt))
             for site in [current, *(s for s in SITES if s != current)]:
                 if cancel.is_set():
                     break
@@ -231,8 +234,9 @@ class PatchingScreen(Screen[None]):
         else:
             self.state = reason
 
-    def arrived(self, job: int, shown: Patching) -> None:
+    def arrived(self, job: int, shown: Patching, prompts: tuple[str, str]) -> None:
         if job == self._job:
+            self._prompts = prompts
             old = self.state
             if isinstance(old, Patching) and old.pair.shape(old.site) == shown.pair.shape(old.site):
                 shown = replace(shown, layer=old.layer, index=old.index, mode=old.mode)
@@ -311,10 +315,17 @@ class PatchingScreen(Screen[None]):
         self.run_worker(work, thread=True, group="apply", exit_on_error=False)
 
     def show_applied(self, pair: Pair, result: Applied) -> None:
+        """Here and in every pane: the panes show the patched corrupted run until cleared."""
         self._applying -= 1
         if isinstance(self.state, Patching) and self.state.pair is pair:
             self.state = replace(self.state, applied=result)
+            self.app.show_patched(result.run, *self._prompts)
 
     def action_clear(self) -> None:
+        """Clear the patch, and give the panes the clean prompt's run again."""
         if isinstance(self.state, Patching):
             self.state = replace(self.state, applied=None)
+        if self.app.patched_prompts is not None:
+            self.app.show_prompt(self.app.patched_prompts[0])
+        else:
+            self.notify("no patch is applied: enter applies the cell's", timeout=3)

@@ -397,10 +397,10 @@ class Session:
     # Knock-outs against the intact model.
 
     def intact_wanted(self) -> RunView | None:
-        """The knocked-out run whose prediction is shown, while the intact model's logits
-        for its tokens are not known yet."""
+        """The knocked-out or patched run whose prediction is shown, while the intact
+        model's logits for its tokens are not known yet."""
         view = self._prediction_view()
-        if view is None or view.ablation.empty or view.tokens in self._intact:
+        if view is None or not view.altered or view.tokens in self._intact:
             return None
         return view
 
@@ -513,7 +513,7 @@ class Session:
 
     def _prediction_shift(self) -> Shift | None:
         view = self._prediction_view()
-        if view is None or view.ablation.empty or self._intact.get(view.tokens) is None:
+        if view is None or not view.altered or self._intact.get(view.tokens) is None:
             return None
         if self._shift is None:
             log_before = torch.log_softmax(self._intact[view.tokens].float(), -1)

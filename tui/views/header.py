@@ -70,10 +70,13 @@ def history_label(scope: Scope) -> list[Text]:
 
 
 def ablation_label(scope: Scope) -> list[Text]:
-    """While anything is knocked out, say what and how: every number on screen is from the
-    model without them."""
-    a = scope.ablation
-    return [] if a.empty else [Text(f"off: {a.label()} · {a.mode}", KNOCKED_OUT)]
+    """While anything is knocked out or patched, say what and how: every number on screen
+    is from the model without them, or from the patched run."""
+    a, view = scope.ablation, scope.view
+    labels = [] if a.empty else [Text(f"off: {a.label()} · {a.mode}", KNOCKED_OUT)]
+    if view is not None and view.patch:
+        labels.append(Text(f"patched: {view.patch}", KNOCKED_OUT))
+    return labels
 
 
 def render_header(scope: Scope, width: int, live: bool = True) -> list[Text]:

@@ -18,7 +18,7 @@ from rich.cells import cell_len
 from rich.text import Text
 
 from gpt2scope.engine.gpt2 import GPT2Config, Params
-from gpt2scope.engine.patching import SITES, Pair, Patch, default_tokens, patched, sweep
+from gpt2scope.engine.patching import SITES, Pair, Patch, default_tokens, patched_run, sweep
 from gpt2scope.engine.patching import estimate as estimate_maps
 from gpt2scope.engine.run import Run
 from gpt2scope.tui.text import Piece, Pieces, clip, token_json
@@ -87,16 +87,18 @@ class Applied:
     patch: Patch
     metric: float
     candidates: tuple[tuple[Piece, float, float], ...]
+    run: Run  # the patched run, for the panes
 
 
 def applied(pair: Pair, patch: Patch, pieces: Pieces) -> Applied:
-    view = patched(pair, patch)
+    run = patched_run(pair, patch)
+    view = run.view()
     before = torch.softmax(pair.corrupt.logits.float(), -1)
     after = torch.softmax(view.logits.float(), -1)
     top = torch.topk(after, N_CANDIDATES).indices.tolist()
     metric = float(view.logits[pair.answer] - view.logits[pair.contrast])
     candidates = tuple((pieces(t), float(before[t]), float(after[t])) for t in top)
-    return Applied(patch, metric, candidates)
+    return Applied(patch, metric, candidates, run)
 
 
 @dataclass(frozen=True, eq=False)
@@ -373,7 +375,7 @@ def cell_lines(p: Patching, width: int) -> list[Text]:
 
 def applied_lines(p: Patching, width: int) -> list[Text]:
     a, pair = p.applied, p.pair
-    head = Text(f"applied {a.patch.label} (backspace clears): LD ", HEADING)
+    head = Text(f"applied {a.patch.label}, also in the panes (backspace clears): LD ", HEADING)
     head.append(f"{signed(pair.corrupt_metric)} → {signed(a.metric)}")
     head.append(f"  = {pair.normalised(a.metric):.2f} of the way", DIM)
     line = Text("next: ", DIM)
