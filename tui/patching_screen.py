@@ -319,7 +319,15 @@ class PatchingScreen(Screen[None]):
         self._applying -= 1
         if isinstance(self.state, Patching) and self.state.pair is pair:
             self.state = replace(self.state, applied=result)
-            self.app.show_patched(result.run, *self._prompts)
+            ablation = self.app.session.ablation
+            if ablation.empty:
+                self.app.show_patched(result.run, *self._prompts)
+            else:
+                self.notify(
+                    f"shown here only: patching runs the intact model, and {ablation.label()} "
+                    "is knocked out in the panes (O restores it)",
+                    markup=False,
+                )
 
     def action_clear(self) -> None:
         """Clear the patch, and give the panes the clean prompt's run again."""
