@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from benchmarks import engine_bench, memory
+from benchmarks import engine_bench, lens, memory
 from benchmarks.checkpoint import SIZES, write_checkpoint
 from benchmarks.plan import PLANS, Plan
 from benchmarks.report import table
@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Decode, prefill, memory and UI timings of gpt2scope against transformers, "
-        "on random weights of GPT-2 small's shapes.",
+        "and the why-this-token maths against TransformerLens (when installed), on random "
+        "weights of GPT-2 small's shapes.",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a few iterations")
     parser.add_argument(
@@ -59,6 +60,7 @@ def machine(args: argparse.Namespace) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "transformer_lens": lens.version(),  # None when not installed
         "textual": textual.__version__,
         "threads": torch.get_num_threads(),
         "device": args.device,
@@ -125,20 +127,39 @@ def memory_section(args: argparse.Namespace, model_dir: Path) -> dict:
     return report
 
 
+def why_section(args: argparse.Namespace, plan: Plan, model_dir: Path, model: Model) -> dict:
+    """TransformerLens's bridge booted once over the same checkpoint (only now, so that the
+    sections before it run without its copy of the weights), then the why figures; without
+    transformer_lens installed, ours alone."""
+    from benchmarks import why_bench
+
+    start = time.perf_counter()
+    bridge = lens.boot(model_dir, args.device, getattr(torch, args.dtype))
+    boot_s = time.perf_counter() - start
+    figures = why_bench.measure(
+        model,
+        bridge,
+        plan.why_tokens,
+        plan.effect_tokens,
+        plan.why_pairs,
+        plan.effect_pairs,
+        args.device,
+    )
+    return {**figures, "lens_boot_s": None if bridge is None else boot_s}
+
+
 def sections(
     args: argparse.Namespace, plan: Plan, model_dir: Path, model: Model, hf: GPT2LMHeadModel
 ) -> list[tuple[str, Callable[[], object]]]:
     """The sections to run, in order, each as a name and a function measuring it."""
-    from benchmarks import ui_bench, why_bench
+    from benchmarks import ui_bench
 
     chosen = {
         "decode": lambda: decode_section(args, plan, model, hf),
         "prefill": lambda: prefill_section(args, plan, model, hf),
         "memory": lambda: memory_section(args, model_dir),
         "ui": lambda: ui_bench.measure(model, model_dir, plan, args.device),
-        "why": lambda: why_bench.measure(
-            model, hf, plan.why_tokens, plan.effect_tokens, plan.why_pairs
-        ),
+        "why": lambda: why_section(args, plan, model_dir, model),
     }
     return [(name, fn) for name, fn in chosen.items() if not getattr(args, f"skip_{name}")]
 

@@ -4,6 +4,7 @@ would run in a notebook instead, on the very same checkpoint, booted offline wit
 
 from __future__ import annotations
 
+import importlib.metadata
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,26 +12,32 @@ from typing import Any
 import torch
 
 
-def boot(model_dir: Path, device: str) -> Any | None:
+def boot(model_dir: Path, device: str, dtype: torch.dtype = torch.float32) -> Any | None:
     """The bridge over the checkpoint, in TransformerLens's compatibility mode (its classic
-    hook names and cache helpers), or None when transformer_lens is not installed."""
+    hook names and cache helpers), or None when transformer_lens is not installed.
+
+    Compatibility mode processes the weights as HookedTransformer does (LayerNorm folded,
+    writing weights and the unembedding centred, value biases folded into the output bias):
+    logits are unchanged, but a head's DLA leaves out its value bias's write and is of the
+    centred logit, so it differs from ours by those terms (equal to ours to 1e-7 with
+    center_unembed=False, fold_value_biases=False). The work timed is the same."""
     try:
         from transformer_lens.model_bridge import TransformerBridge
     except ImportError:
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        bridge = TransformerBridge.boot_transformers(str(model_dir), device=device)
+        bridge = TransformerBridge.boot_transformers(str(model_dir), device=device, dtype=dtype)
         bridge.enable_compatibility_mode(disable_warnings=True)
     return bridge
 
 
 def version() -> str | None:
+    """The installed distribution's version (the module has no __version__), or None."""
     try:
-        import transformer_lens
-    except ImportError:
+        return importlib.metadata.version("transformer-lens")
+    except importlib.metadata.PackageNotFoundError:
         return None
-    return getattr(transformer_lens, "__version__", "installed")
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ def timed(fn: Callable[[], object], device: str) -> float:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Paired timings of our engine (a) and transformers (b), in seconds."""
+    """Paired timings of our engine (a) and a peer (b; transformers unless said), in seconds."""
 
     a: list[float]
     b: list[float]
@@ -45,10 +45,11 @@ class Comparison:
         """The median of the per-pair ratios a / b: robust to drifts in machine load."""
         return statistics.median(x / y for x, y in zip(self.a, self.b, strict=True))
 
-    def as_json(self) -> dict:
+    def as_json(self, peer: str = "transformers") -> dict:
+        """The medians, the ratio and the count; b's median is keyed `{peer}_ms`."""
         return {
             "ours_ms": self.a_ms,
-            "transformers_ms": self.b_ms,
+            f"{peer}_ms": self.b_ms,
             "ratio": self.ratio,
             "pairs": len(self.a),
         }

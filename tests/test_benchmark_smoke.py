@@ -50,3 +50,18 @@ def test_every_figure_is_positive(results, section):
     figures = numbers(results[section])
     assert figures
     assert all(x > 0 for x in figures)
+
+
+def test_the_why_section_runs_with_or_without_transformer_lens(results):
+    """Against TransformerLens where it is installed (the bench extra); without it (the
+    test extra) ours alone, with its figures None."""
+    why = results["why"]
+    installed = results["machine"]["transformer_lens"] is not None
+    assert (why["peer"] is not None) == installed
+    for name in ("dla", "knock_out_vs_lens", "head_effects", "saliency"):
+        assert why[name]["ours_ms"] > 0
+        assert (why[name]["ratio"] is not None) == installed
+        assert (why[name]["lens_ms"] is not None) == installed
+    assert why["knock_out_vs_prefill"]["ratio"] > 0
+    # No bound against ours_ms: in the quick plan the first row is one cold call of ~1 ms.
+    assert why["head_effects"]["first_row_s"] > 0
