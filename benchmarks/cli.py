@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--json", type=Path, default=DEFAULT_JSON, metavar="PATH", help=f"default {DEFAULT_JSON}"
     )
-    for section in ("decode", "prefill", "memory", "ui", "why"):
+    for section in ("decode", "prefill", "memory", "ui", "why", "patching"):
         parser.add_argument(f"--skip-{section}", action="store_true")
     return parser.parse_args(argv)
 
@@ -148,6 +148,13 @@ def why_section(args: argparse.Namespace, plan: Plan, model_dir: Path, model: Mo
     return {**figures, "lens_boot_s": None if bridge is None else boot_s}
 
 
+def patching_section(args: argparse.Namespace, plan: Plan, model_dir: Path, model: Model) -> dict:
+    from benchmarks import patch_bench
+
+    bridge = lens.boot(model_dir, args.device, getattr(torch, args.dtype))
+    return patch_bench.measure(model, bridge, plan.patch_tokens, plan.patch_pairs, args.device)
+
+
 def sections(
     args: argparse.Namespace, plan: Plan, model_dir: Path, model: Model, hf: GPT2LMHeadModel
 ) -> list[tuple[str, Callable[[], object]]]:
@@ -160,6 +167,7 @@ def sections(
         "memory": lambda: memory_section(args, model_dir),
         "ui": lambda: ui_bench.measure(model, model_dir, plan, args.device),
         "why": lambda: why_section(args, plan, model_dir, model),
+        "patching": lambda: patching_section(args, plan, model_dir, model),
     }
     return [(name, fn) for name, fn in chosen.items() if not getattr(args, f"skip_{name}")]
 

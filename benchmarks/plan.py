@@ -1,4 +1,4 @@
-"""What a run of the benchmark measures, and the targets from issues 6 and 24."""
+"""What a run of the benchmark measures, and the targets from issues 6, 24 and 25."""
 
 from __future__ import annotations
 
@@ -24,12 +24,14 @@ class Plan:
     # Every head's effect, ours against TransformerLens's loop: a pair takes up to a minute
     # here, long enough for the machine's speed to drift, hence two (ab then ba) in full.
     effect_pairs: int
+    patch_tokens: int = 16  # the prompts of the patching sweeps
+    patch_pairs: int = 1  # TransformerLens's loop of 192 hooked forwards takes most of a minute
 
 
 PLANS = {
     "full": Plan("small", 128, 30, 3, (8, 2, 1), 3, 1 << 30, 5, 256, 20, 3, 128, 32, 5, 2),
     # The smoke test's: every section, tiny sizes, a few seconds.
-    "quick": Plan("tiny", 16, 4, 1, (8, 2, 1), 1, 64 << 20, 2, 32, 3, 1, 16, 8, 1, 1),
+    "quick": Plan("tiny", 16, 4, 1, (8, 2, 1), 1, 64 << 20, 2, 32, 3, 1, 16, 8, 1, 1, 8),
 }
 
 DECODE_RATIO = 0.6  # our step over transformers'
@@ -48,3 +50,8 @@ KNOCK_OUT_LENS_RATIO = 0.5  # the same over one hooked forward
 HEAD_EFFECTS_LENS_RATIO = 0.3  # all heads' effects over one hooked forward per head
 FIRST_ROW_S = 1.0  # from calling head_effects to its first row
 SALIENCY_LENS_RATIO = 1.0  # gradient x input over a forward + backward
+# Activation patching (issue 25), over TransformerLens's loop of hooked forwards.
+RESID_SWEEP_LENS_RATIO = 0.25  # resid_pre at every (layer, position)
+HEAD_SWEEP_LENS_RATIO = 0.3  # each head's z at every position
+ESTIMATE_LENS_RATIO = 1.5  # all four maps' estimate over one forward + backward
+FIRST_EXACT_ROW_S = 1.0

@@ -214,6 +214,37 @@ def why_rows(w: dict) -> list[Row]:
     ]
 
 
+def patching_rows(p: dict) -> list[Row]:
+    def lens_row(label: str, f: dict, limit: float) -> Row:
+        if f["ratio"] is None:
+            return Row(label, ms(f["ours_ms"]), "not installed", "", f"<= {limit}x", None, LENS)
+        ratio, met = f"{f['ratio']:.3f}x", f["ratio"] <= limit
+        return Row(label, ms(f["ours_ms"]), ms(f["lens_ms"]), ratio, f"<= {limit}x", met, LENS)
+
+    r, h, e = p["resid_pre"], p["heads"], p["estimate"]
+    return [
+        lens_row(
+            f"patching resid_pre, {r['cells']} cells ({p['tokens']} tokens), vs hooked forwards",
+            r,
+            targets.RESID_SWEEP_LENS_RATIO,
+        ),
+        lens_row(
+            f"  each head's z, {h['cells']} cells, vs hooked forwards",
+            h,
+            targets.HEAD_SWEEP_LENS_RATIO,
+        ),
+        lens_row(
+            "  estimate of all 4 maps vs one forward + backward", e, targets.ESTIMATE_LENS_RATIO
+        ),
+        Row(
+            f"  first exact row (median of {len(p['first_rows_s'])})",
+            f"{p['first_row_s']:.3f} s",
+            target=f"<= {targets.FIRST_EXACT_ROW_S:.0f} s",
+            met=p["first_row_s"] <= targets.FIRST_EXACT_ROW_S,
+        ),
+    ]
+
+
 def table(results: dict) -> str:
     rows = []
     if "decode" in results:
@@ -226,6 +257,8 @@ def table(results: dict) -> str:
         rows += ui_rows(results["ui"])
     if "why" in results:
         rows += why_rows(results["why"])
+    if "patching" in results:
+        rows += patching_rows(results["patching"])
     cells = [["", "ours", "peer", "theirs", "ratio", "target", "met"]]
     cells += [[r.label, r.ours, r.peer, r.theirs, r.ratio, r.target, verdict(r.met)] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]

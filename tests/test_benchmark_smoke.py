@@ -65,3 +65,14 @@ def test_the_why_section_runs_with_or_without_transformer_lens(results):
     assert why["knock_out_vs_prefill"]["ratio"] > 0
     # No bound against ours_ms: in the quick plan the first row is one cold call of ~1 ms.
     assert why["head_effects"]["first_row_s"] > 0
+
+
+def test_the_patching_section_runs_with_or_without_transformer_lens(results):
+    patching = results["patching"]
+    installed = results["machine"]["transformer_lens"] is not None
+    assert (patching["peer"] is not None) == installed
+    for name in ("resid_pre", "heads", "estimate"):
+        assert patching[name]["ours_ms"] > 0
+        assert (patching[name]["ratio"] is not None) == installed
+    assert patching["resid_pre"]["cells"] == results["model"]["n_layer"] * patching["tokens"]
+    assert patching["first_row_s"] > 0
