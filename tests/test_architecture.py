@@ -25,7 +25,7 @@ LAYERS = (
             "gpt2scope.tui.heap",
         ),
     ),
-    ("views", ("gpt2scope.tui.views",)),
+    ("views", ("gpt2scope.tui.views", "gpt2scope.tui.lessons")),
     ("report", ("gpt2scope.tui.report",)),
     (
         "widgets and screens",
@@ -37,6 +37,7 @@ LAYERS = (
             "gpt2scope.tui.help",
             "gpt2scope.tui.download_screen",
             "gpt2scope.tui.patching_screen",
+            "gpt2scope.tui.lesson_bar",
             "gpt2scope.tui.keep_tail",
         ),
     ),

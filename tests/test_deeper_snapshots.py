@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from gpt2scope.tui.lessons import find
 from gpt2scope.tui.views.patching import EXAMPLES
-from tests.driver import make_app, settle
+from tests.driver import make_app, settle, wait_for
 
 PROMPT = "The cat sat on the mat because it was tired."
 SCREENS = {
@@ -52,5 +53,21 @@ def test_patching_screen(snap_compare, tiny_model):
         await settle(pilot)
         await pilot.press("4", "down", "right", "right", "enter")
         await settle(pilot)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.mark.slow
+def test_lesson_step_revealed(snap_compare, tiny_model):
+    """The causal-mask lesson answered: the Attention pane bright, the others dimmed."""
+    app = make_app(tiny_model, prompt="Hello", length=0, temperature=0)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        app.start_lesson(find("mask"))
+        await settle(pilot)
+        await pilot.press("3")
+        await wait_for(pilot, lambda: app.lesson.measured is not None)
+        await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

@@ -41,7 +41,9 @@ from gpt2scope.engine.runner import Event
 from gpt2scope.tui.download_screen import DownloadScreen, fetch_gpt2
 from gpt2scope.tui.help import HelpScreen
 from gpt2scope.tui.keep_tail import KeepTailScreen
-from gpt2scope.tui.keys import KEYS, bindings, next_on_ladder
+from gpt2scope.tui.keys import KEYS, LESSON_DIGITS, bindings, next_on_ladder
+from gpt2scope.tui.lesson_bar import LessonActions, LessonBar
+from gpt2scope.tui.lessons import Lesson
 from gpt2scope.tui.messages import EngineEvent, Fetched, FetchFailed, FetchProgress, PromptLeft
 from gpt2scope.tui.patching_screen import PatchingScreen
 from gpt2scope.tui.screens import DeeperActions, DeeperScreen
@@ -63,12 +65,12 @@ PUBLISH_INTERVAL = 0.1  # seconds: while generating, the panes follow at most 10
 LAID_OUT_FOR = (80, 24)  # the smallest terminal the six panes are arranged for
 
 
-class ScopeApp(DeeperActions, App[int]):
+class ScopeApp(DeeperActions, LessonActions, App[int]):
     CSS_PATH = "app.tcss"
     # Below 120 columns the panes share the width evenly (the screen's -narrow class).
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     TITLE = "gpt2scope"
-    BINDINGS = bindings()
+    BINDINGS = [*bindings(), *LESSON_DIGITS]
     ESCAPE_TO_MINIMIZE = False  # esc stops a generation; z (or esc when idle) un-zooms
     ALLOW_IN_MAXIMIZED_VIEW = "StatusLine, Footer"
     AUTO_FOCUS = None  # on_mount focuses the editor or the panes, depending on --prompt
@@ -84,10 +86,13 @@ class ScopeApp(DeeperActions, App[int]):
         device: str = "cpu",
         tokenizer: Tokenizer | None = None,
         sampler: Sampler = sample,
+        lesson: Lesson | bool = False,
     ) -> None:
         """`prompt` None opens on a sample sentence with the editor focused; a blank one asks
-        for a prompt and runs nothing; `device` is where a downloaded model goes."""
+        for a prompt and runs nothing; `device` is where a downloaded model goes; `lesson`
+        starts one (True: opens the list of lessons)."""
         super().__init__()
+        self.opening_lesson = lesson
         self.model = model
         self.sampler = sampler
         self.prompt = prompt
@@ -121,6 +126,7 @@ class ScopeApp(DeeperActions, App[int]):
             for spec in PANES:
                 pane = AttentionPane if spec.id == "attention" else Pane
                 yield pane(spec).data_bind(ScopeApp.scope)
+        yield LessonBar(id="lesson")
         yield LeanFooter()
 
     def on_mount(self) -> None:
@@ -132,6 +138,10 @@ class ScopeApp(DeeperActions, App[int]):
             self.query_one(PromptInput).focus()  # a blank --prompt asks for one, unrun
         else:
             self.query_one("#attention").focus()
+        if self.opening_lesson is True:
+            self.action_lessons()
+        elif self.opening_lesson:
+            self.start_lesson(self.opening_lesson)
 
     @property
     def first_prompt(self) -> str:
@@ -210,6 +220,7 @@ class ScopeApp(DeeperActions, App[int]):
         self.unpublished = False
         self.scope = self.session.scope()
         self.want_intact()
+        self.follow_lesson()
 
     def want_intact(self) -> None:
         """While something is knocked out, work out the intact model's prediction for the
@@ -314,6 +325,9 @@ class ScopeApp(DeeperActions, App[int]):
         self.query_one(PromptInput).focus()
 
     def on_input_submitted(self, message: Input.Submitted) -> None:
+        if message.input.id == "lesson-number":
+            self.lesson_number(message.value)
+            return
         text = from_editable(message.value)
         if not text.strip():  # the bar goes back to the prompt of the run on screen
             self.notify("the prompt is empty: type some text to run", severity="error")
@@ -391,6 +405,8 @@ class ScopeApp(DeeperActions, App[int]):
             return action == "quit"
         if action == "zoom" and isinstance(self.screen, DeeperScreen):
             return False  # a deeper screen already fills the terminal: no z in its footer
+        if action.startswith("lesson_"):
+            return self.lesson is not None
         if action == "cancel_effects":
             return self._effects is not None  # else esc goes back, as on every screen
         return super().check_action(action, parameters)

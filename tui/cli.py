@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gpt2scope.engine import Ablation, GPT2Config, Model, SamplingParams, gpt2_tokenizer
 from gpt2scope.engine.sampling import BadParam
@@ -19,6 +20,9 @@ from gpt2scope.tui.report import Why
 from gpt2scope.tui.session import ModelInfo, Settings
 from gpt2scope.tui.text import visible
 from gpt2scope.weights import MODEL_NAMES
+
+if TYPE_CHECKING:
+    from gpt2scope.tui.lessons import Lesson
 
 # torch.Generator takes seeds below 2**64; staying below 2**63 leaves room for r to count up.
 MAX_SEED = 2**63 - 1
@@ -123,6 +127,14 @@ def app_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_options(parser)
+    parser.add_argument(
+        "--lesson",
+        metavar="NAME",
+        nargs="?",
+        const="",
+        help="start a lesson (a built-in one by name, e.g. mask, or a .toml file; without "
+        "NAME, the list of lessons; L lists them in the app)",
+    )
     return parser
 
 
@@ -313,7 +325,8 @@ def run_command(argv: list[str]) -> int:
         from gpt2scope.tui.download import download
 
         return download(download_parser().parse_args(argv[1:]).name)
-    return app_main(options_from(app_parser().parse_args(argv)))
+    args = app_parser().parse_args(argv)
+    return app_main(options_from(args), args.lesson)
 
 
 def opened(options: Options) -> tuple[Settings, Model, ModelInfo]:
@@ -324,18 +337,29 @@ def opened(options: Options) -> tuple[Settings, Model, ModelInfo]:
     return settings, model, info
 
 
-def app_main(options: Options) -> int:
+def app_main(options: Options, lesson_name: str | None = None) -> int:
+    """`lesson_name`: --lesson's ("" for the list, None for no lesson)."""
     from gpt2scope.tui.app import ScopeApp
 
     return_freed_memory()
     try:
+        lesson = True if lesson_name == "" else lesson_name and find_lesson(lesson_name)
         settings, model, info = opened(options)
     except (ValueError, *OpenError) as e:
         print(f"gpt2scope: error: {visible(str(e))}", file=sys.stderr)
         return 1
-    app = ScopeApp(model, info, settings, options.prompt, options.device)
+    app = ScopeApp(model, info, settings, options.prompt, options.device, lesson=lesson or False)
     app.run()
     return app.return_code or 0  # 1 after an unhandled error, whose traceback Textual prints
+
+
+def find_lesson(name: str) -> Lesson:
+    from gpt2scope.tui.lessons import LessonError, find
+
+    try:
+        return find(name)
+    except LessonError as e:
+        raise ValueError(f"--lesson {e}") from e
 
 
 def inspect_main(argv: list[str]) -> int:

@@ -1,0 +1,216 @@
+"""Lessons: every built-in one loads and runs end to end on the demo model and on random
+weights, what a step reveals is measured on the model loaded (a test changes the model and
+sees the numbers change), and each measure agrees with an independent computation."""
+
+from __future__ import annotations
+
+import math
+import string
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt2scope.engine import gpt2_tokenizer, load_model
+from gpt2scope.engine.analysis import head_stats
+from gpt2scope.tui.lessons import LessonError, built_in, correct_choice, find, load_file
+from gpt2scope.tui.lessons.measures import MEASURES
+from gpt2scope.tui.lessons.progress import verdict
+from gpt2scope.weights import DEMO_DIR
+from tests.driver import make_app, settle, wait_for
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_model(DEMO_DIR)
+
+
+def placeholders(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def test_the_nine_lessons_of_the_issue_are_built_in():
+    titles = [lesson.title for lesson in built_in()]
+    assert len(titles) == 9
+    for word in (
+        "Tokens",
+        "Embeddings",
+        "five stages",
+        "mask",
+        "peaked",
+        "Heads",
+        "Sampling",
+        "logit lens",
+        "Why this token",
+    ):
+        assert any(word in title for title in titles), word
+
+
+async def run_lesson(pilot, name: str) -> list[dict]:
+    """Start the lesson, answer every step (the first choice, or 1), and return what each
+    step revealed."""
+    app = pilot.app
+    app.start_lesson(find(name))
+    revealed = []
+    for index in range(len(app.lesson.lesson.steps)):
+        await settle(pilot)
+        step = app.lesson.step
+        if step.choices:
+            await pilot.press("1")
+        else:
+            app.screen.query_one("#lesson-number").value = "1"
+            await pilot.press("enter")
+        await wait_for(pilot, lambda: app.lesson.measured is not None or app.lesson.error)
+        assert not app.lesson.error, app.lesson.error
+        assert placeholders(step.reveal) <= set(app.lesson.measured)
+        text = str(app.screen.query_one("#lesson-text").render())
+        assert "Measured on this model now" in text
+        revealed.append(app.lesson.measured)
+        if index + 1 < len(app.lesson.lesson.steps):
+            await pilot.press("space")
+            assert app.lesson.index == index + 1
+    return revealed
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [lesson.name for lesson in built_in()])
+async def test_every_lesson_runs_end_to_end_on_the_demo_and_on_random_weights(
+    demo, tiny_model, name
+):
+    measured = {}
+    for label, model in (("demo", demo), ("tiny", tiny_model)):
+        app = make_app(model, label, "demo" if label == "demo" else "path", length=0)
+        async with app.run_test(size=(80, 24)) as pilot:
+            measured[label] = await run_lesson(pilot, name)
+            await pilot.press("X")
+            assert app.lesson is None and not app.query(".dimmed")
+    assert len(measured["demo"]) == len(measured["tiny"])
+
+
+@pytest.mark.anyio
+async def test_a_step_sets_up_the_app_and_dims_all_but_its_pane(demo):
+    app = make_app(demo, "demo", "demo", length=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.start_lesson(find("mask"))
+        await settle(pilot)
+        step = app.lesson.step
+        assert app.session.prompt == step.prompt and app.scope.query == 0
+        dimmed = {pane.id for pane in app.query(".pane.dimmed")}
+        assert dimmed == {"embeddings", "probabilities", "query", "qkv", "continuation"}
+        await pilot.press("space")  # before an answer, the numbers stay hidden
+        assert app.lesson.index == 0 and app.lesson.measured is None
+        await pilot.press("3")
+        await wait_for(pilot, lambda: app.lesson.measured is not None)
+        assert app.lesson.measured["weight"] == pytest.approx(1.0)
+        assert "right" in str(app.screen.query_one("#lesson-text").render())
+
+
+def scope_of(model, prompt: str, layer=0, head=0, query=None):
+    app = make_app(model, length=0)
+    app.session.set_prompt(prompt)
+    run = model.start(gpt2_tokenizer().encode(prompt))
+    from gpt2scope.engine.runner import Prefilled
+
+    app.session.apply(Prefilled(1, run.view()))
+    app.session.update(layer=layer, head=head, query=query)
+    return app.session.scope()
+
+
+def test_the_revealed_numbers_come_from_the_model_loaded(demo, tiny_model):
+    """Same step, two models: the measured numbers differ, and each equals its own model's."""
+    prompt = "The cat sat on the mat because it was tired"
+    for measure, args in (("row_entropy", {}), ("strongest_head", {"kind": "first"})):
+        values = []
+        for model in (demo, tiny_model):
+            scope = scope_of(model, prompt, layer=0, head=1)
+            values.append(MEASURES[measure](scope, args))
+        assert values[0] != values[1]
+    scope = scope_of(tiny_model, prompt, layer=0, head=1)
+    pattern = scope.view.get("pattern", 0)[1, -1]
+    entropy = float(-(pattern * torch.log2(pattern.clamp_min(1e-30))).sum())
+    measured = MEASURES["row_entropy"](scope, {})
+    assert measured["entropy"] == pytest.approx(entropy, abs=1e-4)
+    assert measured["value"] == pytest.approx(entropy / math.log2(scope.n_tokens), abs=1e-4)
+    stats = head_stats(scope.view)
+    best = max(stats, key=lambda h: h.first_token)
+    assert MEASURES["strongest_head"](scope, {"kind": "first"})["layer"] == best.layer
+
+
+def test_measures_against_independent_computations(demo):
+    scope = scope_of(demo, "The cat sat on the mat. The cat sat on the", query=None)
+    tokens = MEASURES["token_count"](scope, {"text": " unbelievable"})
+    assert tokens["value"] == len(gpt2_tokenizer().encode(" unbelievable"))
+    assert MEASURES["embedding_sum"](scope, {})["value"] < 1e-5
+    t = MEASURES["temperature_effect"](scope, {"temperature": 0.5})
+    logits = scope.view.logits.double()
+    top = int(logits.argmax())
+    assert t["p_at_t"] == pytest.approx(float(torch.softmax(logits / 0.5, -1)[top]), rel=1e-6)
+    assert t["value"] == "higher"
+    lens = scope.view.logit_lens(scope.query)
+    final = int(lens[-1].argmax())
+    expected = min(i for i in range(len(lens)) if int(lens[i].argmax()) == final)
+    assert MEASURES["lens_layer"](scope, {})["layer"] == expected
+    scaling = MEASURES["scaling"](scope, {})
+    assert scaling["entropy_unscaled"] <= scaling["entropy_scaled"] + 1e-9
+    off = MEASURES["knock_out_effect"](scope, {})
+    assert 0 <= off["after"] <= 1 and off["value"] in ("down", "up")
+
+
+def test_choices_and_numbers_are_judged_against_the_measured_value():
+    step = find("mask").steps[0]
+    assert correct_choice(step, 1.0) == 2 and correct_choice(step, 0.3) == 0
+    assert verdict(step, 2, 1.0)[0] == "right"
+    assert "the model says 3" in verdict(step, 0, 1.0)[0]
+    number = find("heads").steps[0]
+    assert verdict(number, 2, 2)[0] == "exactly right"
+    assert verdict(number, 0, 2)[0] == "off by 2"
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("", "needs a title"),
+        (
+            'title = "x"\n[[steps]]\nlook = "a"\nask = "b"\nmeasure = "nope"\nreveal = "c"',
+            "no measure 'nope'",
+        ),
+        (
+            'title = "x"\n[[steps]]\nlook = "1\\n2\\n3\\n4"\nask = "b"\nmeasure = "scaling"\n'
+            'reveal = "c"',
+            "more than 3 lines",
+        ),
+        (
+            'title = "x"\n[[steps]]\nlook = "a"\nask = "b"\nmeasure = "scaling"\nreveal = "c"\n'
+            'pane = "nowhere"',
+            "pane must be one of",
+        ),
+        (
+            'title = "x"\n[[steps]]\nlook = "a"\nask = "b"\nmeasure = "scaling"\nreveal = "c"\n'
+            "colour = 1",
+            "unknown field 'colour'",
+        ),
+    ],
+)
+def test_a_bad_lesson_file_is_one_line_naming_it(tmp_path: Path, body: str, message: str):
+    path = tmp_path / "mine.toml"
+    path.write_text(body)
+    with pytest.raises(LessonError, match=message) as e:
+        load_file(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_teachers_own_file_is_a_lesson(tmp_path: Path):
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        'title = "Mine"\n[[steps]]\nprompt = "Hello"\nlook = "a"\nask = "b"\n'
+        'measure = "row_entropy"\nreveal = "{entropy:.2f}"\n'
+    )
+    lesson = find(str(path))
+    assert lesson.title == "Mine" and lesson.steps[0].asks_for_a_number
