@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpt2scope.engine.patching import SITES, Patch, patched, sweep
+from gpt2scope.engine.patching import SITES, Patch, default_tokens, patched, sweep
 from gpt2scope.tui.patching_screen import PatchingScreen
 from gpt2scope.tui.views.patching import EXAMPLES, Patching
 from tests.driver import make_app, settle, shown, wait_for
@@ -115,10 +115,14 @@ async def test_a_corrupted_prompt_of_another_length_is_refused_and_the_maps_stay
 
 
 @pytest.mark.anyio
-async def test_an_edited_corrupted_prompt_is_run_with_the_same_answer(tiny_model):
+async def test_an_edited_corrupted_prompt_keeps_the_answer_and_d_goes_back_to_the_runs_own(
+    tiny_model,
+):
     app = make_app(tiny_model, prompt=EXAMPLE.clean, length=0)
     async with app.run_test(size=(80, 24)) as pilot:
         before = await open_patching(pilot)
+        await pilot.press("v")  # an answer of the user's own: the example's, swapped
+        await settle(pilot)
         await pilot.press("e")
         corrupt = EXAMPLE.corrupt.replace("dog", "cow")
         app.screen.query_one("#corrupt").value = corrupt
@@ -126,10 +130,14 @@ async def test_an_edited_corrupted_prompt_is_run_with_the_same_answer(tiny_model
         await settle(pilot)
         s = state(app)
         assert s.pair.corrupt.tokens == tuple(app.session.pieces.tokenizer.encode(corrupt))
-        assert (s.pair.answer, s.pair.contrast) == (before.pair.answer, before.pair.contrast)
+        assert (s.pair.answer, s.pair.contrast) == (before.pair.contrast, before.pair.answer)
         torch.testing.assert_close(
             torch.tensor(s.exact["resid_pre"]), torch.tensor(sweep(s.pair, "resid_pre"))
         )
+        await pilot.press("d")
+        await settle(pilot)
+        s = state(app)
+        assert (s.pair.answer, s.pair.contrast) == default_tokens(s.pair.clean, s.pair.corrupt)
 
 
 @pytest.mark.anyio

@@ -115,11 +115,8 @@ class PatchingScreen(Screen[None]):
     def on_mount(self) -> None:
         self.watch(self.app, "scope", self.follow)
         self.query_one(PatchSheet).focus()
-        if self._example >= 0:
-            example = EXAMPLES[self._example]
-            self.measure(example.answer, example.contrast)
-        else:
-            self.measure()
+        example = EXAMPLES[self._example] if self._example >= 0 else None
+        self.measure(*((example.answer, example.contrast) if example else ()))
 
     @property
     def computing(self) -> bool:
@@ -135,13 +132,13 @@ class PatchingScreen(Screen[None]):
     # The prompts and the answer.
 
     def on_input_submitted(self, message: Input.Submitted) -> None:
+        """New prompts, the same answer and contrast (d goes back to the runs' own)."""
         message.stop()
         self.query_one(PatchSheet).focus()
-        if self._example >= 0:
-            example = EXAMPLES[self._example]
-            self.measure(example.answer, example.contrast)
-        else:
-            self.measure()
+        self.action_rerun()
+
+    def action_defaults(self) -> None:
+        self.measure()
 
     def action_edit(self, which: str) -> None:
         self.query_one(f"#{which}", Input).focus()
