@@ -362,7 +362,7 @@ def cell_lines(p: Patching, width: int) -> list[Text]:
     row = p.exact.get(site, [[]] * (layer + 1))[layer]
     line.append("  exact ", DIM)
     line.append(signed(row[index]) if row else "   ···")
-    line.append("  enter applies it", DIM)
+    line.append("  enter applies" if p.applied is None else "  backspace clears", DIM)
     lines = [line]
     if p.applied is not None:
         lines += applied_lines(p, width)
@@ -375,9 +375,9 @@ def cell_lines(p: Patching, width: int) -> list[Text]:
 
 def applied_lines(p: Patching, width: int) -> list[Text]:
     a, pair = p.applied, p.pair
-    head = Text(f"applied {a.patch.label}, also in the panes (backspace clears): LD ", HEADING)
-    head.append(f"{signed(pair.corrupt_metric)} → {signed(a.metric)}")
-    head.append(f"  = {pair.normalised(a.metric):.2f} of the way", DIM)
+    head = Text(f"applied {a.patch.label}, in the panes too: LD ", HEADING)
+    head.append(f"{signed(pair.corrupt_metric).strip()} → {signed(a.metric).strip()}")
+    head.append(f", {pair.normalised(a.metric):.2f} of the way", DIM)
     line = Text("next: ", DIM)
     for piece, before, after in a.candidates:
         line.append(piece_text(piece))
