@@ -27,7 +27,9 @@ class LessonBar(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(id="lesson-text")
-        yield Input(placeholder="your answer, a number; enter gives it", id="lesson-number")
+        yield Input(
+            placeholder="your answer, a number; enter gives it", compact=True, id="lesson-number"
+        )
 
     def watch_progress(self) -> None:
         self.draw()
