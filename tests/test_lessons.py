@@ -214,3 +214,25 @@ def test_a_teachers_own_file_is_a_lesson(tmp_path: Path):
     )
     lesson = find(str(path))
     assert lesson.title == "Mine" and lesson.steps[0].asks_for_a_number
+
+
+def test_the_knock_out_reveal_compares_with_the_intact_model_even_when_knocked_out(demo):
+    from gpt2scope.engine import Ablation, AblationMode
+    from gpt2scope.engine.runner import Reran
+
+    prompt = "The cat sat on the mat. The cat sat on the"
+    scope = scope_of(demo, prompt, layer=0, head=2)
+    intact = MEASURES["knock_out_effect"](scope, {})
+    off = Ablation(AblationMode.ZERO, frozenset({(0, 2)}))
+    app = make_app(demo, length=0)
+    app.session.set_prompt(prompt)
+    from gpt2scope.engine.runner import Prefilled
+
+    ids = gpt2_tokenizer().encode(prompt)
+    app.session.apply(Prefilled(1, demo.start(ids).view()))
+    app.session.apply(Reran(2, demo.start(ids, off).view()))
+    app.session.update(layer=0, head=2)
+    knocked = MEASURES["knock_out_effect"](app.session.scope(), {})
+    assert knocked["before"] == pytest.approx(intact["before"], rel=1e-5)
+    assert knocked["after"] == pytest.approx(intact["after"], rel=1e-5)
+    assert intact["after"] != pytest.approx(intact["before"], rel=1e-3)

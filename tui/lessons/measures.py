@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from gpt2scope.engine import AblationMode, SamplingParams, attribution, gpt2_tokenizer
-from gpt2scope.engine.ablation import Ablation
+from gpt2scope.engine.ablation import NO_ABLATION, Ablation
 from gpt2scope.engine.analysis import attention_stages, head_stats
 from gpt2scope.engine.attribution import ablated, default_target
 from gpt2scope.engine.sampling import distributions, entropy_bits
@@ -139,14 +139,15 @@ def lens_layer(scope: Scope, args: dict) -> Measured:
 
 
 def knock_out_effect(scope: Scope, args: dict) -> Measured:
-    """The selected head's direct push on the predicted token, and its probability with the
-    head knocked out."""
-    view, q, s = scope.view, scope.query, scope.settings
-    target = default_target(view, q)
-    dla = attribution(view, q, target)
+    """The selected head's direct push on the intact model's predicted token, and that
+    token's probability with the head knocked out (whatever the panes knock out now)."""
+    s, q = scope.settings, scope.query
+    intact = ablated(scope.view, NO_ABLATION)
+    target = default_target(intact, q)
+    dla = attribution(intact, q, target)
     push = next(c.value for c in dla.components if c.name == f"L{s.layer}H{s.head}")
-    off = ablated(view, Ablation(AblationMode.ZERO, frozenset({(s.layer, s.head)})))
-    before = float(torch.softmax(view.logits.float(), -1)[target])
+    off = ablated(intact, Ablation(AblationMode.ZERO, frozenset({(s.layer, s.head)})))
+    before = float(torch.softmax(intact.logits.float(), -1)[target])
     after = float(torch.softmax(off.logits.float(), -1)[target])
     return {
         "value": "down" if after < before else "up",
