@@ -18,10 +18,12 @@ from rich.style import Style
 from rich.text import Text
 
 from gpt2scope.engine import Attribution, Component, attribution, default_target, gpt2, saliency
+from gpt2scope.engine.analysis import HeadWrites, head_writes
 from gpt2scope.engine.run import RunView
 from gpt2scope.tui.session import HeadEffects, Scope, Settings
 from gpt2scope.tui.text import Piece, Pieces, token_json
 from gpt2scope.tui.views.common import Drawn, packed, piece_text
+from gpt2scope.tui.views.head_writes import writes_line
 from gpt2scope.tui.views.page import Page, not_ready, page_note
 from gpt2scope.tui.views.spec import HEAD_CURSOR, Key, ScreenSpec, view_identity
 from gpt2scope.tui.views.style import (
@@ -61,6 +63,8 @@ class Contributions:
     biases: float  # the attention biases' terms, summed
     embed: float
     ln_f_bias: float
+    writes: tuple[HeadWrites, ...]  # what each head writes at the query, by layer then head
+    pieces: Pieces  # the tokens those promote and suppress
 
 
 def logits_at(view: RunView, position: int) -> torch.Tensor:
@@ -151,6 +155,8 @@ def contributions(
         biases=sum(c.value for c in a.components if c.name.endswith(".attn_bias")),
         embed=by_name["embed"],
         ln_f_bias=by_name["ln_f.bias"],
+        writes=tuple(head_writes(view, position, [(la, h) for la in range(L) for h in range(H)])),
+        pieces=pieces,
     )
 
 
@@ -360,6 +366,9 @@ def render_contributions(page: Page[Contributions], width: int, height: int) -> 
     layout = layout_for(L, H, width, effects is not None)
     scale = max(scale_of(f.heads), scale_of(f.mlps))
     head = [*title(page, effects, width), *target_line(page, width), *sum_line(page, width, scale)]
+    if s.layer < L and s.head < H:
+        label = f"L{s.layer}H{s.head} writes"
+        head.append(writes_line(f.writes[s.layer * H + s.head], f.pieces, width, label, True))
     head += saliency_lines(page, width)
     rows = min(max(L, LIST_ROWS[0]), LIST_ROWS[1])
     list_header, entries = (
@@ -446,7 +455,9 @@ SPEC = ScreenSpec(
     "head's term and each layer's MLP (+ orange pushes toward the target, − blue away, "
     "denser is larger), the list the largest pushers and pullers; saliency: gradient x "
     "input of log p(target) per earlier token; E: each head's total effect, knocked out "
-    "alone (what its removal changes, also through later layers)",
+    "alone (what its removal changes, also through later layers); L·H· writes: the tokens "
+    "the selected head's output at the query promotes (+) and suppresses (−) most, read "
+    "through ln_f (scale frozen) and the unembedding, with their logit terms",
     depends=lambda s: (view_identity(s), s.query, s.settings.target, s.settings.contrast),
     compute=compute_contributions,
     json=contributions_json,
