@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--json", type=Path, default=DEFAULT_JSON, metavar="PATH", help=f"default {DEFAULT_JSON}"
     )
-    for section in ("decode", "prefill", "memory", "ui", "why"):
+    for section in ("decode", "prefill", "memory", "ui", "why", "heads"):
         parser.add_argument(f"--skip-{section}", action="store_true")
     return parser.parse_args(argv)
 
@@ -129,7 +129,7 @@ def sections(
     args: argparse.Namespace, plan: Plan, model_dir: Path, model: Model, hf: GPT2LMHeadModel
 ) -> list[tuple[str, Callable[[], object]]]:
     """The sections to run, in order, each as a name and a function measuring it."""
-    from benchmarks import ui_bench, why_bench
+    from benchmarks import heads_bench, ui_bench, why_bench
 
     chosen = {
         "decode": lambda: decode_section(args, plan, model, hf),
@@ -139,6 +139,7 @@ def sections(
         "why": lambda: why_bench.measure(
             model, hf, plan.why_tokens, plan.effect_tokens, plan.why_pairs
         ),
+        "heads": lambda: heads_bench.measure(model, model.config.n_ctx, plan.why_pairs),
     }
     return [(name, fn) for name, fn in chosen.items() if not getattr(args, f"skip_{name}")]
 

@@ -39,3 +39,5 @@ KEY_REPAINT_MS = 50.0
 COLD_START_S = 4.0
 DLA_MS = 10.0
 KNOCK_OUT_RATIO = 0.65  # one middle-layer head knocked out over a full prefill
+HEADS_MS = 1000.0  # issue 27: head_stats over a full context, and the induction probe
+PROBE_MS = 1000.0

@@ -45,6 +45,7 @@ ENTRY = 16  # "ln_f.bias +12.34 " in the list
 TOKEN_CELLS = 8  # the most cells a token takes in the saliency strip
 STRIP_LABEL = 9  # "saliency "
 PROGRESS = 10  # cells of the head effects' progress bar
+WRITES_ROOM = 24  # "writes +·token −·token"
 
 
 @dataclass(frozen=True, eq=False)
@@ -345,12 +346,18 @@ def title(page: Page[Contributions], effects: HeadEffects | None, width: int) ->
     text.append_text(piece_text(page.source.pieces[a.position], 10))
     text.append_text(page_note(page))
     parts = [text]
-    if s.layer < heads.shape[0] and s.head < heads.shape[1]:
+    L, H = heads.shape
+    if s.layer < L and s.head < H:
         selected = Text(f"L{s.layer}H{s.head} direct {heads[s.layer, s.head]:+.3f}")
         row = effects.rows[s.layer] if effects is not None else None
         if row is not None:
             selected.append(f" total {row[s.head]:+.3f}")
         parts.append(selected)
+        # On the first line when the rest of it has room for a token each way, else whole.
+        room = width - text.cell_len - selected.cell_len - 6
+        room = room if room >= WRITES_ROOM else width
+        w = page.figure.writes[s.layer * H + s.head]
+        parts.append(writes_line(w, page.figure.pieces, room, "writes", room >= 60))
     if effects is not None:
         parts.append(progress(effects))
     return packed(parts, width, " · ")
@@ -366,9 +373,6 @@ def render_contributions(page: Page[Contributions], width: int, height: int) -> 
     layout = layout_for(L, H, width, effects is not None)
     scale = max(scale_of(f.heads), scale_of(f.mlps))
     head = [*title(page, effects, width), *target_line(page, width), *sum_line(page, width, scale)]
-    if s.layer < L and s.head < H:
-        label = f"L{s.layer}H{s.head} writes"
-        head.append(writes_line(f.writes[s.layer * H + s.head], f.pieces, width, label, True))
     head += saliency_lines(page, width)
     rows = min(max(L, LIST_ROWS[0]), LIST_ROWS[1])
     list_header, entries = (

@@ -237,21 +237,21 @@ def grid_lines(page: Page, figure: MapFigure, grid: Grid) -> list[Text]:
     return lines
 
 
-def title(page: Page[MapFigure]) -> Text:
+def title(page: Page[MapFigure], width: int) -> list[Text]:
     f = page.figure
     n_layer, n_head = f.shape
     text = Text(f"model map · {n_layer} layers × {n_head} heads", HEADING)
+    text.append_text(page_note(page))
     if f.probe is None:
-        text.append(f" · over {f.n_tokens} tokens", DIM)
+        over = Text(f"over {f.n_tokens} tokens", DIM)
     else:
-        text.append(
-            f" · induction probe: <|endoftext|> + {f.probe.n} random tokens twice, "
+        over = Text(
+            f"induction probe: <|endoftext|> + {f.probe.n} random tokens twice, "
             f"seed {f.probe.seed}",
             HEADING,
         )
-    text.append(" · value-weighted norms" if f.weighted else " · attention weights", DIM)
-    text.append_text(page_note(page))
-    return text
+    shown = Text("value-weighted norms" if f.weighted else "attention weights", DIM)
+    return packed([text, over, shown], width, " · ")
 
 
 def render_model_map(page: Page[MapFigure], width: int, height: int) -> Drawn:
@@ -260,7 +260,7 @@ def render_model_map(page: Page[MapFigure], width: int, height: int) -> Drawn:
         return empty
     f, s = page.figure, page.scope.settings
     n_layer, n_head = f.shape
-    head = [title(page)]
+    head = title(page, width)
     if f.probe is not None:
         head += probe_lines(f.probe, width)
     head += details(selected_of(page, f.stats), f, width)
@@ -342,7 +342,8 @@ def probe_json(probe: InductionProbe) -> dict[str, Any]:
 
 def map_depends(scope: Scope) -> tuple:
     s = scope.settings
-    return view_identity(scope), s.value_weighted, s.induction_probe and s.seed
+    # the probe's tokens are drawn from the seed; the text's statistics do not read it
+    return view_identity(scope), s.value_weighted, s.induction_probe, s.induction_probe and s.seed
 
 
 SPEC = ScreenSpec(

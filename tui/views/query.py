@@ -47,6 +47,9 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
     index_width = len(str(n_keys - 1))
     longest = max(cell_len(scope.pieces[j].label) for j in range(n_keys))
     fixed = 2 + index_width + 1 + 1 + 5 + 1 + 5 + 1 + SCORE_WIDTH
+    # Both weights before the score: in a narrow pane the score goes first.
+    scored = width - fixed >= 3
+    fixed -= 0 if scored else SCORE_WIDTH + 1
     rest = width - fixed
     if rest >= 16:
         label_width = max(3, min(longest, 12, rest // 2))
@@ -61,7 +64,8 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
             break
     header = "  " + "#".rjust(index_width) + " " + "key".ljust(label_width) + " "
     shown = "norm" if s.value_weighted else "weight"
-    header += (shown.ljust(bar_width) + " " if bar_width else "") + "   w%   vw%" + "score".rjust(7)
+    header += (shown.ljust(bar_width) + " " if bar_width else "") + "   w%   vw%"
+    header += "score".rjust(7) if scored else ""
     d = scope.info.config.d_head
     note = longest_fitting(
         (
@@ -73,7 +77,7 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
     )
     writes = writes_line(a.writes(query), a.pieces, width, "writes", numbers=width >= 60)
     heading = [title, writes, Text(header, DIM)]
-    widths = (index_width, label_width, bar_width)
+    widths = (index_width, label_width, bar_width, scored)
 
     def draw(i: int) -> Text:
         rank = i - len(heading)
@@ -89,9 +93,9 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
     return Drawn(Lines(draw, range(len(heading) + n_keys + 1)), pinned=len(heading))
 
 
-def key_line(scope: Scope, j: int, rank: int, widths: tuple[int, int, int]) -> Text:
-    """Key j's line: its index and token, a bar and percentage for its weight, its score."""
-    index_width, label_width, bar_width = widths
+def key_line(scope: Scope, j: int, rank: int, widths: tuple[int, int, int, bool]) -> Text:
+    """Key j's line: its index and token, a bar and percentages for its weights, its score."""
+    index_width, label_width, bar_width, scored = widths
     a, query = scope.attn, scope.query
     weights, weighted = a.pattern_row(query), a.weighted_row(query)
     shown = weighted if scope.settings.value_weighted else weights
@@ -105,7 +109,8 @@ def key_line(scope: Scope, j: int, rank: int, widths: tuple[int, int, int]) -> T
     for gap, column in (("", weights), (" ", weighted)):
         style = TOP_STYLE if top and column is shown else ""
         line.append(gap + percent(float(column[j])), style)
-    line.append(" " + signed(float(a.scores_row(query)[j]), SCORE_WIDTH))
+    if scored:
+        line.append(" " + signed(float(a.scores_row(query)[j]), SCORE_WIDTH))
     return line
 
 
