@@ -244,7 +244,10 @@ def row_figures(
         figures["own"].append(pattern[:, rows, keys])
         figures["previous"].append(pattern[:, rows, (keys - 1).clamp_min(0)])
         for name, mask in zip(REPEATS, masks, strict=True):
-            figures[name].append((pattern * mask[r0:r1, :r1]).sum(-1))
+            part = mask[r0:r1, :r1]
+            # Most chunks of most texts repeat nothing: skip their two passes over the pattern.
+            mass = (pattern * part).sum(-1) if part.any() else pattern.new_zeros(pattern.shape[:2])
+            figures[name].append(mass)
     return {name: torch.cat(parts, -1) for name, parts in figures.items()}
 
 
