@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--json", type=Path, default=DEFAULT_JSON, metavar="PATH", help=f"default {DEFAULT_JSON}"
     )
-    for section in ("decode", "prefill", "memory", "ui", "why", "patching"):
+    for section in ("decode", "prefill", "memory", "ui", "why", "patching", "heads"):
         parser.add_argument(f"--skip-{section}", action="store_true")
     return parser.parse_args(argv)
 
@@ -159,7 +159,7 @@ def sections(
     args: argparse.Namespace, plan: Plan, model_dir: Path, model: Model, hf: GPT2LMHeadModel
 ) -> list[tuple[str, Callable[[], object]]]:
     """The sections to run, in order, each as a name and a function measuring it."""
-    from benchmarks import ui_bench
+    from benchmarks import heads_bench, ui_bench
 
     chosen = {
         "decode": lambda: decode_section(args, plan, model, hf),
@@ -168,6 +168,7 @@ def sections(
         "ui": lambda: ui_bench.measure(model, model_dir, plan, args.device),
         "why": lambda: why_section(args, plan, model_dir, model),
         "patching": lambda: patching_section(args, plan, model_dir, model),
+        "heads": lambda: heads_bench.measure(model, model.config.n_ctx, plan.why_pairs),
     }
     return [(name, fn) for name, fn in chosen.items() if not getattr(args, f"skip_{name}")]
 

@@ -55,3 +55,5 @@ RESID_SWEEP_LENS_RATIO = 0.25  # resid_pre at every (layer, position)
 HEAD_SWEEP_LENS_RATIO = 0.3  # each head's z at every position
 ESTIMATE_LENS_RATIO = 1.5  # all four maps' estimate over one forward + backward
 FIRST_EXACT_ROW_S = 1.0
+HEADS_MS = 1000.0  # issue 27: head_stats over a full context, and the induction probe
+PROBE_MS = 1000.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from benchmarks import heads_bench
 from benchmarks import plan as targets
 
 MB = 1e6
@@ -259,6 +260,8 @@ def table(results: dict) -> str:
         rows += why_rows(results["why"])
     if "patching" in results:
         rows += patching_rows(results["patching"])
+    if "heads" in results:
+        rows += heads_bench.rows(results["heads"])
     cells = [["", "ours", "peer", "theirs", "ratio", "target", "met"]]
     cells += [[r.label, r.ours, r.peer, r.theirs, r.ratio, r.target, verdict(r.met)] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]

@@ -10,6 +10,8 @@ import torch
 
 from gpt2scope.engine import gpt2_tokenizer, load_model
 from gpt2scope.engine.analysis import (
+    HeadKind,
+    HeadStats,
     attention_stages,
     block_internals,
     head_kind,
@@ -107,52 +109,128 @@ def test_block_internals_add_up(tmp_path):
     assert value == pytest.approx(float(captured["mlp"].max()), abs=1e-4)
 
 
+def reference_head(pattern: np.ndarray, tokens: list[int]) -> dict[str, float | None]:
+    """One head's statistics by loops over its [T, T] pattern, as the docs define them."""
+    T = len(tokens)
+    rest = [1 - pattern[q, 0] for q in range(T)]
+    entropy = [-(p * np.log2(np.clip(p, 1e-30, None))).sum() for p in pattern[1:]]
+
+    def repeat(targets) -> float | None:
+        rows = [(q, [j for j in range(1, q - 1) if targets(q, j)]) for q in range(1, T)]
+        rows = [(q, js) for q, js in rows if js]
+        if len(rows) < 3:
+            return None
+        return float(np.mean([pattern[q, js].sum() / rest[q] for q, js in rows]))
+
+    return {
+        "first_token": float(pattern[1:, 0].mean()),
+        "previous_token": float(np.mean([pattern[q, q - 1] for q in range(1, T)])),
+        "self_token": float(np.mean([pattern[q, q] for q in range(1, T)])),
+        "sink_free_previous": float(np.mean([pattern[q, q - 1] / rest[q] for q in range(2, T)])),
+        "sink_free_self": float(np.mean([pattern[q, q] / rest[q] for q in range(2, T)])),
+        "entropy": float(np.mean(entropy)),
+        "spread": float(np.mean([h / np.log2(q + 1) for q, h in enumerate(entropy, 1)])),
+        "duplicate": repeat(lambda q, j: tokens[j] == tokens[q]),
+        "induction": repeat(lambda q, j: tokens[j - 1] == tokens[q]),
+    }
+
+
 def test_head_stats_from_transformers_attentions(pair):
     _, out, view = pair
+    tokens = list(view.tokens)
     stats = head_stats(view)
     assert len(stats) == N_LAYER * N_HEAD
     for s in stats:
-        pattern = out.attentions[s.layer][0, s.head]
-        T = pattern.shape[0]
-        assert s.first_token == pytest.approx(float(pattern[1:, 0].mean()), abs=1e-5)
-        previous = torch.stack([pattern[i, i - 1] for i in range(1, T)]).mean()
-        assert s.previous_token == pytest.approx(float(previous), abs=1e-5)
-        own = torch.stack([pattern[i, i] for i in range(1, T)]).mean()
-        assert s.self_token == pytest.approx(float(own), abs=1e-5)
-        rows = pattern[1:]
-        entropy = -(rows * torch.log2(rows.clamp_min(1e-30))).sum(-1).mean()
-        assert s.entropy == pytest.approx(float(entropy), abs=1e-4)
+        expected = reference_head(out.attentions[s.layer][0, s.head].numpy(), tokens)
+        for name, value in expected.items():
+            got = getattr(s, name)
+            assert got == (None if value is None else pytest.approx(value, abs=1e-4)), name
+
+
+def test_repeats_are_scored_on_the_tokens_after_earlier_occurrences(tmp_path):
+    """A text with repeats, so that the duplicate and induction scores are defined."""
+    write_checkpoint(tmp_path, N_LAYER, N_HEAD, N_EMBD, 32, VOCAB, scale=8.0, seed=4)
+    first = torch.randint(0, VOCAB, (9,), generator=torch.Generator().manual_seed(5)).tolist()
+    tokens = first + first
+    view = load_model(tmp_path).start(tokens).view()
+    for s in head_stats(view):
+        pattern = view.get("pattern", s.layer)[s.head].numpy()
+        expected = reference_head(pattern, tokens)
+        assert expected["induction"] is not None
+        assert s.induction == pytest.approx(expected["induction"], abs=1e-5)
+        assert s.duplicate == pytest.approx(expected["duplicate"], abs=1e-5)
+
+
+def test_value_weighted_stats_are_the_stats_of_the_value_weighted_pattern(pair):
+    hf, out, view = pair
+    d = N_EMBD // N_HEAD
+    for s in head_stats(view, weighted=True):
+        pattern = out.attentions[s.layer][0, s.head].numpy()
+        norms = value_norms_by_hand(hf, out, s.layer, s.head, d)
+        weighted = pattern * norms[None, :]
+        weighted /= weighted.sum(-1, keepdims=True)
+        expected = reference_head(weighted, list(view.tokens))
+        assert s.first_token == pytest.approx(expected["first_token"], abs=1e-4)
+        assert s.sink_free_previous == pytest.approx(expected["sink_free_previous"], abs=1e-4)
+        assert s.entropy == pytest.approx(expected["entropy"], abs=1e-3)
+
+
+def value_norms_by_hand(hf, out, layer: int, head: int, d: int) -> np.ndarray:
+    """||v_j @ W_O[h]|| from transformers' ln_1 output, c_attn and c_proj (Conv1D, [in, out])."""
+    attn = hf.transformer.h[layer].attn
+    with torch.no_grad():
+        x = hf.transformer.h[layer].ln_1(out.hidden_states[layer][0])
+        v = attn.c_attn(x)[:, 2 * N_EMBD :][:, head * d : (head + 1) * d]
+        written = v @ attn.c_proj.weight[head * d : (head + 1) * d]
+    return written.norm(dim=-1).numpy()
+
+
+def head(**numbers: float | None) -> HeadStats:
+    base = dict(entropy=1.0, first_token=0.0, previous_token=0.0, self_token=0.0)
+    base |= dict(sink_free_previous=0.0, sink_free_self=0.0, induction=None, duplicate=None)
+    base |= dict(spread=0.3)
+    return HeadStats(0, 0, **(base | numbers), kind=HeadKind.OTHER)
 
 
 @pytest.mark.parametrize(
-    ("first", "previous", "own", "kind"),
+    ("numbers", "kind"),
     [
-        (0.90, 0.05, 0.05, "first-token sink"),
-        (0.10, 0.80, 0.10, "previous-token"),
-        (0.20, 0.10, 0.70, "self"),
-        (0.45, 0.45, 0.10, "other"),  # spread over two places, neither holds half
-        (0.30, 0.20, 0.10, "other"),  # looking somewhere none of the three measure
-        (0.50, 0.30, 0.20, "first-token sink"),  # half is enough
-        (0.10, 0.499, 0.40, "other"),  # just short of half is not
+        ({"first_token": 0.9}, "first-token sink"),
+        ({"sink_free_previous": 0.8}, "previous-token"),
+        ({"sink_free_self": 0.7}, "self"),
+        ({"induction": 0.6, "first_token": 0.9}, "induction"),  # named for the rest, not the sink
+        ({"duplicate": 0.55}, "duplicate-token"),
+        ({"first_token": 0.95, "sink_free_previous": 0.7}, "previous-token"),
+        ({"first_token": 0.5}, "first-token sink"),  # half is enough
+        ({"sink_free_previous": 0.499, "first_token": 0.3}, "other"),  # just short is not
+        ({"first_token": 0.45, "spread": 0.8}, "broad"),
+        ({"first_token": 0.3, "spread": 0.59}, "other"),  # sharp, somewhere else
+        ({"sink_free_previous": 0.45, "sink_free_self": 0.45, "spread": 0.7}, "broad"),
     ],
 )
-def test_a_head_is_named_after_the_place_holding_half_its_attention(first, previous, own, kind):
-    assert head_kind(first, previous, own) == kind
+def test_a_head_is_named_for_what_its_weight_does_apart_from_position_0(numbers, kind):
+    assert head_kind(head(**numbers)) == kind
 
 
 def test_the_demo_models_heads_are_named_after_their_own_statistics():
-    """On the demo model heads of every kind form, so a head's figures handed to the naming
-    in the wrong order would give some head a name its figures do not bear out."""
+    """On the demo model heads of every kind but duplicate form over a sentence typed twice;
+    a head's figures handed to the naming in the wrong order would name one wrongly."""
     demo = load_model(OUT_DIR)
-    ids = gpt2_tokenizer().encode("The best thing about the truth is that it is short.")
-    stats = head_stats(demo.start(ids).view())
-    labels = {"first-token sink": "first_token", "previous-token": "previous_token"}
-    labels["self"] = "self_token"
+    text = "The cat sat on the mat because the dog was asleep. " * 2
+    stats = head_stats(demo.start(gpt2_tokenizer().encode(text)).view())
+    named = {
+        "previous-token": "sink_free_previous",
+        "self": "self_token",
+        "induction": "induction",
+        "first-token sink": "first_token",
+        "broad": "spread",
+    }
     for s in stats:
-        best = max(labels, key=lambda label: getattr(s, labels[label]))
-        assert s.kind == (best if getattr(s, labels[best]) >= 0.5 else "other"), s
-        assert s.mass == (getattr(s, labels[s.kind]) if s.kind != "other" else None)
-    assert {s.kind for s in stats} == {*labels, "other"}
+        assert s.mass == getattr(s, {**named, "self": "sink_free_self"}[s.kind]), s
+    kinds = {(s.layer, s.head): s.kind for s in stats}
+    assert kinds[0, 2] == "previous-token" and kinds[0, 0] == kinds[0, 3] == "self"
+    assert kinds[3, 0] == kinds[3, 2] == "induction"
+    assert {s.kind for s in stats} >= set(named)
 
 
 def test_single_token_stats_are_defined(tiny_model):

@@ -15,6 +15,7 @@ import torch
 from rich.cells import cell_len
 
 from gpt2scope.engine import Finished, Runner, SamplingParams, gpt2_tokenizer, load_model
+from gpt2scope.engine.analysis import HeadKind, HeadStats, head_kind
 from gpt2scope.engine.sampling import distributions
 from gpt2scope.tui.report import run_json
 from gpt2scope.tui.session import ModelInfo, Session, Settings
@@ -23,6 +24,7 @@ from gpt2scope.tui.views import SCREEN_BY_ID, SCREENS
 from gpt2scope.tui.views.page import Page
 from gpt2scope.tui.views.stages import SOFTMAX
 from tests.conftest import write_checkpoint
+from tests.test_analysis import reference_head
 
 N_LAYER, N_HEAD, N_EMBD, VOCAB = 3, 4, 64, 300
 PROMPT_IDS = [11, 263, 42, 7, 199, 15, 88, 3]
@@ -125,23 +127,21 @@ def test_logit_lens_is_transformers_hidden_states_through_ln_f_and_wte(run):
 
 
 def test_head_stats_from_transformers_attentions(run):
-    _, out, _, data, _ = run
+    _, out, scope, data, _ = run
     stats = data["head_stats"]
     assert [(h["layer"], h["head"]) for h in stats] == [
         (layer, head) for layer in range(N_LAYER) for head in range(N_HEAD)
     ]
     for h in stats:
         pattern = out.attentions[h["layer"]][0, h["head"]].numpy()
-        rows = pattern[1:]
-        assert h["first_token"] == pytest.approx(rows[:, 0].mean(), abs=1e-5)
-        assert h["previous_token"] == pytest.approx(np.diagonal(pattern, -1).mean(), abs=1e-5)
-        assert h["self_token"] == pytest.approx(np.diagonal(pattern)[1:].mean(), abs=1e-5)
-        entropy = -(rows * np.log2(np.clip(rows, 1e-30, None))).sum(-1).mean()
-        assert h["entropy_bits"] == pytest.approx(entropy, abs=1e-4)
-        named = {"previous-token": "previous_token", "first-token sink": "first_token"}
-        named["self"] = "self_token"
-        best = max(named, key=lambda name: h[named[name]])
-        assert h["kind"] == (best if h[named[best]] >= 0.5 else "other")
+        expected = reference_head(pattern, list(scope.view.tokens))
+        expected["entropy_bits"] = expected.pop("entropy")
+        for name, value in expected.items():
+            assert h[name] == (None if value is None else pytest.approx(value, abs=1e-4)), name
+        numbers = {k: v for k, v in h.items() if k not in ("layer", "head", "kind")}
+        numbers["entropy"] = numbers.pop("entropy_bits")
+        named = HeadStats(h["layer"], h["head"], **numbers, kind=HeadKind.OTHER)
+        assert h["kind"] == head_kind(named).value
 
 
 def test_block_internals_from_transformers_hooks(run):

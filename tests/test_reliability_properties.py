@@ -16,7 +16,7 @@ from rich.cells import cell_len
 from gpt2scope.engine import SamplingParams, gpt2_tokenizer, sample
 from gpt2scope.engine.sampling import N_CANDIDATES, distributions
 from gpt2scope.tui.session import HeadData
-from gpt2scope.tui.text import editable, from_editable
+from gpt2scope.tui.text import Pieces, editable, from_editable
 from gpt2scope.tui.views import PANES
 from tests.reliability import COMBINING_IDS, NASTY_PROMPT, WIDE_TEXT, session_of, unsafe_in
 
@@ -89,7 +89,7 @@ def test_attention_rows_sum_to_one_with_the_mask_exact(tiny_model, ids, layer, h
     assert (torch.triu(pattern, 1) == 0).all()
     scores = view.get("attn_scores", layer)[head]
     assert (scores[torch.triu(torch.ones_like(scores, dtype=torch.bool), 1)] == -math.inf).all()
-    shown = HeadData.of(view, layer, head).pattern  # what the views draw
+    shown = HeadData.of(view, layer, head, Pieces(gpt2_tokenizer())).pattern  # as drawn
     assert (np.triu(shown, 1) == 0).all()
     np.testing.assert_allclose(shown.sum(-1), 1.0, atol=1e-5)
     np.testing.assert_allclose(shown, pattern.numpy(), atol=1e-5)

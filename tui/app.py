@@ -317,6 +317,10 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
         self.session.move_query(delta)
         self.publish()
 
+    def action_toggle(self, setting: str) -> None:
+        """Flip one of the views' on/off settings (value-weighted, the induction probe)."""
+        self.change(**{setting: not getattr(self.session.settings, setting)})
+
     def action_bos(self) -> None:
         self.change(bos=not self.session.settings.bos)
         self.run_prompt(self.session.prompt)

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from gpt2scope.engine import Ablation, GPT2Config, Model, SamplingParams, gpt2_tokenizer
+from gpt2scope.engine.probe import DEFAULT_N
 from gpt2scope.engine.sampling import BadParam
 from gpt2scope.tui.heap import return_freed_memory
 from gpt2scope.tui.keys import keys_help
@@ -160,7 +161,7 @@ def inspect_parser() -> argparse.ArgumentParser:
         help="text: the six views and the deeper ones (default); json: one object with "
         "model, tokens, continuation, layer, head, query, pattern, probabilities, qkv, "
         "stages, head_stats, logit_lens, block, history, attribution and saliency (and "
-        "patching with --corrupt)",
+        "patching with --corrupt, induction_probe with --induction-probe)",
     )
     parser.add_argument(
         "--target",
@@ -208,6 +209,21 @@ def inspect_parser() -> argparse.ArgumentParser:
         help="with --corrupt: LD = logit(answer) - logit(--contrast) after the last token "
         "(as --target; default: the clean run's top prediction, the contrast the "
         "corrupted run's)",
+    )
+    parser.add_argument(
+        "--induction-probe",
+        metavar="N",
+        type=int,
+        nargs="?",
+        const=DEFAULT_N,
+        help="run the induction probe: <|endoftext|> and N random tokens (seeded by --seed) "
+        f"twice (JSON induction_probe; N default {DEFAULT_N})",
+    )
+    parser.add_argument(
+        "--value-weighted",
+        action="store_true",
+        help="the Attention and Query views show value-weighted norms ||a v W_O||, and the "
+        "JSON adds value_weighted, the selected head's rows",
     )
     parser.add_argument(
         "--width",
@@ -295,6 +311,10 @@ def why_from(args: argparse.Namespace, config: GPT2Config) -> Why:
         corrupt = gpt2_tokenizer().encode(args.corrupt, args.bos)
     elif args.answer is not None:
         raise ValueError("--answer goes with --corrupt (for attribution, use --target)")
+    n = args.induction_probe
+    if n is not None and not 2 <= n <= (config.n_ctx - 1) // 2:
+        limit = (config.n_ctx - 1) // 2
+        raise ValueError(f"--induction-probe {n}: must be in 2..{limit}, twice in the context")
     return Why(
         token_from("--target", args.target, config),
         token_from("--contrast", args.contrast, config),
@@ -302,6 +322,7 @@ def why_from(args: argparse.Namespace, config: GPT2Config) -> Why:
         args.head_effects,
         corrupt,
         token_from("--answer", args.answer, config),
+        n,
     )
 
 
@@ -370,6 +391,7 @@ def inspect_main(argv: list[str]) -> int:
     return_freed_memory()
     try:
         settings, model, info = opened(options)
+        settings = replace(settings, value_weighted=args.value_weighted)
         width = min(max(args.width, MIN_WIDTH), MAX_WIDTH)
         why = why_from(args, model.config)
         return inspect(model, info, settings, options.prompt, args.query, args.format, width, why)

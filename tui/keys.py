@@ -30,6 +30,13 @@ KEYS = (
     Key("N", "N", "length(1)", "length+", "length up: tokens per `g`"),
     Key("r", "r", "new_seed", "seed", "new seed (the next prompt or token draws from it)"),
     Key("B", "B", "bos", "bos", "<|endoftext|> first, or not; runs the prompt again"),
+    Key(
+        "w",
+        "w",
+        "toggle('value_weighted')",
+        "weights/norms",
+        "Attention, Query and the map: attention weights or value-weighted norms",
+    ),
     Key("z", "z", "zoom", "zoom", "zoom the focused pane to full screen and back", True),
     *(screen.opener for screen in SCREENS),
     patching_view.OPENER,

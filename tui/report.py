@@ -14,11 +14,13 @@ from gpt2scope.engine import (
     saliency,
 )
 from gpt2scope.engine.ablation import NO_ABLATION
+from gpt2scope.engine.probe import induction_probe
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces, token_json, visible
 from gpt2scope.tui.views import PANES, SCREENS, Drawn, render_header
 from gpt2scope.tui.views.attribution import attribution_json, token_of
 from gpt2scope.tui.views.history import chosen_index
+from gpt2scope.tui.views.model_map import probe_json
 from gpt2scope.tui.views.page import Page
 from gpt2scope.tui.views.patching import (
     Patching,
@@ -44,6 +46,7 @@ class Why:
     # --corrupt: the corrupted prompt's tokens, and the answer patching measures LD with.
     corrupt: list[int] | None = None
     answer: int | None = None
+    induction_probe: int | None = None  # --induction-probe's N
 
 
 def why_json(scope: Scope, pieces: Pieces, why: Why) -> dict[str, Any]:
@@ -74,6 +77,11 @@ def why_json(scope: Scope, pieces: Pieces, why: Why) -> dict[str, Any]:
         }
     if why.corrupt is not None:
         out["patching"] = patching_json(patching_of(scope, pieces, why))
+    if why.induction_probe is not None:
+        probe = induction_probe(
+            view.config, view.params, view.ablation, why.induction_probe, scope.settings.seed
+        )
+        out["induction_probe"] = probe_json(probe)
     return out
 
 

@@ -33,7 +33,13 @@ from gpt2scope.engine import (
     Tokenizer,
 )
 from gpt2scope.engine.ablation import NO_ABLATION
-from gpt2scope.engine.analysis import AttentionRow, attention_row
+from gpt2scope.engine.analysis import (
+    AttentionRow,
+    HeadWrites,
+    attention_row,
+    head_writes,
+    value_norms,
+)
 from gpt2scope.engine.runner import Event
 from gpt2scope.engine.sampling import preview_record
 from gpt2scope.tui.text import Piece, Pieces
@@ -88,6 +94,10 @@ class Settings:
     # against (a logit difference); None: the default target, no contrast.
     target: int | None = None
     contrast: int | None = None
+    # The Attention and Query panes and the model map show value-weighted norms
+    # ||a_ij v_j W_O[h]|| (rows renormalised) instead of the attention weights.
+    value_weighted: bool = False
+    induction_probe: bool = False  # the model map shows the induction probe, not the text
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,16 +112,23 @@ class HeadData:
     q: np.ndarray  # [T, d_head]
     k: np.ndarray
     v: np.ndarray
+    value_norms: np.ndarray  # [T] ||v_j @ W_O[h]||: how much key j's value writes
+    # For what the head writes: the run, and the token labels of what it promotes.
+    view: RunView = field(repr=False)
+    pieces: Pieces = field(repr=False)
     _rows: dict[int, AttentionRow] = field(default_factory=dict, repr=False)
+    _writes: dict[int, HeadWrites] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def of(cls, view: RunView, layer: int, head: int) -> HeadData:
+    def of(cls, view: RunView, layer: int, head: int, pieces: Pieces) -> HeadData:
         """The engine's q, k and v for one head; the rest follows from them in `row`."""
         q, k, v = (
             view.get(name, layer)[:, head].detach().cpu().float().numpy()
             for name in ("q", "k", "v")
         )
-        return cls(layer, head, q, k, v)
+        with torch.no_grad():
+            norms = value_norms(view, layer, head)[0].cpu().float().numpy()
+        return cls(layer, head, q, k, v, norms, view, pieces)
 
     def row(self, query: int) -> AttentionRow:
         """One query's scores, pattern and z (gpt2scope.engine.analysis.attention_row)."""
@@ -128,6 +145,23 @@ class HeadData:
 
     def z_row(self, query: int) -> np.ndarray:
         return self.row(query).z
+
+    def weighted_row(self, query: int) -> np.ndarray:
+        """The value-weighted norms of the query's row, renormalised to sum to 1."""
+        # engine.analysis.value_weighted, in numpy: torch ops on the UI thread wait behind
+        # the runner's thread pool
+        weighted = self.pattern_row(query) * self.value_norms
+        return weighted / max(float(weighted.sum()), 1e-30)
+
+    def shown_row(self, query: int, weighted: bool) -> np.ndarray:
+        return self.weighted_row(query) if weighted else self.pattern_row(query)
+
+    def writes(self, query: int) -> HeadWrites:
+        """What the head writes at the query, read through ln_f and the unembedding."""
+        w = self._writes.get(query)
+        if w is None:
+            w = self._writes[query] = head_writes(self.view, query, [(self.layer, self.head)])[0]
+        return w
 
     @cached_property
     def pattern(self) -> np.ndarray:
@@ -540,7 +574,7 @@ class Session:
         layer, head = self.settings.layer, self.settings.head
         a = self._attn
         if a is None or (a.layer, a.head) != (layer, head):
-            self._attn = HeadData.of(view, layer, head)
+            self._attn = HeadData.of(view, layer, head, self.pieces)
         return self._attn
 
     def _next_prediction(self) -> Prediction | None:

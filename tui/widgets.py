@@ -158,7 +158,7 @@ class Pane(ScrollView, can_focus=True, inherit_bindings=False):
 
     def first_line(self, drawn: Drawn, height: int) -> int:
         """The first of the scrolling lines (those after the pinned ones) to show."""
-        scrolling = len(drawn.lines) - drawn.pinned
+        scrolling = len(drawn.lines) - drawn.pinned - drawn.footer
         last = max(scrolling - height, 0)
         if self.following:
             return min(max(drawn.focus - drawn.pinned - height // 2, 0), last)
@@ -190,8 +190,9 @@ class Pane(ScrollView, can_focus=True, inherit_bindings=False):
             return []
         drawn = self.drawn()
         pinned = list(drawn.lines[: drawn.pinned])
-        rest = drawn.lines[drawn.pinned :]
-        height = max(self.content_size.height - len(pinned), 0)
+        end = len(drawn.lines) - drawn.footer
+        rest, footer = drawn.lines[drawn.pinned : end], list(drawn.lines[end:])
+        height = max(self.content_size.height - len(pinned) - len(footer), 0)
         start = self.first_line(drawn, height)
         lines = list(rest[start : start + height])
         if start > 0 and lines:
@@ -200,10 +201,11 @@ class Pane(ScrollView, can_focus=True, inherit_bindings=False):
         if below > 0 and len(lines) > 1:
             hint = self.SCROLL_HINTS[0 if self.content_size.width >= 40 else 1]
             lines[-1] = Text(f"▾ {below + 1} more lines{hint}", NOTE)
-        return [*pinned, *lines]
+        return [*pinned, *lines, *footer]
 
     def scrolling_height(self) -> int:
-        return max(self.content_size.height - self.drawn().pinned, 0)
+        drawn = self.drawn()
+        return max(self.content_size.height - drawn.pinned - drawn.footer, 0)
 
     def scroll_lines_to(self, start: int) -> None:
         """Show the scrolling lines from `start` on, and stop following the focus."""

@@ -110,7 +110,8 @@ def heading(scope: Scope, w: Window, width: int) -> Text:
     text = Text(longest_fitting(window_notes(w, n), width - len(head)), NOTE)
     text.append(head, HEADING)
     # the rest in whole words, as far as they fit: the status line also names the query
-    if append_if_fits(text, Text(" pattern", HEADING), width):
+    shown = " value-weighted" if s.value_weighted else " pattern"
+    if append_if_fits(text, Text(shown, HEADING), width):
         query = Text(f" · query {scope.query} ").append_text(piece_text(scope.query_piece, 12))
         append_if_fits(text, query, width)
     text.truncate(width)
@@ -180,8 +181,8 @@ def row_label(scope: Scope, i: int, w: Window) -> Text:
     return text
 
 
-def pattern_cells(a: HeadData, i: int, w: Window) -> Text:
-    row = a.pattern_row(i)
+def pattern_cells(a: HeadData, i: int, w: Window, weighted: bool) -> Text:
+    row = a.shown_row(i, weighted)
 
     def cell(j: int | None) -> tuple[str, Style]:
         if j is None:
@@ -203,7 +204,7 @@ def render_attention(scope: Scope, width: int, height: int) -> Drawn:
     scales = [float(np.abs(m).max()) if m.size else 0.0 for m in maps]
     for i in range(w.r0, w.r1):
         line = row_label(scope, i, w)
-        line.append_text(pattern_cells(a, i, w))
+        line.append_text(pattern_cells(a, i, w, scope.settings.value_weighted))
         if w.dims:
             for m, scale in zip(maps, scales, strict=True):
                 line.append("  " if m is maps[0] else " ")
@@ -229,7 +230,12 @@ def legend(w: Window, width: int) -> Text:
 
 
 def attention_json(scope: Scope) -> dict[str, Any]:
-    return {"pattern": scope.attn.pattern.tolist()}
+    """The pattern; with value weighting on, also its value-weighted rows."""
+    a = scope.attn
+    out = {"pattern": a.pattern.tolist()}
+    if scope.settings.value_weighted:
+        out["value_weighted"] = [a.weighted_row(i).tolist() for i in range(len(a.q))]
+    return out
 
 
 SPEC = PaneSpec(
@@ -238,7 +244,9 @@ SPEC = PaneSpec(
     render=render_attention,
     about="pattern[query, key] of layer L head H: queries down, keys across; glyph and colour "
     "grow with the weight (·░▒▓█ on a √ scale, 0 to 1), ╱ where the key is in the "
-    "query's future (masked); beside it the q, k, v maps, one cell per dimension",
+    "query's future (masked); beside it the q, k, v maps, one cell per dimension; w shows "
+    "value-weighted norms ||a_ij v_j W_O[h]|| instead, each row renormalised to 1 (a key "
+    "with a large weight and a small value, often position 0, then fades)",
     depends=on_head,
     json=attention_json,
 )

@@ -18,10 +18,12 @@ from rich.style import Style
 from rich.text import Text
 
 from gpt2scope.engine import Attribution, Component, attribution, default_target, gpt2, saliency
+from gpt2scope.engine.analysis import HeadWrites, head_writes
 from gpt2scope.engine.run import RunView
 from gpt2scope.tui.session import HeadEffects, Scope, Settings
 from gpt2scope.tui.text import Piece, Pieces, token_json
 from gpt2scope.tui.views.common import Drawn, packed, piece_text
+from gpt2scope.tui.views.head_writes import writes_line
 from gpt2scope.tui.views.page import Page, not_ready, page_note
 from gpt2scope.tui.views.spec import HEAD_CURSOR, Key, ScreenSpec, view_identity
 from gpt2scope.tui.views.style import (
@@ -43,6 +45,7 @@ ENTRY = 16  # "ln_f.bias +12.34 " in the list
 TOKEN_CELLS = 8  # the most cells a token takes in the saliency strip
 STRIP_LABEL = 9  # "saliency "
 PROGRESS = 10  # cells of the head effects' progress bar
+WRITES_ROOM = 24  # "writes +·token −·token"
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +64,8 @@ class Contributions:
     biases: float  # the attention biases' terms, summed
     embed: float
     ln_f_bias: float
+    writes: tuple[HeadWrites, ...]  # what each head writes at the query, by layer then head
+    pieces: Pieces  # the tokens those promote and suppress
 
 
 def logits_at(view: RunView, position: int) -> torch.Tensor:
@@ -151,6 +156,8 @@ def contributions(
         biases=sum(c.value for c in a.components if c.name.endswith(".attn_bias")),
         embed=by_name["embed"],
         ln_f_bias=by_name["ln_f.bias"],
+        writes=tuple(head_writes(view, position, [(la, h) for la in range(L) for h in range(H)])),
+        pieces=pieces,
     )
 
 
@@ -339,12 +346,18 @@ def title(page: Page[Contributions], effects: HeadEffects | None, width: int) ->
     text.append_text(piece_text(page.source.pieces[a.position], 10))
     text.append_text(page_note(page))
     parts = [text]
-    if s.layer < heads.shape[0] and s.head < heads.shape[1]:
+    L, H = heads.shape
+    if s.layer < L and s.head < H:
         selected = Text(f"L{s.layer}H{s.head} direct {heads[s.layer, s.head]:+.3f}")
         row = effects.rows[s.layer] if effects is not None else None
         if row is not None:
             selected.append(f" total {row[s.head]:+.3f}")
         parts.append(selected)
+        # On the first line when the rest of it has room for a token each way, else whole.
+        room = width - text.cell_len - selected.cell_len - 6
+        room = room if room >= WRITES_ROOM else width
+        w = page.figure.writes[s.layer * H + s.head]
+        parts.append(writes_line(w, page.figure.pieces, room, "writes", room >= 60))
     if effects is not None:
         parts.append(progress(effects))
     return packed(parts, width, " · ")
@@ -446,7 +459,9 @@ SPEC = ScreenSpec(
     "head's term and each layer's MLP (+ orange pushes toward the target, − blue away, "
     "denser is larger), the list the largest pushers and pullers; saliency: gradient x "
     "input of log p(target) per earlier token; E: each head's total effect, knocked out "
-    "alone (what its removal changes, also through later layers)",
+    "alone (what its removal changes, also through later layers); L·H· writes: the tokens "
+    "the selected head's output at the query promotes (+) and suppresses (−) most, read "
+    "through ln_f (scale frozen) and the unembedding, with their logit terms",
     depends=lambda s: (view_identity(s), s.query, s.settings.target, s.settings.contrast),
     compute=compute_contributions,
     json=contributions_json,

@@ -44,12 +44,13 @@ class Lines(Sequence[Text]):
 @dataclass
 class Drawn:
     """A view's lines, each at most the width it was drawn for. When they outgrow the pane,
-    the first `pinned` lines (a heading) stay and the rest scroll, keeping line `focus` (the
-    selected token's, say) in sight."""
+    the first `pinned` lines (a heading) and the last `footer` lines stay and the rest
+    scroll, keeping line `focus` (the selected token's, say) in sight."""
 
     lines: list[Text] | Lines = field(default_factory=list)
     focus: int = 0
     pinned: int = 0
+    footer: int = 0
 
     def add(self, line: Text | str = "") -> None:
         self.lines.append(line if isinstance(line, Text) else Text(line))

@@ -1,7 +1,9 @@
-"""The model map: every head of every layer at once, labelled by what its attention does over
-the current text (gpt2scope.engine.analysis.head_stats): the mean entropy of its rows, the mass on
-position 0 (the attention sink), on the previous token and on the query itself, and the
-pattern those name. The selected head is the cursor; the arrows move it.
+"""The model map: every head of every layer at once, named by what its attention does over
+the current text (gpt2scope.engine.analysis.head_stats), or over the induction probe
+(gpt2scope.engine.probe): the mean entropy of its rows, the mass on position 0 (the
+attention sink), on the previous token and on the query itself, and the kind those and
+the sink-free scores name. A summary per layer, a count per kind. The selected head is the
+cursor; the arrows move it.
 """
 
 from __future__ import annotations
@@ -13,22 +15,28 @@ from rich.style import Style
 from rich.text import Text
 
 from gpt2scope.engine.analysis import HeadKind, HeadStats, head_stats
+from gpt2scope.engine.probe import DEFAULT_N, InductionProbe, induction_probe
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces
 from gpt2scope.tui.views.common import Drawn, packed
 from gpt2scope.tui.views.page import Page, not_ready, page_note
-from gpt2scope.tui.views.spec import HEAD_CURSOR, ScreenSpec, view_identity
-from gpt2scope.tui.views.style import DIM, HEADING, SELECTED
+from gpt2scope.tui.views.spec import HEAD_CURSOR, Key, ScreenSpec, view_identity
+from gpt2scope.tui.views.style import DIM, HEADING, NOTE, SELECTED
 
 LEVELS = " ▁▂▃▄▅▆▇█"
 WIDE = 16  # "prev   92%  1.2b"
 NAMED = 10  # "prev   92%"
 LABELLED = 20  # "0▁ 12% p█ 81% s▁  3%"
+NUMBERED = 14  # "0 12 p 81 s  3"
+MIN_CELL = 4  # "I85" and a gap: below this the per-layer summary gives way to the cells
+SINK_COUNTED = 0.3  # the summary counts the heads with at least this on position 0
+SUMMARY_HEADER = "│  ≥30% on 0     b"
+SUMMARY = len(SUMMARY_HEADER)
 
 
 @dataclass(frozen=True)
 class Kind:
-    word: str  # in the details and the legend
+    word: str  # in the details and the footer
     code: str  # one cell
     short: str  # up to five
     style: Style
@@ -39,25 +47,48 @@ KINDS = {
     HeadKind.PREVIOUS_TOKEN: Kind("previous-token", "P", "prev", Style(color="green")),
     HeadKind.FIRST_TOKEN_SINK: Kind("first-token sink", "S", "sink", Style(color="cyan")),
     HeadKind.SELF: Kind("self", "=", "self", Style(color="magenta")),
+    HeadKind.INDUCTION: Kind("induction", "I", "ind", Style(color="yellow", bold=True)),
+    HeadKind.DUPLICATE_TOKEN: Kind("duplicate-token", "D", "dup", Style(color="red")),
+    HeadKind.BROAD: Kind("broad", "B", "broad", Style(color="blue")),
     HeadKind.OTHER: Kind("other", "?", "other", Style(color="grey62")),
 }
+
+
+@dataclass(frozen=True, eq=False)
+class MapFigure:
+    stats: tuple[HeadStats, ...]  # by layer, then head
+    n_tokens: int  # of the run they are over
+    weighted: bool  # over value-weighted norms, not attention weights
+    probe: InductionProbe | None = None  # over the probe's run, not the text
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.stats[-1].layer + 1, self.stats[-1].head + 1
+
+    def layer(self, layer: int) -> tuple[HeadStats, ...]:
+        n_head = self.shape[1]
+        return self.stats[layer * n_head : (layer + 1) * n_head]
 
 
 def level(mass: float) -> str:
     return LEVELS[min(round(mass * (len(LEVELS) - 1)), len(LEVELS) - 1)]
 
 
+def pct(mass: float) -> str:
+    return f"{round(mass * 100)}%"
+
+
 def cell_lines(h: HeadStats, width: int, tall: bool) -> tuple[str, str]:
-    """A head's cell: the pattern and the mass that named it, and the entropy; in tall rows
+    """A head's cell: its kind and the score that named it, and the entropy; in tall rows
     a second line with the masses on position 0, the previous token and the query itself."""
     kind, mass = KINDS[h.kind], h.mass
     entropy_below = tall and WIDE > width >= 8
-    pct = "" if mass is None else f"{round(mass * 100)}%"
+    named = "" if mass is None else pct(mass)
     entropy = f"{h.entropy:.1f}b"
     if width >= WIDE:
-        top = f"{kind.short:<6}{pct:>4} {entropy:>5}"
+        top = f"{kind.short:<6}{named:>4} {entropy:>5}"
     elif width >= NAMED:
-        top = f"{kind.short:<6}{pct or ('' if entropy_below else entropy):>4}"
+        top = f"{kind.short:<6}{named or ('' if entropy_below else entropy):>4}"
     elif width >= 3:
         digits = min(width - 1, 3)
         if mass is not None:
@@ -67,13 +98,19 @@ def cell_lines(h: HeadStats, width: int, tall: bool) -> tuple[str, str]:
         top = f"{kind.code}{number[:digits]:>{digits}}"
     else:
         top = kind.code
+    return top, mass_line(h, width, entropy if entropy_below else "")
+
+
+def mass_line(h: HeadStats, width: int, entropy: str) -> str:
+    """The masses on position 0, the previous token and the query: as numbers where they
+    fit, else as three levels."""
     masses = (("0", h.first_token), ("p", h.previous_token), ("s", h.self_token))
     if width >= LABELLED:
-        bottom = " ".join(f"{name}{level(m)}{round(m * 100):>3}%" for name, m in masses)
-    else:
-        bars = "".join(level(m) for _, m in masses)
-        bottom = f"{bars} {entropy}" if entropy_below else bars
-    return top, bottom
+        return " ".join(f"{name}{level(m)}{round(m * 100):>3}%" for name, m in masses)
+    if width >= NUMBERED:
+        return " ".join(f"{name}{round(m * 100):>3}" for name, m in masses)
+    bars = "".join(level(m) for _, m in masses)
+    return f"{bars} {entropy}" if entropy else bars
 
 
 def selected_of(page: Page, stats: tuple[HeadStats, ...]) -> HeadStats:
@@ -81,13 +118,43 @@ def selected_of(page: Page, stats: tuple[HeadStats, ...]) -> HeadStats:
     return next(h for h in stats if (h.layer, h.head) == (s.layer, s.head))
 
 
-def details(h: HeadStats, width: int) -> list[Text]:
+def repeat(score: float | None) -> str:
+    return "–" if score is None else pct(score)
+
+
+def details(h: HeadStats, figure: MapFigure, width: int) -> list[Text]:
+    """The selected head's numbers: raw masses with their sink-free versions beside them."""
     parts = [
         Text(f"L{h.layer} H{h.head} {KINDS[h.kind].word}", HEADING + KINDS[h.kind].style),
-        Text(f"entropy {h.entropy:.2f} bits"),
-        Text(f"position 0 {h.first_token:.0%}"),
-        Text(f"previous {h.previous_token:.0%}"),
-        Text(f"self {h.self_token:.0%}"),
+        Text(f"{h.entropy:.2f} bits (spread {pct(h.spread)})"),
+        Text(f"on 0 {pct(h.first_token)}"),
+        Text(f"previous {pct(h.previous_token)} (sink-free {pct(h.sink_free_previous)})"),
+        Text(f"self {pct(h.self_token)} ({pct(h.sink_free_self)})"),
+        Text(f"induction {repeat(h.induction)}"),
+        Text(f"duplicate {repeat(h.duplicate)}"),
+    ]
+    if figure.probe is not None:
+        p = figure.probe.heads[h.layer * figure.shape[1] + h.head]
+        parts.append(
+            Text(
+                f"probe: induction {pct(p.induction)} duplicate {pct(p.duplicate)} "
+                f"previous {pct(p.previous)}",
+                HEADING,
+            )
+        )
+    return packed(parts, width, " · ")
+
+
+def probe_lines(probe: InductionProbe, width: int) -> list[Text]:
+    """The losses the copying buys, and what the top induction heads' knock-out costs."""
+    top = " ".join(f"L{layer}H{head}" for layer, head in probe.top_heads)
+    parts = [
+        Text(f"loss r2..r{probe.n}: first copy {probe.loss_first:.2f}", HEADING),
+        Text(f"second {probe.loss_second:.2f} nats", HEADING),
+        Text(
+            f"{top or 'nothing more'} knocked out: first {probe.knocked_loss_first:.2f}, "
+            f"second {probe.knocked_loss_second:.2f}"
+        ),
     ]
     return packed(parts, width, " · ")
 
@@ -97,38 +164,64 @@ class Grid:
     label_width: int  # "L11 "
     cell: int  # per head, with its space
     tall: bool  # two lines per layer
+    summary: bool  # the per-layer summary column fits
 
     @classmethod
     def fit(cls, n_layer: int, n_head: int, width: int, room: int) -> Grid:
         label_width = len(f"L{n_layer - 1}") + 1
         cell = max(1, (width - label_width) // n_head)
-        return cls(label_width, cell, cell >= 4 and room >= 1 + 2 * n_layer)
+        with_summary = (width - label_width - SUMMARY) // n_head
+        summary = with_summary >= min(cell, MIN_CELL)
+        if summary:
+            cell = max(1, with_summary)
+        return cls(label_width, cell, cell >= 4 and room >= 2 + 2 * n_layer, summary)
 
 
-def legend(stats: tuple[HeadStats, ...], grid: Grid, width: int) -> list[Text]:
+def legend(grid: Grid, width: int) -> list[Text]:
+    """What the numbers are; the kinds' letters are named in the footer."""
+    parts = [Text("%: the score that named it · b: entropy in bits", DIM)]
+    if grid.tall:
+        parts.append(Text("0 p s: mass on position 0, the previous token, itself", DIM))
+    if grid.summary:
+        parts.append(Text("│ heads ≥30% on position 0, the mean there, mean entropy", DIM))
+    else:
+        parts.append(Text("per-layer summary: needs a wider terminal", NOTE))
+    return packed(parts, width, " · ")
+
+
+def footer(stats: tuple[HeadStats, ...], width: int) -> list[Text]:
+    """How many heads of each kind, every kind named."""
     parts = []
     for head_kind, kind in KINDS.items():
         count = sum(h.kind == head_kind for h in stats)
         parts.append(Text.assemble((kind.code, kind.style + HEADING), f" {kind.word} {count}"))
-    parts.append(Text("%: the mass that named it · b: entropy in bits", DIM))
-    if grid.tall:
-        parts.append(Text("0 p s: mass on position 0, the previous token, itself", DIM))
     return packed(parts, width, " · ")
 
 
-def grid_lines(page: Page, stats: tuple[HeadStats, ...], grid: Grid) -> list[Text]:
+def summary_cells(heads: tuple[HeadStats, ...]) -> str:
+    """How many heads put >= 30% on position 0, the layer's mean mass there, its entropy."""
+    resting = sum(h.first_token >= SINK_COUNTED for h in heads)
+    first = sum(h.first_token for h in heads) / len(heads)
+    entropy = sum(h.entropy for h in heads) / len(heads)
+    counted = f"{resting}/{len(heads)}"
+    return f"│ {counted:>5} {round(first * 100):>3}% {entropy:>4.1f}b"
+
+
+def grid_lines(page: Page, figure: MapFigure, grid: Grid) -> list[Text]:
     """The column header, then a row (or two) per layer; the cursor cell reversed."""
     s = page.scope.settings
-    n_layer, n_head = stats[-1].layer + 1, stats[-1].head + 1
+    n_layer, n_head = figure.shape
     cell, inner = grid.cell, max(grid.cell - 1, 1)
     header = Text(" " * grid.label_width)
     for head in range(n_head):
         header.append(f"H{head}"[:inner].ljust(cell), HEADING if head == s.head else DIM)
+    if grid.summary:
+        header.append(SUMMARY_HEADER, DIM)
     lines = [header]
     for layer in range(n_layer):
         top = Text(f"L{layer}".ljust(grid.label_width), HEADING if layer == s.layer else DIM)
         bottom = Text(" " * grid.label_width)
-        for h in stats[layer * n_head : (layer + 1) * n_head]:
+        for h in figure.layer(layer):
             style = KINDS[h.kind].style
             if (h.layer, h.head) == (s.layer, s.head):
                 style = style + SELECTED
@@ -138,52 +231,119 @@ def grid_lines(page: Page, stats: tuple[HeadStats, ...], grid: Grid) -> list[Tex
             if cell > 1:
                 top.append(" ")
                 bottom.append(" ")
+        if grid.summary:
+            top.append(summary_cells(figure.layer(layer)), DIM)
         lines += [top, bottom] if grid.tall else [top]
     return lines
 
 
-def render_model_map(page: Page[tuple[HeadStats, ...]], width: int, height: int) -> Drawn:
+def title(page: Page[MapFigure], width: int) -> list[Text]:
+    f = page.figure
+    n_layer, n_head = f.shape
+    text = Text(f"model map · {n_layer} layers × {n_head} heads", HEADING)
+    text.append_text(page_note(page))
+    if f.probe is None:
+        over = Text(f"over {f.n_tokens} tokens", DIM)
+    else:
+        over = Text(
+            f"induction probe: <|endoftext|> + {f.probe.n} random tokens twice, "
+            f"seed {f.probe.seed}",
+            HEADING,
+        )
+    shown = Text("value-weighted norms" if f.weighted else "attention weights", DIM)
+    return packed([text, over, shown], width, " · ")
+
+
+def render_model_map(page: Page[MapFigure], width: int, height: int) -> Drawn:
     empty = not_ready(page, width)
     if empty is not None:
         return empty
-    stats, s = page.figure, page.scope.settings
-    n_layer, n_head = stats[-1].layer + 1, stats[-1].head + 1
-    title = Text(f"model map · {n_layer} layers × {n_head} heads", HEADING)
-    title.append(f" · over {page.source.n_tokens} tokens", DIM)
-    title.append_text(page_note(page))
-    head = [title, *details(selected_of(page, stats), width)]
-    grid = Grid.fit(n_layer, n_head, width, height - len(head) - 3)
-    head += legend(stats, grid, width)
-    lines = grid_lines(page, stats, grid)
+    f, s = page.figure, page.scope.settings
+    n_layer, n_head = f.shape
+    head = title(page, width)
+    if f.probe is not None:
+        head += probe_lines(f.probe, width)
+    head += details(selected_of(page, f.stats), f, width)
+    counts = footer(f.stats, width)
+    grid = Grid.fit(n_layer, n_head, width, height - len(head) - len(counts) - 2)
+    head += legend(grid, width)
+    lines = grid_lines(page, f, grid)
     drawn = Drawn(
-        [*head, *lines],
+        [*head, *lines, *counts],
         focus=len(head) + 1 + s.layer * (2 if grid.tall else 1),
         pinned=len(head) + 1,
+        footer=len(counts),
     )
     for line in drawn.lines:
         line.truncate(width)
     return drawn
 
 
-def compute_map(scope: Scope, pieces: Pieces) -> tuple[HeadStats, ...]:
-    return tuple(head_stats(scope.view))
+def compute_map(scope: Scope, pieces: Pieces) -> MapFigure:
+    """Over the text, or with the probe on over the probe's tokens (the view's knock-outs
+    apply to both)."""
+    s, view = scope.settings, scope.view
+    probe = None
+    if s.induction_probe:
+        probe = induction_probe(view.config, view.params, view.ablation, DEFAULT_N, s.seed)
+        view = probe.view
+    stats = tuple(head_stats(view, s.value_weighted))
+    return MapFigure(stats, view.n_tokens, s.value_weighted, probe)
 
 
-def head_stats_json(
-    stats: tuple[HeadStats, ...], scope: Scope, pieces: Pieces
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "layer": h.layer,
-            "head": h.head,
-            "entropy_bits": h.entropy,
-            "first_token": h.first_token,
-            "previous_token": h.previous_token,
-            "self_token": h.self_token,
-            "kind": h.kind,
-        }
-        for h in stats
-    ]
+def head_json(h: HeadStats) -> dict[str, Any]:
+    return {
+        "layer": h.layer,
+        "head": h.head,
+        "entropy_bits": h.entropy,
+        "first_token": h.first_token,
+        "previous_token": h.previous_token,
+        "self_token": h.self_token,
+        "sink_free_previous": h.sink_free_previous,
+        "sink_free_self": h.sink_free_self,
+        "induction": h.induction,
+        "duplicate": h.duplicate,
+        "spread": h.spread,
+        "kind": h.kind.value,
+    }
+
+
+def head_stats_json(figure: MapFigure, scope: Scope, pieces: Pieces) -> list[dict[str, Any]]:
+    """Always over the text's attention weights, whatever the screen shows (the probe has
+    its own key, `induction_probe`)."""
+    if figure.probe is not None or figure.weighted:
+        figure = MapFigure(tuple(head_stats(scope.view)), scope.n_tokens, False)
+    return [head_json(h) for h in figure.stats]
+
+
+def probe_json(probe: InductionProbe) -> dict[str, Any]:
+    """The `induction_probe` key of `inspect --induction-probe`."""
+    return {
+        "seed": probe.seed,
+        "n": probe.n,
+        "tokens": list(probe.view.tokens),
+        "loss_first": probe.loss_first,
+        "loss_second": probe.loss_second,
+        "knocked_out": [list(h) for h in probe.top_heads],
+        "knocked_loss_first": probe.knocked_loss_first,
+        "knocked_loss_second": probe.knocked_loss_second,
+        "heads": [
+            {
+                "layer": h.layer,
+                "head": h.head,
+                "induction": h.induction,
+                "duplicate": h.duplicate,
+                "previous": h.previous,
+            }
+            for h in probe.heads
+        ],
+    }
+
+
+def map_depends(scope: Scope) -> tuple:
+    s = scope.settings
+    # the probe's tokens are drawn from the seed; the text's statistics do not read it
+    return view_identity(scope), s.value_weighted, s.induction_probe, s.induction_probe and s.seed
 
 
 SPEC = ScreenSpec(
@@ -193,13 +353,27 @@ SPEC = ScreenSpec(
     label="map",
     summary="model map: every head's statistics; pick one",
     render=render_model_map,
-    about="every layer × head over the current text, named prev (P), sink (S), self (=) by the "
-    "pattern with ≥50% of its weight, with that mass (%), or other (?), and the entropy "
-    "(bits: low is focused, high is broad); tall cells add bars for the mass on position "
-    "0, the previous token and the query itself",
-    depends=lambda s: (view_identity(s),),
+    about="every layer × head over the current text, named by the weight left once position "
+    "0 is set aside (each row renormalised by 1 − a[q,0]) when half of it goes to one "
+    "place: prev (P) the previous token, self (=), ind (I) the token after an earlier "
+    "occurrence of the query's, dup (D) that occurrence; else sink (S) when position 0 "
+    "holds half the weight, broad (B) when the rows are spread thin, other (?); with the "
+    "score that named it (%) and the entropy (bits). Tall cells add the masses on position "
+    "0, the previous token and the query; the right column sums up each layer, the last "
+    "line counts each kind. i runs the induction probe; w shows value-weighted norms",
+    depends=map_depends,
     compute=compute_map,
     json=head_stats_json,
-    keys=HEAD_CURSOR,
+    keys=(
+        *HEAD_CURSOR,
+        Key(
+            "i",
+            "i",
+            "app.toggle('induction_probe')",
+            "probe",
+            "induction probe: the map over <|endoftext|> and random tokens twice, or the text",
+            True,
+        ),
+    ),
     while_generating=False,
 )

@@ -19,6 +19,7 @@ from gpt2scope.tui.views.common import (
     no_run,
     piece_text,
 )
+from gpt2scope.tui.views.head_writes import writes_line
 from gpt2scope.tui.views.spec import PaneSpec, on_head
 from gpt2scope.tui.views.style import (
     DIM,
@@ -40,11 +41,15 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
     if a is None or query is None:
         return no_run(width)
     n_keys = query + 1
-    weights = a.pattern_row(query)[:n_keys]
+    s = scope.settings
+    weights = a.shown_row(query, s.value_weighted)[:n_keys]
     order = np.argsort(-weights, kind="stable")
     index_width = len(str(n_keys - 1))
     longest = max(cell_len(scope.pieces[j].label) for j in range(n_keys))
-    fixed = 2 + index_width + 1 + 1 + 5 + 1 + SCORE_WIDTH
+    fixed = 2 + index_width + 1 + 1 + 5 + 1 + 5 + 1 + SCORE_WIDTH
+    # Both weights before the score: in a narrow pane the score goes first.
+    scored = width - fixed >= 3
+    fixed -= 0 if scored else SCORE_WIDTH + 1
     rest = width - fixed
     if rest >= 16:
         label_width = max(3, min(longest, 12, rest // 2))
@@ -52,14 +57,15 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
     else:
         label_width, bar_width = max(3, rest), 0
 
-    s = scope.settings
     title = Text(f"query {query} ", HEADING)
     title.append_text(piece_text(scope.query_piece, 12))
     for part in (f" · {count(n_keys, 'key')}", f" · L{s.layer} H{s.head}"):
         if not append_if_fits(title, Text(part, DIM), width):
             break
     header = "  " + "#".rjust(index_width) + " " + "key".ljust(label_width) + " "
-    header += ("weight".ljust(bar_width) + " " if bar_width else "") + "   w%" + "score".rjust(7)
+    shown = "norm" if s.value_weighted else "weight"
+    header += (shown.ljust(bar_width) + " " if bar_width else "") + "   w%   vw%"
+    header += "score".rjust(7) if scored else ""
     d = scope.info.config.d_head
     note = longest_fitting(
         (
@@ -69,8 +75,9 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
         ),
         width,
     )
-    heading = [title, Text(header, DIM)]
-    widths = (index_width, label_width, bar_width)
+    writes = writes_line(a.writes(query), a.pieces, width, "writes", numbers=width >= 60)
+    heading = [title, writes, Text(header, DIM)]
+    widths = (index_width, label_width, bar_width, scored)
 
     def draw(i: int) -> Text:
         rank = i - len(heading)
@@ -86,19 +93,24 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
     return Drawn(Lines(draw, range(len(heading) + n_keys + 1)), pinned=len(heading))
 
 
-def key_line(scope: Scope, j: int, rank: int, widths: tuple[int, int, int]) -> Text:
-    """Key j's line: its index and token, a bar and percentage for its weight, its score."""
-    index_width, label_width, bar_width = widths
-    weights, scores = scope.attn.pattern_row(scope.query), scope.attn.scores_row(scope.query)
+def key_line(scope: Scope, j: int, rank: int, widths: tuple[int, int, int, bool]) -> Text:
+    """Key j's line: its index and token, a bar and percentages for its weights, its score."""
+    index_width, label_width, bar_width, scored = widths
+    a, query = scope.attn, scope.query
+    weights, weighted = a.pattern_row(query), a.weighted_row(query)
+    shown = weighted if scope.settings.value_weighted else weights
     top = rank < TOP_KEYS
     line = Text("★ " if top else "  ", TOP_STYLE if top else DIM)
     line.append(f"{j:>{index_width}} ", DIM)
     line.append_text(piece_text(scope.pieces[j], label_width, pad=True))
     line.append(" ")
     if bar_width:
-        line.append(bar(float(weights[j]), bar_width) + " ", sequential_style(31 if top else 12))
-    line.append(percent(float(weights[j])), TOP_STYLE if top else "")
-    line.append(" " + signed(float(scores[j]), SCORE_WIDTH))
+        line.append(bar(float(shown[j]), bar_width) + " ", sequential_style(31 if top else 12))
+    for gap, column in (("", weights), (" ", weighted)):
+        style = TOP_STYLE if top and column is shown else ""
+        line.append(gap + percent(float(column[j])), style)
+    if scored:
+        line.append(" " + signed(float(a.scores_row(query)[j]), SCORE_WIDTH))
     return line
 
 
@@ -106,7 +118,10 @@ SPEC = PaneSpec(
     id="query",
     title="Query",
     render=render_query,
-    about="every key the selected query may see, heaviest first: w% = attention weight, score "
-    "= q·k/√d_head before the softmax; ★ the top 5",
+    about="every key the selected query may see, heaviest first: w% = attention weight, vw% = "
+    "its value-weighted norm ||w·v_j W_O[h]|| as a share of the row's (w sorts by it), "
+    "score = q·k/√d_head before the softmax; ★ the top 5. Above them, what the head writes "
+    "at the query (z_h W_O[h] through ln_f, scale frozen, and the unembedding): + the "
+    "tokens it promotes most, − those it suppresses",
     depends=on_head,
 )

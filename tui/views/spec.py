@@ -113,4 +113,4 @@ def on_view(scope: Scope) -> tuple:
 
 
 def on_head(scope: Scope) -> tuple:
-    return id(scope.attn), scope.query
+    return id(scope.attn), scope.query, scope.settings.value_weighted
