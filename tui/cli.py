@@ -39,6 +39,7 @@ class Options:
     head: int
     device: str
     bos: bool
+    layout: str = "six"  # the app's alone: "class" shows four big panes
 
 
 def add_run_options(parser: argparse.ArgumentParser, editor: bool = True) -> None:
@@ -111,7 +112,8 @@ def add_run_options(parser: argparse.ArgumentParser, editor: bool = True) -> Non
 
 
 def options_from(args: argparse.Namespace) -> Options:
-    return Options(**{name: getattr(args, name) for name in Options.__dataclass_fields__})
+    fields = Options.__dataclass_fields__
+    return Options(**{name: getattr(args, name) for name in fields if hasattr(args, name)})
 
 
 def app_parser() -> argparse.ArgumentParser:
@@ -123,6 +125,13 @@ def app_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_options(parser)
+    parser.add_argument(
+        "--layout",
+        choices=["six", "class"],
+        default="six",
+        help="six panes, or four big ones for a projector: prompt, attention, query, "
+        "probabilities (default %(default)s; C switches in the app)",
+    )
     return parser
 
 
@@ -333,7 +342,7 @@ def app_main(options: Options) -> int:
     except (ValueError, *OpenError) as e:
         print(f"gpt2scope: error: {visible(str(e))}", file=sys.stderr)
         return 1
-    app = ScopeApp(model, info, settings, options.prompt, options.device)
+    app = ScopeApp(model, info, settings, options.prompt, options.device, layout=options.layout)
     app.run()
     return app.return_code or 0  # 1 after an unhandled error, whose traceback Textual prints
 

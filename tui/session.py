@@ -88,6 +88,7 @@ class Settings:
     # against (a logit difference); None: the default target, no contrast.
     target: int | None = None
     contrast: int | None = None
+    maps: bool = True  # the q, k, v maps beside the attention pattern (key v)
 
 
 @dataclass(frozen=True, eq=False)

@@ -67,7 +67,8 @@ def cell_lines(h: HeadStats, width: int, tall: bool) -> tuple[str, str]:
         top = f"{kind.code}{number[:digits]:>{digits}}"
     else:
         top = kind.code
-    masses = (("0", h.first_token), ("p", h.previous_token), ("s", h.self_token))
+    # "=" for self as in the kinds' codes: a lowercase s would read as the sink's S
+    masses = (("0", h.first_token), ("p", h.previous_token), ("=", h.self_token))
     if width >= LABELLED:
         bottom = " ".join(f"{name}{level(m)}{round(m * 100):>3}%" for name, m in masses)
     else:
@@ -112,7 +113,7 @@ def legend(stats: tuple[HeadStats, ...], grid: Grid, width: int) -> list[Text]:
         parts.append(Text.assemble((kind.code, kind.style + HEADING), f" {kind.word} {count}"))
     parts.append(Text("%: the mass that named it · b: entropy in bits", DIM))
     if grid.tall:
-        parts.append(Text("0 p s: mass on position 0, the previous token, itself", DIM))
+        parts.append(Text("0 p =: mass on position 0, the previous token, itself", DIM))
     return packed(parts, width, " · ")
 
 
