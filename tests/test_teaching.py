@@ -300,17 +300,6 @@ async def test_stage_5_at_80x24_opens_with_every_key_in_view(tiny_model):
         assert "stage 5 of 5" in text and "more lines" not in text
 
 
-async def test_the_small_terminal_notice_comes_once(tiny_model):
-    app = make_app(tiny_model, prompt=PROMPT)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        for size in ((70, 20), (90, 30), (60, 18)):
-            await pilot.resize_terminal(*size)
-            await pilot.pause()
-        said = [n for n in app._notifications if "smaller than" in n.message]
-        assert len(said) == 1
-
-
 async def test_the_opening_editor_says_how_to_quit(tiny_model):
     app = make_app(tiny_model)
     async with app.run_test(size=(80, 24)) as pilot:
