@@ -35,7 +35,9 @@ def make_app(
     """The app as `gpt2scope` would open it on `model`, with the flags' `changes`."""
     info = ModelInfo.of(model, name, origin, f"{name} ({origin})")
     o = options(**changes)
-    return ScopeApp(model, info, settings_from(o), o.prompt, o.device, sampler=sampler)
+    return ScopeApp(
+        model, info, settings_from(o), o.prompt, o.device, sampler=sampler, layout=o.layout
+    )
 
 
 def settled(app: ScopeApp) -> bool:

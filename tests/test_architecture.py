@@ -31,6 +31,7 @@ LAYERS = (
         "widgets and screens",
         (
             "gpt2scope.tui.keys",
+            "gpt2scope.tui.contrast",
             "gpt2scope.tui.messages",
             "gpt2scope.tui.widgets",
             "gpt2scope.tui.screens",

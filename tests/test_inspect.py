@@ -129,7 +129,7 @@ def test_query_option_selects_the_query(capsys, tiny_checkpoint):
     code, out, _ = inspect(capsys, *args, "--query", "2", "--format", "json")
     assert code == 0
     assert json.loads(out)["query"] == 2
-    assert "query 2 ·brown" in inspect(capsys, *args, "--query", "2")[1]
+    assert "query 2 ␣brown" in inspect(capsys, *args, "--query", "2")[1]
 
 
 def test_text_never_prints_control_characters(capsys, tiny_checkpoint):
@@ -321,13 +321,13 @@ def test_text_prints_the_patching_maps(capsys, tiny_checkpoint):
     patching = out[out.index("== Patching") :]
     for name in ("resid_pre", "attn_out", "mlp_out", "heads"):
         assert f"{name} (1 = clean restored)" in patching
-    assert "corrupt The│·dog│·ran" in patching
+    assert "corrupt The│␣dog│␣ran" in patching
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--corrupt", "The big cat"], "the clean prompt is 9 tokens (The|·quick|"),
+        (["--corrupt", "The big cat"], "the clean prompt is 9 tokens (The|␣quick|"),
         (
             ["--corrupt", PROMPT.replace("fox", "cat"), "--answer", " a b"],
             "--answer ' a b': is 2 GPT-2 tokens",

@@ -49,7 +49,7 @@ async def test_p_patches_the_apps_prompt_against_its_example_and_shows_the_engin
         for site in SITES:
             assert s.exact[site] == sweep(s.pair, site)
         text = shown(app.screen.query_one("#patching"))
-        assert "·mat" in text and "·park" in text and "resid_pre" in text
+        assert "␣mat" in text and "␣park" in text and "resid_pre" in text
 
 
 @pytest.mark.anyio

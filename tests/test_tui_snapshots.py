@@ -86,3 +86,24 @@ def test_keep_tail_dialog(snap_compare, tiny_model):
         await wait_for(pilot, lambda: isinstance(app.screen, KeepTailScreen))
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_class_layout(snap_compare, tiny_model):
+    """--layout class at a projector's 120x40: four big panes, the pattern the whole height."""
+    app = make_app(tiny_model, prompt=PROMPT, layout="class", temperature=0)
+    assert snap_compare(app, terminal_size=(120, 40), run_before=then("g"))
+
+
+def test_captions_on(snap_compare, tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT, temperature=0)
+    assert snap_compare(app, terminal_size=(120, 40), run_before=then("g", "i"))
+
+
+def test_light_theme(snap_compare, tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT, temperature=0)
+
+    async def run_before(pilot) -> None:
+        app.theme = "textual-light"
+        await then("g")(pilot)
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=run_before)

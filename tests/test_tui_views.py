@@ -45,8 +45,8 @@ def test_visible_leaves_nothing_invisible(text):
 
 
 def test_visible_names_the_usual_suspects():
-    assert visible("a b\nc\td\x1b[31m") == "a b↵c→d␛[31m"
-    assert visible(" x", spaces=True) == "·x"
+    assert visible("a b\nc\td\x1b[31m") == "a b↵c⇥d␛[31m"
+    assert visible(" x", spaces=True) == "␣x"
     assert visible("\x00\x07\x7f") == "␀␇␡"
     assert visible("\u202e\u200b\x85") == "\\u202e\\u200b\\x85"
 
@@ -80,11 +80,11 @@ def test_byte_pieces_show_their_bytes():
     pieces = Pieces(tok)
     labels = [pieces(i).label for i in ids]
     assert "".join(labels).startswith("\\x")
-    assert pieces(tok.encode(" dog")[0]).label == "·dog"
-    # a space (or other ASCII) in a piece of bytes keeps its glyph: "·\xe6", not "\x20\xe6"
+    assert pieces(tok.encode(" dog")[0]).label == "␣dog"
+    # a space (or other ASCII) in a piece of bytes keeps its glyph: "␣\xe6", not "\x20\xe6"
     space_and_byte = next(i for i in tok.encode(" 日本") if tok.token_bytes(i)[:1] == b" ")
     label = pieces(space_and_byte).label
-    assert label.startswith("·\\x") and "\\x20" not in label
+    assert label.startswith("␣\\x") and "\\x20" not in label
 
 
 @pytest.mark.parametrize("name", sorted(LADDERS))
@@ -171,7 +171,7 @@ SUBSCRIPTS = str.maketrans("", "", "₀₁₂₃₄₅₆₇₈₉")
     ("render", "typed"),
     [
         (render_continuation, "Tokens [bold]like[/] this"),
-        (render_embeddings, "Tokens ·[ bold ] like [/ ]"),  # its pieces, ids dropped
+        (render_embeddings, "Tokens ␣[ bold ] like [/ ]"),  # its pieces, ids dropped
     ],
 )
 def test_a_prompt_holding_rich_markup_is_shown_as_typed(session, render, typed, width, height):
@@ -341,7 +341,15 @@ def test_probabilities_say_whose_prediction_they_show_when_the_query_moves(sessi
 
 @pytest.mark.parametrize(
     ("p", "shown"),
-    [(0.43, " 43%"), (0.043, "4.3%"), (2.3e-4, "2e-4"), (1.2e-9, "1e-9"), (3.4e-10, "  ≈0")],
+    [
+        (1.0, " 1.0"),
+        (0.43, " .43"),
+        (0.043, ".043"),
+        (2.3e-3, "2e-3"),
+        (2.3e-4, "2e-4"),
+        (1.2e-9, "1e-9"),
+        (3.4e-10, "  ≈0"),
+    ],
 )
 def test_lens_probabilities_fit_four_cells_without_losing_their_exponent(p, shown):
     """3.4e-10 cut to four cells read '3e-1', a 30% chance."""

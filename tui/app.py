@@ -76,6 +76,8 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
     AUTO_FOCUS = None  # on_mount focuses the editor or the panes, depending on --prompt
 
     scope: reactive[Scope | None] = reactive(None, repaint=False)
+    captions: reactive[bool] = reactive(False)  # key i: each pane says what it shows
+    layout: reactive[str] = reactive("six", init=False)  # or "class": four big panes (key C)
 
     def __init__(
         self,
@@ -87,12 +89,14 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
         tokenizer: Tokenizer | None = None,
         sampler: Sampler = sample,
         lesson: Lesson | bool = False,
+        layout: str = "six",
     ) -> None:
         """`prompt` None opens on a sample sentence with the editor focused; a blank one asks
         for a prompt and runs nothing; `device` is where a downloaded model goes; `lesson`
-        starts one (True: opens the list of lessons)."""
+        starts one (True: opens the list of lessons); `layout` "class" shows four big panes."""
         super().__init__()
         self.opening_lesson = lesson
+        self.opening_layout = layout
         self.model = model
         self.sampler = sampler
         self.prompt = prompt
@@ -108,7 +112,7 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
         self._effects: tuple[int, threading.Event] | None = None
         self.unpublished = False  # events have changed the session since the last publish
         self.publish_tick: Timer | None = None
-        self.too_small = False
+        self.told_too_small = False
         # While the panes show a patched run: the clean and the corrupted prompt it came from.
         self.patched_prompts: tuple[str, str] | None = None
 
@@ -125,11 +129,12 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
         with Grid(id="panes"):
             for spec in PANES:
                 pane = AttentionPane if spec.id == "attention" else Pane
-                yield pane(spec).data_bind(ScopeApp.scope)
+                yield pane(spec).data_bind(ScopeApp.scope, captioned=ScopeApp.captions)
         yield LessonBar(id="lesson")
         yield LeanFooter()
 
     def on_mount(self) -> None:
+        self.layout = self.opening_layout
         self.start_runner()
         self.publish()
         if self.first_prompt.strip():
@@ -148,17 +153,18 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
         return SAMPLE_PROMPT if self.prompt is None else self.prompt
 
     def on_resize(self, event: events.Resize) -> None:
-        """Say once, each time the terminal shrinks below LAID_OUT_FOR, that panes are cut and
-        how to see one whole; a smaller terminal still works."""
+        """Say once, the first time the terminal is below LAID_OUT_FOR, that panes are cut
+        and how to see one whole; a smaller terminal still works. Not again at every shrink:
+        dragging a window's edge would stack the notices."""
         width, height = event.size
         too_small = width < LAID_OUT_FOR[0] or height < LAID_OUT_FOR[1]
-        if too_small and not self.too_small:
+        if too_small and not self.told_too_small:
             self.notify(
                 f"{width}x{height} is smaller than the {LAID_OUT_FOR[0]}x{LAID_OUT_FOR[1]} the "
                 "panes are laid out for: z shows the focused pane whole",
                 severity="warning",
             )
-        self.too_small = too_small
+            self.told_too_small = True
 
     def on_unmount(self) -> None:
         self.fetch_cancel.set()
@@ -308,14 +314,53 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
     # Actions, one per key (see tui/keys.py).
 
     def action_layer(self, delta: int) -> None:
-        self.change(layer=self.session.settings.layer + delta)
+        self.move_to("layer", self.session.settings.layer + delta)
+
+    def action_layer_to(self, end: int) -> None:
+        self.move_to("layer", end % self.session.info.config.n_layer)
 
     def action_head(self, delta: int) -> None:
-        self.change(head=self.session.settings.head + delta)
+        self.move_to("head", self.session.settings.head + delta)
+
+    def move_to(self, name: str, value: int) -> None:
+        """Select layer or head `value`, saying so when it is past the first or last."""
+        before = getattr(self.session.settings, name)
+        self.change(**{name: value})
+        if getattr(self.session.settings, name) == before:
+            end = "first" if before == 0 else "last"
+            self.said_limit(f"already at {name} {before}, the {end}")
 
     def action_query(self, delta: int) -> None:
+        before = self.scope.query if self.scope is not None else None
         self.session.move_query(delta)
         self.publish()
+        if before is not None and self.scope.query == before:
+            self.said_limit(f"the query is already the {'first' if delta < 0 else 'last'} token")
+
+    def action_query_to(self, end: int) -> None:
+        """The first token (0), or the last, followed as the run grows (-1)."""
+        if self.scope is None or self.scope.query is None:
+            return
+        before = self.scope.query
+        self.change(query=None if end < 0 else 0)
+        if self.scope.query == before:
+            self.said_limit(f"the query is already the {'first' if end == 0 else 'last'} token")
+
+    def said_limit(self, sentence: str) -> None:
+        """A key that would go past an end says so, briefly, instead of doing nothing."""
+        self.notify(sentence, timeout=2)
+
+    def action_captions(self) -> None:
+        self.captions = not self.captions
+
+    def action_maps(self) -> None:
+        self.change(maps=not self.session.settings.maps)
+
+    def action_class_layout(self) -> None:
+        self.layout = "six" if self.layout == "class" else "class"
+
+    def watch_layout(self, layout: str) -> None:
+        self.screen_stack[0].set_class(layout == "class", "-class")
 
     def action_toggle(self, setting: str) -> None:
         """Flip one of the views' on/off settings (value-weighted, the induction probe)."""
@@ -372,19 +417,27 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
 
     def action_temperature(self, direction: int) -> None:
         t = self.session.settings.params.temperature
-        self.change_params(temperature=next_on_ladder("temperature", t, direction))
+        self.change_params(temperature=self.next_rung("temperature", t, direction))
 
     def action_top_k(self, direction: int) -> None:
         k = self.session.settings.params.top_k
-        self.change_params(top_k=int(next_on_ladder("top_k", k, direction)))
+        self.change_params(top_k=int(self.next_rung("top_k", k, direction)))
 
     def action_top_p(self, direction: int) -> None:
         p = self.session.settings.params.top_p
-        self.change_params(top_p=next_on_ladder("top_p", p, direction))
+        self.change_params(top_p=self.next_rung("top_p", p, direction))
 
     def action_length(self, direction: int) -> None:
         n = self.session.settings.length
-        self.change(length=int(next_on_ladder("length", n, direction)))
+        self.change(length=int(self.next_rung("length", n, direction)))
+
+    def next_rung(self, name: str, value: float, direction: int) -> float:
+        rung = next_on_ladder(name, value, direction)
+        if rung == value:
+            shown = "off" if name == "top_k" and value == 0 else f"{value:g}"
+            end = "highest" if direction > 0 else "lowest"
+            self.said_limit(f"{name.replace('_', '-')} is already {shown}, the {end}")
+        return rung
 
     def action_new_seed(self) -> None:
         seed = self.session.settings.seed + 1

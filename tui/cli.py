@@ -44,6 +44,7 @@ class Options:
     head: int
     device: str
     bos: bool
+    layout: str = "six"  # the app's alone: "class" shows four big panes
 
 
 def add_run_options(parser: argparse.ArgumentParser, editor: bool = True) -> None:
@@ -116,7 +117,8 @@ def add_run_options(parser: argparse.ArgumentParser, editor: bool = True) -> Non
 
 
 def options_from(args: argparse.Namespace) -> Options:
-    return Options(**{name: getattr(args, name) for name in Options.__dataclass_fields__})
+    fields = Options.__dataclass_fields__
+    return Options(**{name: getattr(args, name) for name in fields if hasattr(args, name)})
 
 
 def app_parser() -> argparse.ArgumentParser:
@@ -135,6 +137,13 @@ def app_parser() -> argparse.ArgumentParser:
         const="",
         help="start a lesson (a built-in one by name, e.g. mask, or a .toml file; without "
         "NAME, the list of lessons; L lists them in the app)",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=["six", "class"],
+        default="six",
+        help="six panes, or four big ones for a projector: prompt, attention, query, "
+        "probabilities (default %(default)s; C switches in the app)",
     )
     return parser
 
@@ -369,7 +378,15 @@ def app_main(options: Options, lesson_name: str | None = None) -> int:
     except (ValueError, *OpenError) as e:
         print(f"gpt2scope: error: {visible(str(e))}", file=sys.stderr)
         return 1
-    app = ScopeApp(model, info, settings, options.prompt, options.device, lesson=lesson or False)
+    app = ScopeApp(
+        model,
+        info,
+        settings,
+        options.prompt,
+        options.device,
+        lesson=lesson or False,
+        layout=options.layout,
+    )
     app.run()
     return app.return_code or 0  # 1 after an unhandled error, whose traceback Textual prints
 

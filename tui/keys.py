@@ -16,8 +16,15 @@ KEYS = (
     Key("full_stop", ".", "head(1)", "head+", "next head"),
     Key("left", "←", "query(-1)", "query-", "query token: one to the left"),
     Key("right", "→", "query(1)", "query+", "query token: one to the right (past the end: last)"),
+    Key("home", "home", "query_to(0)", "first query", "query token: the first"),
+    Key("end", "end", "query_to(-1)", "last query", "query token: the last (and follow it)"),
+    Key("left_curly_bracket", "{", "layer_to(0)", "first layer", "first layer"),
+    Key("right_curly_bracket", "}", "layer_to(-1)", "last layer", "last layer"),
+    Key("i", "i", "captions", "captions", "captions: one line on each pane says what it shows"),
+    Key("v", "v", "maps", "q/k/v maps", "Attention: the q, k, v maps beside the pattern, or not"),
+    Key("C", "C", "class_layout", "class layout", "class layout: four big panes, or all six"),
     Key("p", "p", "edit_prompt", "prompt", "edit the prompt: enter runs it, esc leaves it", True),
-    Key("g", "g", "generate", "generate", "generate `length` tokens", True),
+    Key("g", "g", "generate", "generate", "generate tokens, as many as the length (n N)", True),
     Key("s", "s", "step", "step", "generate one token", True),
     Key("escape", "esc", "stop", "stop", "stop generating", True),
     Key("t", "t", "temperature(-1)", "temp-", "temperature down"),
@@ -26,8 +33,8 @@ KEYS = (
     Key("K", "K", "top_k(1)", "top-k+", "top-k up (up to off)"),
     Key("u", "u", "top_p(-1)", "top-p-", "top-p down"),
     Key("U", "U", "top_p(1)", "top-p+", "top-p up (1 = off)"),
-    Key("n", "n", "length(-1)", "length-", "length down: tokens per `g`"),
-    Key("N", "N", "length(1)", "length+", "length up: tokens per `g`"),
+    Key("n", "n", "length(-1)", "length-", "length down: tokens per g"),
+    Key("N", "N", "length(1)", "length+", "length up: tokens per g"),
     Key("r", "r", "new_seed", "seed", "new seed (the next prompt or token draws from it)"),
     Key("B", "B", "bos", "bos", "<|endoftext|> first, or not; runs the prompt again"),
     Key(
@@ -64,6 +71,7 @@ BACK = Key("escape", "esc", "dismiss", "back", "back to the panes", True)
 BUILT_IN = (
     ("tab / shift+tab", "cycle focus between the prompt and the panes"),
     ("↑ ↓ pgup pgdn", "scroll the focused pane; in Attention, ↑ ↓ move the query"),
+    ("ctrl+home ctrl+end", "scroll the focused pane to its top or bottom"),
     ("ctrl+p", "command palette: every key above by name"),
 )
 
@@ -89,7 +97,17 @@ def next_on_ladder(name: str, value: float, direction: int) -> float:
 
 
 def bindings(keys: tuple[Key, ...] = KEYS) -> list[Binding]:
-    return [Binding(k.key, k.action, k.label, show=k.footer, key_display=k.shown) for k in keys]
+    return [
+        Binding(
+            k.key,
+            k.action,
+            k.label,
+            show=k.footer,
+            key_display=k.shown,
+            group=Binding.Group(k.group, compact=True) if k.group else None,
+        )
+        for k in keys
+    ]
 
 
 def keys_help() -> str:

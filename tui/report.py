@@ -137,7 +137,12 @@ def screens_text(scope: Scope, pieces: Pieces, width: int, height: int) -> list[
                 if screen.text_at_every_cursor
                 else screen.title
             )
-            drawn.append((title, screen.render(Page(scope, figure, scope, cursor), width, height)))
+            drawn.append(
+                (
+                    title,
+                    screen.render(Page(scope, figure, scope, cursor, live=False), width, height),
+                )
+            )
     return drawn
 
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import ActiveBinding, Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
@@ -35,6 +35,8 @@ from gpt2scope.tui.views import SCREEN_BY_ID, PaneSpec, ScreenSpec
 from gpt2scope.tui.views.page import COMPUTING, DEFERRED, Page
 from gpt2scope.tui.views.spec import BranchAt
 from gpt2scope.tui.widgets import LeanFooter, Pane, StatusLine, selection_moved
+
+OFF_THE_FOOTER = ("generate", "step")  # of the app's keys, on a deeper screen
 
 PAGE_KEYS = [
     Binding("pageup", "page(-1)", "page up", show=False),
@@ -120,7 +122,8 @@ class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
         arrows = any(k.key in ("up", "down") for k in self.spec.keys)
         sheet = PagedSheet if arrows else Sheet
         yield sheet(self.spec).data_bind(scope=DeeperScreen.page)
-        yield LeanFooter()
+        # ctrl+p still opens the palette: its footer label would push the screen's keys off
+        yield LeanFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one(Sheet).focus()
@@ -129,6 +132,16 @@ class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
     @property
     def computing(self) -> bool:
         return self._worker is not None
+
+    @property
+    def active_bindings(self) -> dict[str, ActiveBinding]:
+        """The app's generate and step keys still work here but leave the footer: at 80
+        columns it has room for the screen's own keys, the way back, help and quit."""
+        bindings = super().active_bindings
+        for key, active in bindings.items():
+            if active.node is self.app and active.binding.action in OFF_THE_FOOTER:
+                bindings[key] = active._replace(binding=replace(active.binding, show=False))
+        return bindings
 
     def follow(self, scope: Scope | None) -> None:
         cursor = self.spec.cursor

@@ -98,6 +98,7 @@ class Settings:
     # ||a_ij v_j W_O[h]|| (rows renormalised) instead of the attention weights.
     value_weighted: bool = False
     induction_probe: bool = False  # the model map shows the induction probe, not the text
+    maps: bool = True  # the q, k, v maps beside the attention pattern (key v)
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,9 +17,10 @@ from rich.cells import cell_len, set_cell_size
 
 from gpt2scope.engine import Tokenizer
 
-SPACE = "·"
+# Neither is used as a separator or an arrow anywhere on screen (those are · and →).
+SPACE = "␣"
 NEWLINE = "↵"
-TAB = "→"
+TAB = "⇥"
 ESCAPE = "␛"
 MARK_BASE = "◌"  # what type specimens write a combining mark on when it stands alone
 # Categories that draw nothing or move the cursor: controls, format characters (bidi

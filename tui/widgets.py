@@ -6,7 +6,8 @@ from __future__ import annotations
 from rich.console import Console, RenderableType
 from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
+from rich.terminal_theme import TerminalTheme
+from rich.text import Span, Text
 from textual import events
 from textual.binding import Binding
 from textual.geometry import Size
@@ -16,12 +17,13 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer, Input
 
+from gpt2scope.tui.contrast import is_cells, readable
 from gpt2scope.tui.messages import PromptLeft
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import editable
 from gpt2scope.tui.views import PaneSpec, render_header
-from gpt2scope.tui.views.common import Drawn
-from gpt2scope.tui.views.style import NOTE
+from gpt2scope.tui.views.common import Drawn, longest_fitting
+from gpt2scope.tui.views.style import CAPTION, NOTE
 
 
 def joined_lines(lines: list[Text]) -> Text:
@@ -56,7 +58,13 @@ class StatusLine(Widget):
         self._height = height
 
     def render(self) -> RenderableType:
-        return joined_lines(self.header())
+        base, console = self.visual_style.rich_style, self.app.console
+        text = joined_lines(self.header())
+        spans = [
+            Span(span.start, span.end, readable_on(console.get_style(span.style), base, self))
+            for span in text.spans
+        ]
+        return Text(text.plain, spans=spans, no_wrap=True, overflow="crop")
 
 
 class LeanFooter(Footer):
@@ -77,6 +85,8 @@ class PromptInput(Input):
     BINDINGS = [
         Binding("enter", "submit", "run prompt"),
         Binding("escape", "leave", "leave prompt", key_display="esc"),
+        # q types a q here: say how to quit, which the app's footer key cannot
+        Binding("ctrl+q", "app.quit", "quit", key_display="ctrl+q", priority=True),
         # tab leaves as esc does: moving on must not leave an edit in the bar that never ran
         Binding("tab", "leave('next')", "leave prompt", show=False),
         Binding("shift+tab", "leave('previous')", "leave prompt", show=False),
@@ -110,18 +120,20 @@ class Pane(ScrollView, can_focus=True, inherit_bindings=False):
         Binding("down", "scroll(1)", "scroll down", show=False),
         Binding("pageup", "page(-1)", "page up", show=False),
         Binding("pagedown", "page(1)", "page down", show=False),
-        Binding("home", "scroll_home", "top", show=False),
-        Binding("end", "scroll_end", "bottom", show=False),
+        # home and end move the query (the app's keys): these scroll to either end.
+        Binding("ctrl+home", "scroll_home", "top", show=False),
+        Binding("ctrl+end", "scroll_end", "bottom", show=False),
     ]
 
     scope: reactive[Scope | None] = reactive(None, repaint=False)
+    captioned: reactive[bool] = reactive(False, repaint=False)
 
     def __init__(self, view: PaneSpec) -> None:
         super().__init__(id=view.id, classes="pane")
         self.view = view
         self.border_title = view.title
         self.following = True  # the window follows the focus line, not the scroll offset
-        self._drawn: tuple[Scope | None, Size, Drawn] | None = None
+        self._drawn: tuple[Scope | None, Size, int, Drawn] | None = None
         self._strips: tuple[tuple, list[Strip]] | None = None
 
     def watch_scope(self, old: Scope | None, new: Scope | None) -> None:
@@ -129,6 +141,17 @@ class Pane(ScrollView, can_focus=True, inherit_bindings=False):
             self.following = True
         if old is None or new is None or self.view.depends(old) != self.view.depends(new):
             self.refresh()
+
+    def watch_captioned(self) -> None:
+        self.refresh()
+
+    def caption_rows(self) -> int:
+        """The caption's line, when shown and there is room for more than it."""
+        return 1 if self.captioned and self.view.caption and self.content_size.height > 1 else 0
+
+    def caption(self) -> Text:
+        width = self.content_size.width
+        return Text(longest_fitting(self.view.caption, width), CAPTION)
 
     def fit_scrolling(self) -> None:
         """Size the scrolled area to the drawn lines, so the scrollbar shows how many are
@@ -146,14 +169,15 @@ class Pane(ScrollView, can_focus=True, inherit_bindings=False):
         size = self.content_size
         if size.width <= 0 or size.height <= 0:  # squeezed to nothing by a tiny terminal
             return Drawn()
+        height = size.height - self.caption_rows()
         cached = self._drawn
-        if cached is not None and cached[:2] == (self.scope, size):
-            return cached[2]
-        drawn = self.view.render(self.scope, size.width, size.height)
+        if cached is not None and cached[:3] == (self.scope, size, height):
+            return cached[3]
+        drawn = self.view.render(self.scope, size.width, height)
         scrollbar = self.styles.scrollbar_size_vertical
-        if len(drawn.lines) > size.height and size.width > scrollbar:
-            drawn = self.view.render(self.scope, size.width - scrollbar, size.height)
-        self._drawn = (self.scope, size, drawn)
+        if len(drawn.lines) > height and size.width > scrollbar:
+            drawn = self.view.render(self.scope, size.width - scrollbar, height)
+        self._drawn = (self.scope, size, height, drawn)
         return drawn
 
     def first_line(self, drawn: Drawn, height: int) -> int:
@@ -175,10 +199,11 @@ class Pane(ScrollView, can_focus=True, inherit_bindings=False):
         renderable (through its Content) costs about 30 µs per styled span, ten times
         Rich's, and a pane of heat-map cells has hundreds of spans."""
         scrolled_to = None if self.following else self.scroll_offset.y
-        key = (self.scope, scrolled_to, self.content_size, self.visual_style)
+        key = (self.scope, scrolled_to, self.content_size, self.visual_style, self.captioned)
         if self._strips is None or self._strips[0] != key:
             base = self.visual_style.rich_style
-            strips = [to_strip(line, self.app.console, base) for line in self.shown_lines()]
+            console, theme = self.app.console, self.app.ansi_theme
+            strips = [to_strip(line, console, base, theme) for line in self.shown_lines()]
             self._strips = (key, strips)
             self.call_after_refresh(self.fit_scrolling)
         return self._strips[1]
@@ -189,7 +214,8 @@ class Pane(ScrollView, can_focus=True, inherit_bindings=False):
         if self.scope is None:
             return []
         drawn = self.drawn()
-        pinned = list(drawn.lines[: drawn.pinned])
+        pinned = [self.caption()] if self.caption_rows() else []
+        pinned += drawn.lines[: drawn.pinned]
         end = len(drawn.lines) - drawn.footer
         rest, footer = drawn.lines[drawn.pinned : end], list(drawn.lines[end:])
         height = max(self.content_size.height - len(pinned) - len(footer), 0)
@@ -205,7 +231,7 @@ class Pane(ScrollView, can_focus=True, inherit_bindings=False):
 
     def scrolling_height(self) -> int:
         drawn = self.drawn()
-        return max(self.content_size.height - drawn.pinned - drawn.footer, 0)
+        return max(self.content_size.height - self.caption_rows() - drawn.pinned - drawn.footer, 0)
 
     def scroll_lines_to(self, start: int) -> None:
         """Show the scrolling lines from `start` on, and stop following the focus."""
@@ -262,14 +288,18 @@ class AttentionPane(Pane):
     ]
 
 
-def to_strip(line: Text, console: Console, base: Style) -> Strip:
+def to_strip(line: Text, console: Console, base: Style, theme: TerminalTheme) -> Strip:
     """One line of text as a strip over the widget's `base` style (Textual pads or crops it
-    to the pane's width). The line's own style goes under its spans as well: Rich leaves it
-    out of a text without any."""
+    to the pane's width), each colour made readable on the theme's background. The line's
+    own style goes under its spans as well: Rich leaves it out of a text without any."""
     style = base + console.get_style(line.style, default=Style.null())
     segments = side_by_side(line, style)
     if segments is None:
         segments = list(Segment.apply_style(line.render(console), style))
+    segments = [
+        Segment(text, readable(s, theme, is_cells(text)) if s else s, control)
+        for text, s, control in segments
+    ]
     return Strip(segments, line.cell_len)
 
 
@@ -289,6 +319,12 @@ def side_by_side(line: Text, style: Style) -> list[Segment] | None:
     if at < len(text):
         segments.append(Segment(text[at:], style))
     return segments
+
+
+def readable_on(style: Style, base: Style, widget: Widget) -> Style:
+    """A span's `style` as `readable` makes it over `base`, without `base` itself."""
+    over = readable(base + style, widget.app.ansi_theme, cell=False)
+    return style if over.color == (base + style).color else style + Style(color=over.color)
 
 
 def selection_moved(old: Scope, new: Scope) -> bool:

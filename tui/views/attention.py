@@ -17,7 +17,7 @@ from rich.text import Text
 from gpt2scope.tui.session import HeadData, Scope
 from gpt2scope.tui.text import SPACE, fit
 from gpt2scope.tui.views.common import Drawn, append_if_fits, longest_fitting, no_run, piece_text
-from gpt2scope.tui.views.spec import PaneSpec, on_head
+from gpt2scope.tui.views.spec import PaneSpec
 from gpt2scope.tui.views.style import (
     BOLD,
     DIM,
@@ -54,6 +54,7 @@ class Window:
     c1: int
     dims: int  # q/k/v dimensions per map, 0 when the maps do not fit
     first: bool = False
+    legend_below: bool = True  # on its own line under the pattern, not in the heading
 
     @property
     def prefix(self) -> int:
@@ -73,16 +74,21 @@ def window(scope: Scope, width: int, height: int) -> Window:
     label_width = max(3, min(longest, 10 if width >= 60 else 5))
     available = width - (index_width + 1 if index_width else 0) - label_width - 1
     matrix_width, maps_width = available, 0
-    if available >= MIN_MAPS_WIDTH:
+    if available >= MIN_MAPS_WIDTH and scope.settings.maps:
         # The pattern first; the maps get what is left, at least MIN_MAP_DIMS each.
         matrix_width = min(2 * n, available - (3 * MIN_MAP_DIMS + 4))
         maps_width = available - matrix_width
-    cell_width = 2 if matrix_width >= 2 * min(n, 16) else 1
+    # Two cells per key where they fit, three when the maps are off and leave the room.
+    cell_width = 3 if not maps_width and matrix_width >= 3 * n else 1
+    cell_width = 2 if cell_width == 1 and matrix_width >= 2 * min(n, 16) else cell_width
     n_keys = max(1, matrix_width // cell_width)
     maps_width += matrix_width - n_keys * cell_width
     dims = min(d, (maps_width - 4) // 3)
-    label_rows = max(1, min(height - 2 - n, longest_axis, MAX_LABEL_ROWS))
-    n_rows = max(1, min(n, height - 2 - label_rows))
+    # The legend goes up into the heading's line where it fits, for a line of key labels.
+    lift = n + 2 <= height and legend_fits_heading(scope, width, maps_width > 0)
+    below = 0 if lift else 1
+    label_rows = max(1, min(height - 1 - below - n, longest_axis, MAX_LABEL_ROWS))
+    n_rows = max(1, min(n, height - 1 - below - label_rows))
     r0 = min(max(query - n_rows // 2, 0), n - n_rows)
     c1 = min(n, max(r0 + n_rows, n_keys))
     c0 = max(0, c1 - n_keys)
@@ -100,13 +106,23 @@ def window(scope: Scope, width: int, height: int) -> Window:
         c1=c1,
         dims=dims if dims >= MIN_MAP_DIMS else 0,
         first=first,
+        legend_below=bool(below),
     )
+
+
+def legend_fits_heading(scope: Scope, width: int, maps: bool) -> bool:
+    s = scope.settings
+    return len(f"L{s.layer} H{s.head} pattern  ") + legend(maps, 0).cell_len <= width
 
 
 def heading(scope: Scope, w: Window, width: int) -> Text:
     """Which rows and keys are hidden comes first: in a small pane it matters most."""
     s, n = scope.settings, scope.n_tokens
     head = f"L{s.layer} H{s.head}"
+    if not w.legend_below:  # then it has the room: see legend_fits_heading
+        text = Text(f"{head} pattern  ", HEADING)
+        append_if_fits(text, legend(w.dims > 0, width - text.cell_len), width)
+        return text
     text = Text(longest_fitting(window_notes(w, n), width - len(head)), NOTE)
     text.append(head, HEADING)
     # the rest in whole words, as far as they fit: the status line also names the query
@@ -212,21 +228,28 @@ def render_attention(scope: Scope, width: int, height: int) -> Drawn:
         if i == query:
             drawn.focus = len(drawn.lines)
         drawn.add(line)
-    drawn.add(legend(w, width))
+    if w.legend_below:
+        drawn.add(legend(w.dims > 0, width))
     for line in drawn.lines:
         line.truncate(width)
     return drawn
 
 
-def legend(w: Window, width: int) -> Text:
+def legend(maps: bool, width: int) -> Text:
+    """The weight scale, and the q, k, v maps' when they are drawn; `width` for the note
+    on how to see them when they are not (0: none)."""
     text = weight_legend()
-    if w.dims:
+    if maps:
         text.append("   q k v: ")
         text.append_text(signed_legend())
-    else:
-        versions = (" · q k v maps: z", " · maps: z", "")
+    elif width:
+        versions = (" · q k v maps: v or z", " · maps: v, z", "")
         text.append(longest_fitting(versions, width - text.cell_len), NOTE)
     return text
+
+
+def on_pattern(scope: Scope) -> tuple:
+    return id(scope.attn), scope.query, scope.settings.maps, scope.settings.value_weighted
 
 
 def attention_json(scope: Scope) -> dict[str, Any]:
@@ -247,6 +270,12 @@ SPEC = PaneSpec(
     "query's future (masked); beside it the q, k, v maps, one cell per dimension; w shows "
     "value-weighted norms ||a_ij v_j W_O[h]|| instead, each row renormalised to 1 (a key "
     "with a large weight and a small value, often position 0, then fades)",
-    depends=on_head,
+    depends=on_pattern,
     json=attention_json,
+    caption=(
+        "how much each query (row) reads from each earlier key (column): w = softmax(q·k / √d)",
+        "how much each row reads from each key: w = softmax(q·k / √d)",
+        "rows read keys: softmax(q·k/√d)",
+        "w = softmax(q·k/√d)",
+    ),
 )

@@ -190,4 +190,10 @@ SPEC = PaneSpec(
     "why it stopped",
     depends=on_run,
     json=continuation_json,
+    caption=(
+        "the text so far: the prompt, then each generated token coloured by its probability",
+        "the prompt, then the generated tokens by probability",
+        "the text, coloured by p",
+        "the text",
+    ),
 )

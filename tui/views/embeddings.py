@@ -156,8 +156,14 @@ SPEC = PaneSpec(
     id="embeddings",
     title="Embeddings",
     render=render_embeddings,
-    about="the prompt's BPE pieces with ids (· space, ↵ newline, \\xNN bytes); for the selected "
+    about="the prompt's BPE pieces with ids (␣ space, ↵ newline, \\xNN bytes); for the selected "
     "token its wte row, wpe row and their sum (resid_pre[0]): each cell the largest |x| "
     "of its dims, glyph density |x| / max, orange +, blue -",
     depends=on_view,
+    caption=(
+        "what enters block 0: the token's row of wte plus its position's row",
+        "what enters block 0: x = wte[id] + wpe[pos]",
+        "what goes in: x = wte + wpe",
+        "x = wte + wpe",
+    ),
 )

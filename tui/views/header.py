@@ -18,11 +18,11 @@ STATE_STYLES = {
 }
 DEMO_NOTE = (
     "demo model: a tiny GPT-2 trained for this app, not OpenAI's GPT-2; "
-    "D downloads GPT-2 small and switches to it (or run `gpt2scope download`)"
+    "D downloads GPT-2 small and switches to it (or run gpt2scope download)"
 )
 DEMO_NOTE_SHORT = "demo model, not GPT-2 · D: download GPT-2 small"
 # for inspect's text, where there is no D key
-DEMO_NOTE_PRINTED = "demo model, not OpenAI's GPT-2: `gpt2scope download` fetches GPT-2 small"
+DEMO_NOTE_PRINTED = "demo model, not OpenAI's GPT-2: gpt2scope download fetches GPT-2 small"
 LOOKING_BACK = Style(color="black", bgcolor="yellow", bold=True)
 KNOCKED_OUT = Style(color="black", bgcolor="magenta", bold=True)
 

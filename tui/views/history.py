@@ -126,10 +126,13 @@ def render_history(page: Page[None], width: int, height: int) -> Drawn:
     title.append(" (newest)" if scope.steps == n else " (looking back)", DIM)
     head = [title, *timeline(scope, width)]
     if scope.steps == 0:
-        head.append(Text("step 0: the prompt alone, before the first token · → step 1", NOTE))
+        more = " · → step 1" if page.live else ""
+        head.append(Text(f"step 0: the prompt alone, before the first token{more}", NOTE))
         return Drawn(head)
     cursor = min(max(page.cursor, 0), len(scope.step_prediction.candidates) - 1)
-    head += [*choice_lines(scope, width), *attended(scope, width), branch_hint(scope, cursor)]
+    head += [*choice_lines(scope, width), *attended(scope, width)]
+    if page.live:
+        head.append(branch_hint(scope, cursor))
     header, rows = candidate_rows(scope, cursor, width)
     head.append(header)
     drawn = Drawn([*head, *rows], focus=len(head) + cursor, pinned=len(head))
@@ -211,10 +214,10 @@ SPEC = ScreenSpec(
     compute=None,
     json=history_json,
     keys=(
-        Key("left", "←", "app.look(-1)", "step-", "previous step", True),
-        Key("right", "→", "app.look(1)", "step+", "next step", True),
-        Key("up", "↑", "cursor(-1)", "cand-", "candidate above", True),
-        Key("down", "↓", "cursor(1)", "cand+", "candidate below", True),
+        Key("left", "←", "app.look(-1)", "step-", "previous step", True, "step"),
+        Key("right", "→", "app.look(1)", "step+", "next step", True, "step"),
+        Key("up", "↑", "cursor(-1)", "cand-", "candidate above", True, "token"),
+        Key("down", "↓", "cursor(1)", "cand+", "candidate below", True, "token"),
         Key("enter", "enter", "enter", "branch", "branch: put it here, generate the rest", True),
     ),
     # The cursor starts on the token the shown step chose, whenever another step is shown.

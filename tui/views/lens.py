@@ -59,13 +59,15 @@ def lens_figure(view: RunView, position: int, pieces: Pieces, k: int = LENS_TOP)
 
 
 def probability(p: float) -> str:
-    """Four cells: 43%, 4.3%, below 0.1% a power of ten (2e-4), as early blocks spread
-    their mass thin over the vocabulary, and below 1e-9, where the exponent would need a
-    fifth cell, ≈0."""
+    """Four cells, all probabilities (no percentages beside powers of ten): .43, .043,
+    below .01 a power of ten (2e-4), as early blocks spread their mass thin over the
+    vocabulary, and below 1e-9, where the exponent would need a fifth cell, ≈0."""
+    if p >= 0.995:
+        return " 1.0"
     if p >= 0.0995:
-        return f"{p:.0%}".rjust(4)
-    if p >= 0.00095:
-        return f"{p * 100:.1f}%"
+        return f"{p:.2f}"[1:].rjust(4)
+    if p >= 0.00995:
+        return f"{p:.3f}"[1:]
     if p >= 9.5e-10:
         return f"{p:.0e}".replace("e-0", "e-")
     return "  ≈0"
@@ -155,8 +157,9 @@ SPEC = ScreenSpec(
     summary="logit lens: the prediction after every block",
     render=render_lens,
     about="the top 5 next tokens at the query position read after every block (ln_f, then the "
-    "unembedding tied to wte), with probabilities; the last row is the model's output; "
-    "right: the probability of the next token in the text (at the end: the output's top)",
+    "unembedding tied to wte), with probabilities (0 to 1: .43 is 43%); the last row is the "
+    "model's output; right: the probability of the next token in the text (at the end: "
+    "the output's top)",
     depends=lambda s: (view_identity(s), s.query),
     compute=compute_lens,
     json=lens_json,

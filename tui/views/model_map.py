@@ -104,7 +104,8 @@ def cell_lines(h: HeadStats, width: int, tall: bool) -> tuple[str, str]:
 def mass_line(h: HeadStats, width: int, entropy: str) -> str:
     """The masses on position 0, the previous token and the query: as numbers where they
     fit, else as three levels."""
-    masses = (("0", h.first_token), ("p", h.previous_token), ("s", h.self_token))
+    # "=" for self as in the kinds' codes: a lowercase s would read as the sink's S
+    masses = (("0", h.first_token), ("p", h.previous_token), ("=", h.self_token))
     if width >= LABELLED:
         return " ".join(f"{name}{level(m)}{round(m * 100):>3}%" for name, m in masses)
     if width >= NUMBERED:
@@ -181,7 +182,7 @@ def legend(grid: Grid, width: int) -> list[Text]:
     """What the numbers are; the kinds' letters are named in the footer."""
     parts = [Text("%: the score that named it · b: entropy in bits", DIM)]
     if grid.tall:
-        parts.append(Text("0 p s: mass on position 0, the previous token, itself", DIM))
+        parts.append(Text("0 p =: mass on position 0, the previous token, itself", DIM))
     if grid.summary:
         parts.append(Text("│ heads ≥30% on position 0, the mean there, mean entropy", DIM))
     else:

@@ -35,6 +35,7 @@ class Page(Generic[F]):
     source: Scope | None = None
     cursor: int = 0
     note: str = ""
+    live: bool = True  # False for inspect's printed text: no hints at keys it has not
 
 
 def not_ready(page: Page, width: int) -> Drawn | None:

@@ -17,13 +17,15 @@ from rich.text import Text
 
 from gpt2scope.tui.session import Candidate, Prediction, Scope, Shift
 from gpt2scope.tui.text import token_json
-from gpt2scope.tui.views.common import Drawn, no_run, packed, piece_text
+from gpt2scope.tui.views.common import Drawn, longest_fitting, no_run, packed, piece_text
 from gpt2scope.tui.views.spec import PaneSpec
 from gpt2scope.tui.views.style import CHOSEN, CUT, DIM, HEADING, KEPT, MAX_BAR, NOTE, bar, percent
 
 KNOCKED_OUT = Style(color="magenta")
 
-MODEL_COLUMN_MIN_WIDTH = 36
+MODEL_COLUMN_MIN_WIDTH = 36  # for the settings in the summary
+MIN_LABEL = 4
+HEADER_ROOM = 5  # rows left for the candidates before the column header takes one
 
 
 def summary(
@@ -83,6 +85,30 @@ def candidate_line(
     return line
 
 
+def column_header(label_width: int, bar_width: int, model_column: bool, shift: bool) -> Text:
+    header = "  " + ("token" if label_width >= 5 else "tok").ljust(label_width) + " "
+    if bar_width:
+        header += ("after T" if bar_width >= 7 else "bar").ljust(bar_width) + " "
+    header += "   p%"
+    if shift:
+        header += "  intact→now"
+    elif model_column:
+        header += "  T=1"
+    return Text(header, DIM)
+
+
+def more_below(p: Prediction, shown: int, width: int) -> str:
+    """The candidates not drawn, so a cut pane says it is cut: how many, kept and cut."""
+    hidden = len(p.candidates) - shown
+    kept = max(p.n_kept - shown, 0)
+    versions = (
+        f"▾ {hidden} more candidates: {kept} kept, {hidden - kept} cut (z zoom)",
+        f"▾ {hidden} more: {kept} kept, {hidden - kept} cut",
+        f"▾ {hidden} more",
+    )
+    return longest_fitting(versions, width)
+
+
 def cut_reason(p: Prediction) -> str:
     params = p.params
     if params.temperature == 0:
@@ -93,9 +119,11 @@ def cut_reason(p: Prediction) -> str:
 
 
 def shown_count(p: Prediction, rows: int) -> int:
-    """How many candidates fit in `rows`, leaving room for the cut divider and for a chosen
-    token ranked below them."""
+    """How many candidates fit in `rows`, leaving room for the cut divider, for a chosen
+    token ranked below them and for the line saying how many more there are."""
     n = max(rows, 3)
+    if len(p.candidates) > n:
+        n -= 1
     if p.n_kept < n:
         n -= 1
     chosen_rank = p.chosen_rank if p.chosen_rank is not None else -1
@@ -111,18 +139,16 @@ def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
     shift = scope.shift
     vocab = scope.info.config.vocab_size
     drawn = Drawn(summary(p, vocab, width, not scope.query_is_last, shift))
-    model_column = width >= MODEL_COLUMN_MIN_WIDTH
+    model_column = width >= 2 + MIN_LABEL + 1 + 5 + 6
     tail = len(before_after(1, 1)) if shift else 6 if model_column else 0
     longest = max(cell_len(c.piece.label) for c in p.candidates)
-    label_width = max(4, min(longest, 14, (width - 2 - 6 - tail) // 2))
+    # A zoomed pane gives long tokens their whole label, not 14 cells and blank space.
+    label_width = max(MIN_LABEL, min(longest, max(14, width // 4), (width - 2 - 6 - tail) // 2))
     bar_width = min(width - 2 - label_width - 1 - 5 - tail - 1, MAX_BAR)
     if bar_width < 3:
         bar_width = 0
-    if model_column:
-        header = "  " + "token".ljust(label_width) + " "
-        header += ("after T".ljust(bar_width) + " " if bar_width else "") + "   p%"
-        header += "  intact→now" if shift else "  T=1"
-        drawn.add(Text(header, DIM))
+    if height - len(drawn.lines) >= HEADER_ROOM:
+        drawn.add(column_header(label_width, bar_width, model_column, shift is not None))
     chosen_id = p.chosen.token_id if p.chosen else None
     shown = list(p.candidates[: shown_count(p, height - len(drawn.lines))])
     for i, c in enumerate(shown):
@@ -136,6 +162,8 @@ def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
         # the token with an ellipsis if it must be cut, not chopped by the pane's edge
         chosen_line.append_text(piece_text(p.chosen, max(1, min(14, width - chosen_line.cell_len))))
         drawn.add(chosen_line)
+    if len(shown) < len(p.candidates):
+        drawn.add(Text(more_below(p, len(shown), width), NOTE))
     for line in drawn.lines:
         line.truncate(width)
     return drawn
@@ -183,4 +211,10 @@ SPEC = PaneSpec(
     "two distributions are, in bits",
     depends=on_prediction,
     json=probabilities_json,
+    caption=(
+        "what the model says comes next, likeliest first: p = softmax(logits / T)",
+        "the next token, likeliest first: p = softmax(logits / T)",
+        "next: softmax(logits / T)",
+        "softmax(logits/T)",
+    ),
 )

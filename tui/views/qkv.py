@@ -92,7 +92,9 @@ def vector(name: str, values: np.ndarray, width: int, as_numbers: bool) -> list[
         body = numbers(values, width - NAME_WIDTH)
         per_line = len(body[0].plain) // NUMBER_WIDTH
         offsets = (
-            Text(f"[{i * per_line}]".rjust(NAME_WIDTH - 1) + " ", DIM) for i in range(1, len(body))
+            # "d8", not "[8]": brackets are positions (q[7]), these are dimensions
+            Text(f"d{i * per_line}".rjust(NAME_WIDTH - 1) + " ", DIM)
+            for i in range(1, len(body))
         )
         return [head + body[0], *(offset + b for offset, b in zip(offsets, body[1:], strict=True))]
     scale = float(np.abs(values).max()) or 1.0
@@ -122,8 +124,11 @@ def detailed_height(n_keys: int, d_head: int, width: int, as_numbers: bool) -> i
 
 def z_lines(a: HeadData, query: int, keys: list[int], width: int, as_numbers: bool) -> list[Text]:
     share = float(a.pattern_row(query)[keys].sum())
-    note = Text(f"z = Σ w·v over all {query + 1} keys; the top {len(keys)} carry ", NOTE)
-    note.append(percent(share).strip(), NOTE)
+    if query == 0:
+        note = Text("z = v[0]: its one key, itself, has all the weight", NOTE)
+    else:
+        top = f"the top {len(keys)} carry" if len(keys) > 1 else "the top one carries"
+        note = Text(f"z = Σ w·v over all {query + 1} keys; {top} {percent(share).strip()}", NOTE)
     return [note, *vector(f"z[{query}]", a.z_row(query), width, as_numbers)]
 
 
@@ -197,4 +202,10 @@ SPEC = PaneSpec(
     "its score (q·k/√d_head) and weight, and z = Σ w·v over all keys",
     depends=on_head,
     json=qkv_json,
+    caption=(
+        "the numbers behind the row: score = q·k / √d for each key, and z = Σ w v",
+        "score = q·k / √d for each key, z = Σ w v",
+        "score = q·k/√d; z = Σ w v",
+        "z = Σ w v",
+    ),
 )

@@ -76,7 +76,7 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
         width,
     )
     writes = writes_line(a.writes(query), a.pieces, width, "writes", numbers=width >= 60)
-    heading = [title, writes, Text(header, DIM)]
+    heading = [title, entropy_line(weights, width), writes, Text(header, DIM)]
     widths = (index_width, label_width, bar_width, scored)
 
     def draw(i: int) -> Text:
@@ -91,6 +91,24 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
         return line
 
     return Drawn(Lines(draw, range(len(heading) + n_keys + 1)), pinned=len(heading))
+
+
+def entropy_bits(weights: np.ndarray) -> float:
+    w = weights[weights > 0].astype(np.float64)
+    return float(-(w * np.log2(w)).sum()) + 0.0  # + 0.0: no -0.00 for a one-key row
+
+
+def entropy_line(weights: np.ndarray, width: int) -> Text:
+    """How spread the row is: its entropy against a uniform row's, log2 of the keys."""
+    h, n = entropy_bits(weights), len(weights)
+    top = math.log2(n)
+    versions = (
+        f"entropy {h:.2f} bits of at most log2({n}) = {top:.2f} (uniform)",
+        f"entropy {h:.2f} of log2({n}) = {top:.2f} bits",
+        f"H {h:.2f} of log2 {n} = {top:.2f} bits",
+        f"H {h:.2f}/{top:.2f} bits",
+    )
+    return Text(longest_fitting(versions, width), DIM)
 
 
 def key_line(scope: Scope, j: int, rank: int, widths: tuple[int, int, int, bool]) -> Text:
@@ -124,4 +142,10 @@ SPEC = PaneSpec(
     "at the query (z_h W_O[h] through ln_f, scale frozen, and the unembedding): + the "
     "tokens it promotes most, − those it suppresses",
     depends=on_head,
+    caption=(
+        "the selected query's attention row, heaviest key first: w = softmax(q·k / √d)",
+        "the query's row, heaviest first: w = softmax(q·k / √d)",
+        "the query's keys by weight",
+        "w by key",
+    ),
 )

@@ -23,14 +23,15 @@ class Key:
     label: str  # short, for the footer
     help: str  # what it does, for the help screen and the command palette
     footer: bool = False
+    group: str = ""  # keys of one group share one label in the footer: "↑↓ layer"
 
 
 # A screen whose cursor is the selected head: the arrows move it, enter shows it in the panes.
 HEAD_CURSOR = (
-    Key("up", "↑", "app.layer(-1)", "layer-", "previous layer", True),
-    Key("down", "↓", "app.layer(1)", "layer+", "next layer", True),
-    Key("left", "←", "app.head(-1)", "head-", "previous head", True),
-    Key("right", "→", "app.head(1)", "head+", "next head", True),
+    Key("up", "↑", "app.layer(-1)", "layer-", "previous layer", True, "layer"),
+    Key("down", "↓", "app.layer(1)", "layer+", "next layer", True, "layer"),
+    Key("left", "←", "app.head(-1)", "head-", "previous head", True, "head"),
+    Key("right", "→", "app.head(1)", "head+", "next head", True, "head"),
     Key("enter", "enter", "enter", "show", "show that head in the panes", True),
 )
 
@@ -48,6 +49,9 @@ class PaneSpec:
     depends: Callable[[Scope], tuple]
     # Its keys of `inspect --format json` and the export, if it adds any.
     json: Callable[[Scope], dict[str, Any]] | None = None
+    # What it shows in plain words, with its formula where there is one, for the one-line
+    # caption `i` shows on top of it: versions longest first, the longest that fits drawn.
+    caption: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -253,11 +253,17 @@ def check_line(s: Stages) -> Text:
     return text
 
 
+KEYS_IN_VIEW = 16  # stage 5 keeps z's numbers when a longer table would scroll anyway
+
+
 def output_lines(s: Stages, width: int, room: int) -> list[Text]:
+    """z as numbers only where they leave the table room for every key (up to a screenful):
+    else the pane opens scrolled, a key hidden under the more-above line."""
     lines = []
+    keys = min(s.query + 1, KEYS_IN_VIEW)
     for as_numbers in (True, False):
         lines = vector(f"z[{s.query}]", s.z, width, as_numbers)
-        if len(lines) + 6 <= room:
+        if len(lines) + 3 + keys <= room:
             break
     note = Text(f"z = Σ w[j]·v[j] over the {s.query + 1} visible keys", NOTE)
     return [note, *lines, check_line(s)]
@@ -374,8 +380,8 @@ SPEC = ScreenSpec(
     compute=compute_stages,
     json=stages_json,
     keys=(
-        Key("down", "↓", "cursor(1)", "stage+", "next stage", True),
-        Key("up", "↑", "cursor(-1)", "stage-", "previous stage", True),
+        Key("down", "↓", "cursor(1)", "stage+", "next stage", True, "stage"),
+        Key("up", "↑", "cursor(-1)", "stage-", "previous stage", True, "stage"),
     ),
     cursor=Cursor(count=lambda scope: N_STAGES),
     text_at_every_cursor=True,
