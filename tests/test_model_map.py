@@ -93,11 +93,11 @@ def test_w_switches_attention_and_query_to_value_weighted_norms(model):
     weighted = [line.plain for line in render_attention(scope, 60, 20).lines]
     assert "pattern" in plain[0] and "value-weighted" in weighted[0]
     query = [line.plain for line in render_query(scope, 60, 20).lines]
-    assert "vw%" in query[2] and query[1].startswith("writes")
+    assert "vw%" in query[3] and query[2].startswith("writes")
     # keys sorted by the value-weighted share, the first one's numbers being the head's
     row = scope.attn.weighted_row(scope.query)
     top = int(row[: scope.query + 1].argmax())
-    assert query[3].split()[1] == str(top)
+    assert query[4].split()[1] == str(top)
 
 
 def test_inspect_writes_the_probe_and_the_sink_free_scores(tmp_path, capsys):

@@ -169,7 +169,7 @@ def test_wide_and_combining_labels_keep_every_table_aligned(tiny_model, width):
         assert all(cell_len(row_label(scope, i, w).plain) == w.prefix for i in range(w.r0, w.r1))
         keys = w.prefix + len(w.columns) * w.cell_width
         assert all(cell_len(row.plain) == keys for row in key_label_rows(scope, w)[1:])
-        assert same_width(render_query(scope, width, 60).lines[2:-1])
+        assert same_width(render_query(scope, width, 60).lines[3:-1])
         qkv = render_qkv(scope, width, 200).lines
         assert same_width([line for line in qkv if line.plain[:2].strip("k").isdigit()])
         candidates = render_probabilities(scope, width, 30).lines

@@ -14,7 +14,7 @@ from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 
-from gpt2scope.tui.session import HeadData, Scope
+from gpt2scope.tui.session import HeadData, Scope, Settings
 from gpt2scope.tui.text import SPACE, fit
 from gpt2scope.tui.views.common import Drawn, append_if_fits, longest_fitting, no_run, piece_text
 from gpt2scope.tui.views.spec import PaneSpec
@@ -112,7 +112,11 @@ def window(scope: Scope, width: int, height: int) -> Window:
 
 def legend_fits_heading(scope: Scope, width: int, maps: bool) -> bool:
     s = scope.settings
-    return len(f"L{s.layer} H{s.head} pattern  ") + legend(maps, 0).cell_len <= width
+    return len(f"L{s.layer} H{s.head} {shown_name(s)}  ") + legend(maps, 0).cell_len <= width
+
+
+def shown_name(settings: Settings) -> str:
+    return "value-weighted" if settings.value_weighted else "pattern"
 
 
 def heading(scope: Scope, w: Window, width: int) -> Text:
@@ -120,14 +124,13 @@ def heading(scope: Scope, w: Window, width: int) -> Text:
     s, n = scope.settings, scope.n_tokens
     head = f"L{s.layer} H{s.head}"
     if not w.legend_below:  # then it has the room: see legend_fits_heading
-        text = Text(f"{head} pattern  ", HEADING)
+        text = Text(f"{head} {shown_name(s)}  ", HEADING)
         append_if_fits(text, legend(w.dims > 0, width - text.cell_len), width)
         return text
     text = Text(longest_fitting(window_notes(w, n), width - len(head)), NOTE)
     text.append(head, HEADING)
     # the rest in whole words, as far as they fit: the status line also names the query
-    shown = " value-weighted" if s.value_weighted else " pattern"
-    if append_if_fits(text, Text(shown, HEADING), width):
+    if append_if_fits(text, Text(f" {shown_name(s)}", HEADING), width):
         query = Text(f" · query {scope.query} ").append_text(piece_text(scope.query_piece, 12))
         append_if_fits(text, query, width)
     text.truncate(width)
