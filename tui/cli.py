@@ -10,7 +10,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from gpt2scope.engine import Ablation, GPT2Config, Model, SamplingParams, gpt2_tokenizer
+from gpt2scope.engine import DEVICES, Ablation, GPT2Config, Model, SamplingParams, gpt2_tokenizer
 from gpt2scope.engine.sampling import BadParam
 from gpt2scope.tui.heap import return_freed_memory
 from gpt2scope.tui.keys import keys_help
@@ -98,9 +98,10 @@ def add_run_options(parser: argparse.ArgumentParser, editor: bool = True) -> Non
     )
     parser.add_argument(
         "--device",
-        choices=["cpu", "cuda"],
-        default="cpu",
-        help="where the model runs (default %(default)s)",
+        choices=DEVICES,
+        default="auto",
+        help="where the model runs; auto: CUDA if torch sees a GPU, else Apple's MPS, else "
+        "the CPU (default %(default)s)",
     )
     parser.add_argument(
         "--bos",
