@@ -90,6 +90,18 @@ def test_a_server_that_cannot_serve_fails_at_once_in_one_line(monkeypatch, capsy
     assert err.startswith("gpt2scope serve: error: ") and err.count("\n") == 1 and message in err
 
 
+def test_a_port_in_use_is_a_one_line_error(capsys):
+    pytest.importorskip("textual_serve", reason="needs textual-serve (the serve extra)")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--weights", str(DEMO_DIR), "--port", str(port)]) == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and f"--port {port}: " in err and "in use" in err
+    assert "http://" not in out  # no URL printed for a server that never listened
+
+
 def test_without_textual_serve_it_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)
     assert main(["serve", "--weights", str(DEMO_DIR)]) == 1

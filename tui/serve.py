@@ -154,4 +154,14 @@ def page_context(request: web.Request) -> dict[str, Any]:
 def serve(app_args: list[str], host: str, port: int, max_sessions: int) -> None:
     """Serve the app with `app_args` until ctrl+c or SIGTERM; raises OSError when the port
     cannot be bound."""
+    check_free(host, port)
     ScopeServer(app_args, host, port, max_sessions).serve()
+
+
+def check_free(host: str, port: int) -> None:
+    """Raise OSError when the port cannot be bound. aiohttp binds only after it has run the
+    startup that prints the URL, so without this a taken port would print the URL first."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds it
+        probe.bind((host, port))
