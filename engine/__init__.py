@@ -14,7 +14,7 @@ from gpt2scope.engine.attribution import (
 )
 from gpt2scope.engine.errors import EngineError
 from gpt2scope.engine.gpt2 import GPT2Config
-from gpt2scope.engine.model import Model, load_model
+from gpt2scope.engine.model import DEVICES, Model, load_model, pick_device
 from gpt2scope.engine.run import Run, RunView
 from gpt2scope.engine.runner import (
     Done,
@@ -43,6 +43,7 @@ __all__ = [
     "default_target",
     "head_effects",
     "saliency",
+    "DEVICES",
     "Done",
     "EngineError",
     "Event",
@@ -66,4 +67,5 @@ __all__ = [
     "Tokenizer",
     "gpt2_tokenizer",
     "load_model",
+    "pick_device",
 ]

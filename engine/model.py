@@ -30,6 +30,11 @@ class Model:
                 tensors += [part.weight, part.bias]
         return sum(t.numel() for t in tensors)
 
+    @property
+    def device(self) -> str:
+        """Where the weights live: cpu, cuda or mps."""
+        return self.params.wte.device.type
+
     def start(self, token_ids: list[int], ablation: Ablation = NO_ABLATION) -> Run:
         """A new run with the tokens prefilled through the KV cache."""
         run = self.new_run(ablation)
@@ -41,10 +46,37 @@ class Model:
         return Run(self.config, self.params, ablation)
 
 
-def load_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Model:
-    """Load a GPT-2 of any size from a directory holding model.safetensors or from the file."""
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def mps_available() -> bool:
+    # torch.backends.mps exists on every build since 1.12; it is only true on Apple silicon.
+    return torch.backends.mps.is_available()
+
+
+def pick_device(device: str = "auto") -> str:
+    """`auto`: CUDA when torch sees a GPU, else Apple's MPS, else the CPU; any other name as
+    it is."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if mps_available() else "cpu"
+
+
+def check_device(device: str) -> None:
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available():
         raise EngineError(f"device {device}: this torch build sees no CUDA GPU; use cpu")
+    if kind == "mps" and not mps_available():
+        raise EngineError(f"device {device}: this torch build sees no Apple MPS GPU; use cpu")
+
+
+def load_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Model:
+    """Load a GPT-2 of any size from a directory holding model.safetensors or from the file,
+    onto `device` (see `pick_device`)."""
+    device = pick_device(device)
+    check_device(device)
     try:
         ckpt = load_checkpoint(path)
     except WeightsError as e:

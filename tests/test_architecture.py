@@ -43,7 +43,7 @@ LAYERS = (
         ),
     ),
     ("app", ("gpt2scope.tui.app",)),
-    ("headless", ("gpt2scope.tui.inspect", "gpt2scope.tui.download")),
+    ("headless", ("gpt2scope.tui.inspect", "gpt2scope.tui.download", "gpt2scope.tui.serve")),
     ("command line", ("gpt2scope.tui.cli",)),
 )
 # No Textual and no argument parsing below the widgets; nothing of the UI in the engine.

@@ -158,6 +158,11 @@ def test_text_never_prints_control_characters(capsys, tiny_checkpoint):
             "sees no CUDA GPU",
             marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here"),
         ),
+        pytest.param(
+            ["--device", "mps"],
+            "sees no Apple MPS GPU",
+            marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is here"),
+        ),
     ],
 )
 def test_errors_are_one_line(capsys, tiny_checkpoint, args, message):

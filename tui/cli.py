@@ -1,4 +1,5 @@
-"""Command line: `gpt2scope` (the app), `gpt2scope inspect` (headless), `gpt2scope download`.
+"""Command line: `gpt2scope` (the app), `gpt2scope inspect` (headless), `gpt2scope download`,
+`gpt2scope serve` (the app in web browsers).
 
 Every flag is parsed and checked here, and its errors are worded here, in the flags' words;
 the app, inspect and download get settings, a loaded model and names."""
@@ -6,12 +7,13 @@ the app, inspect and download get settings, a loaded model and names."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, fields, replace
 from typing import TYPE_CHECKING
 
-from gpt2scope.engine import Ablation, GPT2Config, Model, SamplingParams, gpt2_tokenizer
+from gpt2scope.engine import DEVICES, Ablation, GPT2Config, Model, SamplingParams, gpt2_tokenizer
 from gpt2scope.engine.probe import DEFAULT_N
 from gpt2scope.engine.sampling import BadParam
 from gpt2scope.tui.heap import return_freed_memory
@@ -104,9 +106,10 @@ def add_run_options(parser: argparse.ArgumentParser, editor: bool = True) -> Non
     )
     parser.add_argument(
         "--device",
-        choices=["cpu", "cuda"],
-        default="cpu",
-        help="where the model runs (default %(default)s)",
+        choices=DEVICES,
+        default="auto",
+        help="where the model runs; auto: CUDA if torch sees a GPU, else Apple's MPS, else "
+        "the CPU (default %(default)s)",
     )
     parser.add_argument(
         "--bos",
@@ -121,11 +124,24 @@ def options_from(args: argparse.Namespace) -> Options:
     return Options(**{name: getattr(args, name) for name in fields if hasattr(args, name)})
 
 
+def app_argv(options: Options) -> list[str]:
+    """The app's command line for `options`: what each session of `gpt2scope serve` runs."""
+    argv = []
+    for field, value in zip(fields(Options), astuple(options), strict=True):
+        flag = "--" + field.name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not None and value is not False:
+            argv.append(f"{flag}={value}")  # one word, so a prompt such as "-1" stays a value
+    return argv
+
+
 def app_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpt2scope",
         description="Watch GPT-2 read and write text, token by token. "
-        "Subcommands: `gpt2scope inspect --help`, `gpt2scope download --help`.",
+        "Subcommands: `gpt2scope inspect --help`, `gpt2scope download --help`, "
+        "`gpt2scope serve --help`.",
         epilog=keys_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -138,6 +154,11 @@ def app_parser() -> argparse.ArgumentParser:
         help="start a lesson (a built-in one by name, e.g. mask, or a .toml file; without "
         "NAME, the list of lessons; L lists them in the app)",
     )
+    add_layout_option(parser)
+    return parser
+
+
+def add_layout_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layout",
         choices=["six", "class"],
@@ -145,7 +166,6 @@ def app_parser() -> argparse.ArgumentParser:
         help="six panes, or four big ones for a projector: prompt, attention, query, "
         "probabilities (default %(default)s; C switches in the app)",
     )
-    return parser
 
 
 def inspect_parser() -> argparse.ArgumentParser:
@@ -262,6 +282,38 @@ def download_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_PORT = 65535
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpt2scope serve",
+        description="Serve the app to web browsers (textual-serve): each browser tab is a "
+        "session running its own app process, with the app's options below; ctrl+c stops "
+        "the server and every session.",
+    )
+    add_run_options(parser)
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default %(default)s, this machine only; 0.0.0.0: every "
+        "network this machine is on)",
+    )
+    parser.add_argument(
+        "--port", metavar="N", type=int, default=8000, help="port (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-sessions",
+        metavar="N",
+        type=int,
+        default=4,
+        help="sessions at once, each with its own copy of the model; more are refused "
+        "(default %(default)s)",
+    )
+    add_layout_option(parser)
+    return parser
+
+
 def settings_from(options: Options) -> Settings:
     """The command line's choices; raises ValueError, in the flags' words, for values out of
     range."""
@@ -355,6 +407,8 @@ def run_command(argv: list[str]) -> int:
         from gpt2scope.tui.download import download
 
         return download(download_parser().parse_args(argv[1:]).name)
+    if argv[:1] == ["serve"]:
+        return serve_main(argv[1:])
     args = app_parser().parse_args(argv)
     return app_main(options_from(args), args.lesson)
 
@@ -415,3 +469,44 @@ def inspect_main(argv: list[str]) -> int:
     except (ValueError, *OpenError) as e:
         print(f"gpt2scope inspect: error: {visible(str(e))}", file=sys.stderr)
         return 1
+
+
+def serve_main(argv: list[str]) -> int:
+    args = serve_parser().parse_args(argv)
+    options = options_from(args)
+    try:
+        check_serving(args)
+        # Every session would fail the same way: open the model once here, to say so at once.
+        settings, model, info = opened(options)
+    except (ValueError, *OpenError) as e:
+        print(f"gpt2scope serve: error: {visible(str(e))}", file=sys.stderr)
+        return 1
+    del settings, model
+    return_freed_memory()
+    from gpt2scope.tui.serve import is_local, serve
+
+    print(f"gpt2scope serve: each session runs {info.description} on {info.device}")
+    if not is_local(args.host):
+        print(
+            f"gpt2scope serve: listening on {args.host}: anyone who can reach port "
+            f"{args.port} gets a session"
+        )
+    try:
+        serve(app_argv(options), args.host, args.port, args.max_sessions)
+    except OSError as e:
+        print(
+            f"gpt2scope serve: error: --host {args.host} --port {args.port}: {e.strerror or e}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def check_serving(args: argparse.Namespace) -> None:
+    """Raise ValueError, in the flags' words, for a server that cannot run."""
+    if importlib.util.find_spec("textual_serve") is None:
+        raise ValueError("serving needs textual-serve: pip install 'gpt2scope[serve]'")
+    if not 1 <= args.port <= MAX_PORT:
+        raise ValueError(f"--port {args.port}: must be in 1..{MAX_PORT}")
+    if args.max_sessions < 1:
+        raise ValueError(f"--max-sessions {args.max_sessions}: must be 1 or more")

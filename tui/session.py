@@ -59,10 +59,11 @@ class ModelInfo:
     description: str
     n_params: int
     config: GPT2Config
+    device: str  # where the model runs: cpu, cuda or mps
 
     @classmethod
     def of(cls, model: Model, name: str, origin: str, description: str) -> ModelInfo:
-        return cls(name, origin, description, model.n_params, model.config)
+        return cls(name, origin, description, model.n_params, model.config, model.device)
 
     @property
     def is_demo(self) -> bool:

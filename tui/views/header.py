@@ -29,7 +29,9 @@ KNOCKED_OUT = Style(color="black", bgcolor="magenta", bold=True)
 
 def model_label(scope: Scope) -> Text:
     info = scope.info
-    return Text.assemble((visible(info.name), "bold"), f" {info.size} ({info.origin})")
+    return Text.assemble(
+        (visible(info.name), "bold"), f" {info.size} ({info.origin}) on {info.device}"
+    )
 
 
 def query_label(scope: Scope, width: int) -> Text:
