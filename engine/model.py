@@ -41,6 +41,18 @@ class Model:
         return Run(self.config, self.params, ablation)
 
 
+def check_gpt2(path: str | Path) -> GPT2Config:
+    """The config of the GPT-2 checkpoint at `path`, its tensors' names and shapes checked
+    against it without reading them; raises EngineError in one line if it is no GPT-2."""
+    try:
+        ckpt = load_checkpoint(path)
+    except WeightsError as e:
+        raise EngineError(str(e)) from e
+    config = infer_config(ckpt)
+    check_tensors(ckpt, config)
+    return config
+
+
 def load_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Model:
     """Load a GPT-2 of any size from a directory holding model.safetensors or from the file."""
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
