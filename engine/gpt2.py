@@ -18,6 +18,11 @@ import torch
 import torch.nn.functional as F
 
 LN_EPS = 1e-5
+HALF = (torch.float16, torch.bfloat16)
+# The products upcast a weight held in half precision this many elements at a time (4 MB as
+# float32): never a float32 copy of a whole matrix, and the block is still in cache when
+# the product reads it.
+BLOCK_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -61,10 +66,36 @@ class Block:
 
 @dataclass(frozen=True)
 class Params:
+    """wte and the Linear weights may be held in half precision (see `compute_dtype`); the
+    rest, small, is always held in the dtype the maths runs in."""
+
     wte: torch.Tensor
     wpe: torch.Tensor
     blocks: tuple[Block, ...]
     ln_f: LayerNorm
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the forward pass, its activations and the KV cache are in."""
+        return self.ln_f.weight.dtype
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What a model whose weights are held in `dtype` computes in: float32 for half
+    precision, whose sums lose too much (CPUs have no float16 matrix product to speak of)."""
+    return torch.float32 if dtype in HALF else dtype
+
+
+def blockwise(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """`product(x, w)` (x @ w.T) for a weight held in lower precision than x: the weight
+    upcast to x's dtype a block of rows at a time, each block's product computed in x's
+    precision."""
+    rows = max(BLOCK_ELEMENTS // weight.shape[-1], 1)
+    return torch.cat([product(x, part.to(x.dtype)) for part in weight.split(rows)], dim=-1)
 
 
 @dataclass(frozen=True)
@@ -95,11 +126,13 @@ def layer_norm(x: torch.Tensor, ln: LayerNorm) -> torch.Tensor:
 
 def matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """x [..., in] @ weight.T, for a weight stored [out, in]."""
+    if weight.dtype != x.dtype:
+        return blockwise(x, weight, matmul)
     return x @ weight.T
 
 
 def linear(x: torch.Tensor, lin: Linear) -> torch.Tensor:
-    return x @ lin.weight.T + lin.bias
+    return matmul(x, lin.weight) + lin.bias
 
 
 def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
