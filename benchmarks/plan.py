@@ -55,3 +55,6 @@ RESID_SWEEP_LENS_RATIO = 0.25  # resid_pre at every (layer, position)
 HEAD_SWEEP_LENS_RATIO = 0.3  # each head's z at every position
 ESTIMATE_LENS_RATIO = 1.5  # all four maps' estimate over one forward + backward
 FIRST_EXACT_ROW_S = 1.0
+# GPT-2 medium and xl at full size (issue 28, `--sizes`).
+LOAD_RSS_RATIO = 1.15  # the peak RSS of loading over the float32 weights' bytes
+SIZE_FLOOR_MULTIPLE = 1.5  # a decode step over its bandwidth floor
