@@ -45,6 +45,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     for section in ("decode", "prefill", "memory", "ui", "why", "patching", "heads"):
         parser.add_argument(f"--skip-{section}", action="store_true")
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: text.split(","),
+        default=[],
+        metavar="medium,xl",
+        help="also load and run these GPT-2 sizes at full scale, in float32 and bfloat16 "
+        "(minutes each; xl needs about 8 GB of memory and 7 GB of disk)",
+    )
     return parser.parse_args(argv)
 
 
@@ -170,7 +178,17 @@ def sections(
         "patching": lambda: patching_section(args, plan, model_dir, model),
         "heads": lambda: heads_bench.measure(model, model.config.n_ctx, plan.why_pairs),
     }
-    return [(name, fn) for name, fn in chosen.items() if not getattr(args, f"skip_{name}")]
+    picked = [(name, fn) for name, fn in chosen.items() if not getattr(args, f"skip_{name}")]
+    if args.sizes:
+        picked.append(("sizes", lambda: sizes_section(args, plan, model_dir)))
+    return picked
+
+
+def sizes_section(args: argparse.Namespace, plan: Plan, model_dir: Path) -> list[dict]:
+    from benchmarks import sizes_bench
+
+    bandwidth = engine_bench.stream_bandwidth(plan.stream_bytes, plan.stream_repeats, args.device)
+    return sizes_bench.measure(args.sizes, model_dir / "sizes", bandwidth, args.threads)
 
 
 def main(argv: list[str] | None = None) -> int:

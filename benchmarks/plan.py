@@ -57,3 +57,6 @@ ESTIMATE_LENS_RATIO = 1.5  # all four maps' estimate over one forward + backward
 FIRST_EXACT_ROW_S = 1.0
 HEADS_MS = 1000.0  # issue 27: head_stats over a full context, and the induction probe
 PROBE_MS = 1000.0
+# GPT-2 medium and xl at full size (issue 28, `--sizes`).
+LOAD_RSS_RATIO = 1.15  # the peak RSS of loading over the float32 weights' bytes
+SIZE_FLOOR_MULTIPLE = 1.5  # a decode step over its bandwidth floor

@@ -246,6 +246,46 @@ def patching_rows(p: dict) -> list[Row]:
     ]
 
 
+def sizes_rows(sizes: list[dict]) -> list[Row]:
+    """Per size and dtype: load against a plain read, peak RSS against the float32 file,
+    decode against its bandwidth floor, a prefill of the whole context."""
+    rows = []
+    for s in sizes:
+        name, f32 = f"{s['size']} {s['dtype']}", s["file_bytes"]
+        rss_ratio = s["load_peak_rss_bytes"] / f32
+        floor_ratio = s["decode_ms"] / s["floor_ms"]
+        rss_goal = targets.LOAD_RSS_RATIO * (1 if s["dtype"] == "float32" else 0.5)
+        rows += [
+            Row(
+                f"{name}: load, against reading the {f32 / 1e9:.2f} GB file",
+                f"{s['load_s']:.1f} s",
+                f"{s['read_s']:.1f} s",
+                f"{s['load_s'] / s['read_s']:.1f}x",
+                peer="plain read",
+            ),
+            Row(
+                f"{name}: peak RSS of loading (before: {s['rss_before_load_bytes'] / 1e9:.2f} GB)",
+                f"{s['load_peak_rss_bytes'] / 1e9:.2f} GB",
+                f"{f32 / 1e9:.2f} GB",
+                f"{rss_ratio:.2f}x",
+                f"<= {rss_goal:.3g}x",
+                rss_ratio <= rss_goal,
+                "float32 file",
+            ),
+            Row(
+                f"{name}: decode step, context {s['context']}, over its bandwidth floor",
+                ms(s["decode_ms"]),
+                ms(s["floor_ms"]),
+                f"{floor_ratio:.2f}x",
+                f"<= {targets.SIZE_FLOOR_MULTIPLE}x",
+                floor_ratio <= targets.SIZE_FLOOR_MULTIPLE,
+                "floor",
+            ),
+            Row(f"{name}: prefill {s['prefill_tokens']} tokens", f"{s['prefill_s']:.1f} s"),
+        ]
+    return rows
+
+
 def table(results: dict) -> str:
     rows = []
     if "decode" in results:
@@ -262,6 +302,7 @@ def table(results: dict) -> str:
         rows += patching_rows(results["patching"])
     if "heads" in results:
         rows += heads_bench.rows(results["heads"])
+    rows += sizes_rows(results.get("sizes", []))
     cells = [["", "ours", "peer", "theirs", "ratio", "target", "met"]]
     cells += [[r.label, r.ours, r.peer, r.theirs, r.ratio, r.target, verdict(r.met)] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]

@@ -14,7 +14,7 @@ from gpt2scope.engine.attribution import (
 )
 from gpt2scope.engine.errors import EngineError
 from gpt2scope.engine.gpt2 import GPT2Config
-from gpt2scope.engine.model import DEVICES, Model, load_model, pick_device
+from gpt2scope.engine.model import DEVICES, Model, check_gpt2, load_model, pick_device
 from gpt2scope.engine.run import Run, RunView
 from gpt2scope.engine.runner import (
     Done,
@@ -39,6 +39,7 @@ __all__ = [
     "Attribution",
     "Component",
     "ablated",
+    "check_gpt2",
     "attribution",
     "default_target",
     "head_effects",

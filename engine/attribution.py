@@ -153,13 +153,13 @@ def _knocked_out_heads_logits(
     z = view.get("z", layer)[:rows].transpose(0, 1)  # [n_head, rows, d_head]
     every_head = Ablation(mode, frozenset((layer, h) for h in range(H)))
     removed = z - every_head.knock_out(layer, z, 0, {})
-    W_O = block.c_proj.weight.view(-1, H, d).permute(1, 2, 0)  # [n_head, d_head, n_embd]
+    W_O = block.c_proj.weight.to(params.dtype).view(-1, H, d).permute(1, 2, 0)  # [H, d_head, C]
     resid = view.get("resid_mid", layer)[:rows] - torch.bmm(removed, W_O)
     if layer not in view.ablation.mlps:
         resid = resid + gpt2.mlp(resid, block, kernels.CPU)
     n_head = view.config.n_head
     resid = knock.transformer(params, n_head, resid, view.ablation, kernels.CPU, None, layer + 1)
-    return gpt2.layer_norm(resid[:, -1], params.ln_f) @ params.wte[ids].T
+    return gpt2.layer_norm(resid[:, -1], params.ln_f) @ params.wte[ids].to(params.dtype).T
 
 
 def _check(view: RunView, position: int, target: int, contrast: int | None) -> None:
@@ -183,7 +183,8 @@ def _logits(view: RunView, position: int, ids: list[int]) -> torch.Tensor:
     if position == view.n_tokens - 1:
         return view.logits[ids]
     x = view.get("resid_post", view.config.n_layer - 1, position)
-    return gpt2.layer_norm(x, view.params.ln_f) @ view.params.wte[ids].T
+    unembed = view.params.wte[ids].to(view.params.dtype)
+    return gpt2.layer_norm(x, view.params.ln_f) @ unembed.T
 
 
 def _writes(view: RunView, position: int) -> tuple[list[tuple], torch.Tensor]:
@@ -195,7 +196,8 @@ def _writes(view: RunView, position: int) -> tuple[list[tuple], torch.Tensor]:
     for layer, block in enumerate(view.params.blocks):
         z = view.get("z", layer, position)  # [n_head, d_head]
         # Head h writes z_h through its own d_head columns of c_proj: [n_head, n_embd].
-        heads = torch.einsum("hd,chd->hc", z, block.c_proj.weight.view(-1, H, d))
+        W_O = block.c_proj.weight.to(z.dtype).view(-1, H, d)
+        heads = torch.einsum("hd,chd->hc", z, W_O)
         resid_mid = view.get("resid_pre", layer, position) + heads.sum(0) + block.c_proj.bias
         if layer in view.ablation.mlps:
             mlp = torch.zeros_like(resid_mid)

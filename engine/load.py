@@ -7,7 +7,7 @@ import re
 import torch
 
 from gpt2scope.engine.errors import EngineError
-from gpt2scope.engine.gpt2 import Block, GPT2Config, LayerNorm, Linear, Params
+from gpt2scope.engine.gpt2 import Block, GPT2Config, LayerNorm, Linear, Params, compute_dtype
 from gpt2scope.weights import Checkpoint
 
 LAYER_NAME = re.compile(r"^h\.(\d+)\.")
@@ -112,8 +112,10 @@ def check_tensors(ckpt: Checkpoint, config: GPT2Config) -> None:
 def to_params(
     ckpt: Checkpoint, config: GPT2Config, device: torch.device, dtype: torch.dtype
 ) -> Params:
-    """Every tensor read into memory of its own (see `Checkpoint.read`), in `dtype` on
-    `device`, the Conv1D weights held transposed (see `Linear`)."""
+    """Every tensor read into memory of its own (see `Checkpoint.read`) on `device`, the
+    Conv1D weights held transposed (see `Linear`). The matrices of the products (wte and the
+    Conv1D weights, all but a sliver of the model) are held in `dtype`, the rest in the
+    dtype the maths runs in (see `compute_dtype`)."""
     names = expected_shapes(config)
     weights = conv1d_weights(config.n_layer)
     largest = max((ckpt.tensors[name].nbytes for name in weights), default=0)
@@ -122,7 +124,8 @@ def to_params(
     def tensor(name: str) -> torch.Tensor:
         if name in weights:
             return read_transposed(ckpt, name, buffer, device, dtype)
-        t = ckpt.read(name).to(device=device, dtype=dtype).contiguous()
+        held = dtype if name == "wte.weight" else compute_dtype(dtype)
+        t = ckpt.read(name).to(device=device, dtype=held).contiguous()
         check_finite(ckpt, name, t)
         return t
 

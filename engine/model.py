@@ -72,6 +72,18 @@ def check_device(device: str) -> None:
         raise EngineError(f"device {device}: this torch build sees no Apple MPS GPU; use cpu")
 
 
+def check_gpt2(path: str | Path) -> GPT2Config:
+    """The config of the GPT-2 checkpoint at `path`, its tensors' names and shapes checked
+    against it without reading them; raises EngineError in one line if it is no GPT-2."""
+    try:
+        ckpt = load_checkpoint(path)
+    except WeightsError as e:
+        raise EngineError(str(e)) from e
+    config = infer_config(ckpt)
+    check_tensors(ckpt, config)
+    return config
+
+
 def load_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Model:
     """Load a GPT-2 of any size from a directory holding model.safetensors or from the file,
     onto `device` (see `pick_device`)."""

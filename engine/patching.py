@@ -199,7 +199,8 @@ def _head_write(pair: Pair, layer: int, heads: list[int]) -> torch.Tensor:
     """[len(heads), T, n_embd]: what copying each head's clean z adds to resid_mid."""
     H, d = pair.clean.config.n_head, pair.clean.config.d_head
     dz = (pair.clean.get("z", layer) - pair.corrupt.get("z", layer))[:, heads]  # [T, h, d]
-    W_O = pair.clean.params.blocks[layer].c_proj.weight.view(-1, H, d)[:, heads]  # [C, h, d]
+    c_proj = pair.clean.params.blocks[layer].c_proj.weight.to(dz.dtype)
+    W_O = c_proj.view(-1, H, d)[:, heads]  # [C, h, d]
     return torch.einsum("thd,chd->htc", dz, W_O)
 
 
@@ -288,7 +289,8 @@ def _run_rows(pair: Pair, layer: int, starts: list[int], resid: torch.Tensor) ->
         resid = resid + kernels.linear(z.flatten(-2), block.c_proj)
         resid = resid + gpt2.mlp(resid, block, kernels.CPU)
     last = resid[position == T - 1]
-    u = params.wte[pair.answer] - params.wte[pair.contrast]
+    answer, contrast = params.wte[[pair.answer, pair.contrast]].to(params.dtype)
+    u = answer - contrast
     return (gpt2.layer_norm(last, params.ln_f) @ u).double()
 
 
@@ -330,7 +332,8 @@ def _gradients(
             mlp_out = gpt2.mlp(resid + attn_out, block, kernels.CPU)
             kept["mlp_out"].append(mlp_out)
             resid = resid + attn_out + mlp_out
-        logits = gpt2.layer_norm(resid[-1], params.ln_f) @ params.wte[[answer, contrast]].T
+        unembed = params.wte[[answer, contrast]].to(params.dtype)
+        logits = gpt2.layer_norm(resid[-1], params.ln_f) @ unembed.T
         nodes = [t for site in SITES for t in kept[site]]
         grads = torch.autograd.grad(logits[0] - logits[1], nodes)
     L = view.config.n_layer

@@ -58,7 +58,7 @@ class _Cache:
 
     def __init__(self, config: GPT2Config, params: Params) -> None:
         L, H, d, C = config.n_layer, config.n_head, config.d_head, config.n_embd
-        new = params.wte.new_zeros
+        new = params.ln_f.weight.new_zeros  # in the compute dtype, whatever wte is held in
         self.q = new(L, H, MIN_CAPACITY, d)
         self.k = new(L, H, MIN_CAPACITY, d)
         self.v = new(L, H, MIN_CAPACITY, d)
@@ -290,9 +290,10 @@ class RunView:
         match name:
             case "embed" if rows.stop - rows.start == 1:
                 # A view, not a gather: the UI thread reads the query's row at every key.
-                return self.params.wte[self.tokens[rows.start]][None]
+                row = self.params.wte[self.tokens[rows.start]][None]
+                return row.to(self.params.dtype)  # still a view unless wte is half precision
             case "embed":
-                return self.params.wte[list(self.tokens[rows])]
+                return self.params.wte[list(self.tokens[rows])].to(self.params.dtype)
             case "pos_embed":
                 return self.params.wpe[rows]
             case "resid_pre":

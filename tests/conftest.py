@@ -7,9 +7,10 @@ import hashlib
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import torch
@@ -161,11 +162,20 @@ def blob_name(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class FakeHub(BaseHTTPRequestHandler):
-    """Answers `resolve/main/<file>` for openai-community/gpt2 the way the hub does for a
-    plain (non-Xet) file: commit and etag headers on HEAD, the bytes on GET."""
+def commit_of(repo_id: str, revision: str) -> str:
+    """The commit a revision of a test repository is at: REVISION for main."""
+    if revision == "main":
+        return REVISION
+    return hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
 
-    files: dict[str, bytes] = {}
+
+class FakeHub(BaseHTTPRequestHandler):
+    """Answers `<owner>/<name>/resolve/<revision>/<file>` the way the hub does for a plain
+    (non-Xet) file: commit and etag headers on HEAD, the bytes on GET, and for what is not
+    there a 404 with the hub's error code (RepoNotFound, RevisionNotFound, EntryNotFound).
+    `repos` maps a repository id to its revisions (branch or tag names) and their files."""
+
+    repos: dict[str, dict[str, dict[str, bytes]]] = {}
 
     def do_HEAD(self) -> None:
         data = self.found()
@@ -180,20 +190,42 @@ class FakeHub(BaseHTTPRequestHandler):
                 self.wfile.write(data[start : start + 4096])
 
     def found(self) -> bytes | None:
-        name = self.path.removeprefix("/openai-community/gpt2/resolve/main/")
-        data = self.files.get(name)
+        repo_id, _, rest = self.path.lstrip("/").partition("/resolve/")
+        revision, _, name = (unquote(part) for part in rest.partition("/"))
+        revisions = self.repos.get(repo_id)
+        if revisions is None:
+            return self.missing("RepoNotFound")
+        # A revision is a branch or tag name, or the commit one of them is at.
+        by_commit = {commit_of(repo_id, r): r for r in revisions}
+        files = revisions.get(revision, revisions.get(by_commit.get(revision, "")))
+        if files is None:
+            return self.missing("RevisionNotFound")
+        data = files.get(name)
         if data is None:
-            self.send_response(404)
-            self.end_headers()
-            return None
+            return self.missing("EntryNotFound")
         self.send_response(200)
-        self.send_header("X-Repo-Commit", REVISION)
+        self.send_header("X-Repo-Commit", commit_of(repo_id, by_commit.get(revision, revision)))
         self.send_header("ETag", f'"{blob_name(data)}"')
         self.send_header("Content-Length", str(len(data)))
         return data
 
+    def missing(self, code: str) -> None:
+        self.send_response(404)
+        self.send_header("X-Error-Code", code)
+        self.end_headers()
+
     def log_message(self, *args) -> None:
         pass
+
+
+def checkpoint_files(directory: Path) -> dict[str, bytes]:
+    """config.json and model.safetensors of a checkpoint directory, as a repository holds them."""
+    return {f: (directory / f).read_bytes() for f in ("config.json", "model.safetensors")}
+
+
+def publish(repo_id: str, files: dict[str, bytes], revision: str = "main") -> None:
+    """Serve `files` (name -> bytes) as `repo_id` at branch or tag `revision` on the fake hub."""
+    FakeHub.repos.setdefault(repo_id, {})[revision] = files
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -205,8 +237,8 @@ class QuietServer(ThreadingHTTPServer):
 
 @pytest.fixture
 def fake_hub(hub_cache, tiny_checkpoint, monkeypatch):
-    files = ("config.json", "model.safetensors")
-    FakeHub.files = {f: (tiny_checkpoint / f).read_bytes() for f in files}
+    FakeHub.repos = {}
+    publish("openai-community/gpt2", checkpoint_files(tiny_checkpoint))
     server = QuietServer(("127.0.0.1", 0), FakeHub)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}"
@@ -218,3 +250,10 @@ def fake_hub(hub_cache, tiny_checkpoint, monkeypatch):
     yield hub_cache
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def hub_publish(fake_hub) -> Callable[..., None]:
+    """`publish` on the running fake hub. (pytest imports this file as `conftest`, so a
+    test's `from tests.conftest import FakeHub` would be another class, serving nothing.)"""
+    return publish

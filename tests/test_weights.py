@@ -361,8 +361,12 @@ def test_an_existing_path_wins_and_is_named_after_itself(hub_cache, good, monkey
 
 
 def test_anything_else_names_the_choices(hub_cache):
-    with pytest.raises(WeightsError, match="not one of gpt2, gpt2-medium, gpt2-large, gpt2-xl"):
+    with pytest.raises(WeightsError) as caught:
         resolve("gpt3")
+    assert str(caught.value) == (
+        "gpt3: no such file, and not a hub model (OWNER/NAME[@REVISION], or one of "
+        "gpt2, gpt2-medium, gpt2-large, gpt2-xl)"
+    )
 
 
 def test_a_half_downloaded_blob_is_never_resolved(hub_cache, good, monkeypatch):
@@ -399,8 +403,8 @@ def test_offline_download_names_the_problem_and_the_way_out(hub_cache, monkeypat
     assert loadable_files(hub_cache) == []
 
 
-def test_download_rejects_unknown_names(hub_cache):
-    with pytest.raises(WeightsError, match="gpt3: not one of gpt2"):
+def test_download_rejects_what_is_no_hub_name(hub_cache):
+    with pytest.raises(WeightsError, match="gpt3: not a hub model: give OWNER/NAME"):
         download("gpt3")
 
 

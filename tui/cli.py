@@ -13,6 +13,8 @@ import sys
 from dataclasses import astuple, dataclass, fields, replace
 from typing import TYPE_CHECKING
 
+import torch
+
 from gpt2scope.engine import DEVICES, Ablation, GPT2Config, Model, SamplingParams, gpt2_tokenizer
 from gpt2scope.engine.probe import DEFAULT_N
 from gpt2scope.engine.sampling import BadParam
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 MAX_SEED = 2**63 - 1
 DEFAULT_WIDTH = 100
 MIN_WIDTH, MAX_WIDTH = 40, 1000  # --width is clamped to these: a view costs width x height
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Options:
     head: int
     device: str
     bos: bool
+    dtype: str
     layout: str = "six"  # the app's alone: "class" shows four big panes
 
 
@@ -54,8 +58,9 @@ def add_run_options(parser: argparse.ArgumentParser, editor: bool = True) -> Non
     parser.add_argument(
         "--weights",
         metavar="PATH|NAME",
-        help="a directory or .safetensors file, or gpt2 / gpt2-medium / gpt2-large / gpt2-xl "
-        "(default: GPT-2 small if cached, else the bundled demo model)",
+        help="a directory or .safetensors file, gpt2 / gpt2-medium / gpt2-large / gpt2-xl, or "
+        "any GPT-2 on the Hugging Face hub as OWNER/NAME[@REVISION], from the cache or else "
+        "downloaded (default: GPT-2 small if cached, else the bundled demo model)",
     )
     parser.add_argument(
         "--prompt",
@@ -110,6 +115,13 @@ def add_run_options(parser: argparse.ArgumentParser, editor: bool = True) -> Non
         default="auto",
         help="where the model runs; auto: CUDA if torch sees a GPU, else Apple's MPS, else "
         "the CPU (default %(default)s)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="the precision the weights are held in; float16 and bfloat16 halve the memory, "
+        "the products still compute in float32 (default %(default)s)",
     )
     parser.add_argument(
         "--bos",
@@ -275,9 +287,9 @@ def download_parser() -> argparse.ArgumentParser:
         "name",
         nargs="?",
         default="gpt2",
-        choices=MODEL_NAMES,
         metavar="NAME",
-        help=f"one of {', '.join(MODEL_NAMES)} (default: gpt2)",
+        help=f"one of {', '.join(MODEL_NAMES)}, or any GPT-2 repository as OWNER/NAME, "
+        "optionally @REVISION (a branch, tag or commit) (default: gpt2)",
     )
     return parser
 
@@ -415,8 +427,11 @@ def run_command(argv: list[str]) -> int:
 
 def opened(options: Options) -> tuple[Settings, Model, ModelInfo]:
     """The settings and the loaded model; raises ValueError or an OpenError, in one line."""
+    from gpt2scope.tui.download import fetch_missing
+
     settings = settings_from(options)
-    model, info = open_model(options.weights, options.device)
+    fetch_missing(options.weights)
+    model, info = open_model(options.weights, options.device, getattr(torch, options.dtype))
     check_settings(settings, model.config)
     return settings, model, info
 

@@ -18,7 +18,7 @@ from gpt2scope.tui.messages import Fetched, FetchFailed, FetchProgress
 from gpt2scope.tui.models import OpenError, open_model
 from gpt2scope.tui.widgets import LeanFooter
 from gpt2scope.weights import DownloadCancelled, download
-from gpt2scope.weights.hub import repo_id
+from gpt2scope.weights.hub import hub_model
 
 GPT2_SMALL = "gpt2"
 
@@ -61,7 +61,8 @@ class DownloadScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(
-                f"Downloading GPT-2 small ({repo_id(GPT2_SMALL)}) into the Hugging Face cache",
+                f"Downloading GPT-2 small ({hub_model(GPT2_SMALL).repo_id}) into the "
+                "Hugging Face cache",
                 markup=False,
             )
             yield ProgressBar(total=None, show_eta=False)

@@ -25,6 +25,11 @@ MAX_HEADER = 100_000_000
 # safetensors' own checks.
 DTYPE_BYTES = dict(F64=8, F32=4, F16=2, BF16=2, I64=8, I32=4, I16=2, I8=1, U8=1)
 PICKLE_HINT = "a PyTorch pickle checkpoint, not safetensors (gpt2scope reads only safetensors)"
+PICKLE_FILE = "pytorch_model.bin"
+PICKLE_WHY = (
+    "gpt2scope does not load pickles because unpickling a file can run any code it holds; "
+    f"convert it to {WEIGHTS_FILE} with safetensors' converter"
+)
 
 
 class WeightsError(Exception):
@@ -91,6 +96,11 @@ def weights_file(path: Path) -> Path:
     if not path.is_dir():
         return path
     file = path / WEIGHTS_FILE
+    if not file.is_file() and (path / PICKLE_FILE).is_file():
+        raise WeightsError(
+            f"{path}: directory holds only {PICKLE_FILE}, a pickle; {PICKLE_WHY} "
+            "(https://huggingface.co/spaces/safetensors/convert, or its convert.py)"
+        )
     if not file.is_file():
         found = ", ".join(sorted(p.name for p in path.iterdir())[:5]) or "nothing"
         raise WeightsError(f"{path}: directory holds no {WEIGHTS_FILE} (found: {found})")
