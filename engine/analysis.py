@@ -188,6 +188,7 @@ def value_norms(view: RunView, layer: int, head: int | None = None) -> torch.Ten
     H, d = view.config.n_head, view.config.d_head
     heads = slice(None) if head is None else slice(head, head + 1)
     W_O = view.params.blocks[layer].c_proj.weight.view(-1, H, d)[:, heads]  # [n_embd, h, d]
+    W_O = W_O.to(view.params.dtype)
     gram = torch.einsum("chd,che->hde", W_O, W_O)
     v = view.get("v", layer)[:, heads].transpose(0, 1)  # [h, T, d_head]
     return torch.einsum("htd,hde,hte->ht", v, gram, v).clamp_min(0).sqrt()
@@ -319,14 +320,16 @@ def head_writes(
     with torch.no_grad():
         z = {layer: view.get("z", layer, position) for layer in {layer for layer, _ in heads}}
         outputs = [
-            params.blocks[layer].c_proj.weight[:, head * d : (head + 1) * d] @ z[layer][head]
+            params.blocks[layer].c_proj.weight[:, head * d : (head + 1) * d].to(params.dtype)
+            @ z[layer][head]
             for layer, head in heads
         ]
-        writes = torch.stack(outputs) if outputs else params.wte.new_zeros(0, H * d)
+        writes = torch.stack(outputs) if outputs else params.ln_f.weight.new_zeros(0, H * d)
         x = view.get("resid_post", view.config.n_layer - 1, position)
         sigma = torch.sqrt(x.var(unbiased=False) + gpt2.LN_EPS)
         centred = writes - writes.mean(-1, keepdim=True)
-        logits = (centred / sigma * params.ln_f.weight) @ params.wte.T  # [heads, vocab]
+        # gpt2.matmul: a wte held in half precision is upcast a block at a time.
+        logits = gpt2.matmul(centred / sigma * params.ln_f.weight, params.wte)  # [heads, vocab]
         top, bottom = logits.topk(k, -1), logits.topk(k, -1, largest=False)
     return [
         HeadWrites(layer, head, position, pairs(top, i), pairs(bottom, i))
