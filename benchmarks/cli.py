@@ -160,7 +160,9 @@ def patching_section(args: argparse.Namespace, plan: Plan, model_dir: Path, mode
     from benchmarks import patch_bench
 
     bridge = lens.boot(model_dir, args.device, getattr(torch, args.dtype))
-    return patch_bench.measure(model, bridge, plan.patch_tokens, plan.patch_pairs, args.device)
+    return patch_bench.measure(
+        model, bridge, plan.patch_tokens, plan.patch_pairs, args.device, plan.ui_presses
+    )
 
 
 def sections(

@@ -4,6 +4,7 @@ transformer_lens installed only our side is timed."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from typing import Any
@@ -40,7 +41,9 @@ def first_row_seconds(pair: Pair, repeats: int) -> list[float]:
     return seconds
 
 
-def measure(model: Model, bridge: Any | None, tokens: int, pairs: int, device: str) -> dict:
+def measure(
+    model: Model, bridge: Any | None, tokens: int, pairs: int, device: str, presses: int
+) -> dict:
     clean, corrupt = prompts(model, tokens)
     pair = Pair(model.start(clean).view(), model.start(corrupt).view(), 0, 1)
     answer, contrast = default_tokens(pair.clean, pair.corrupt)
@@ -72,6 +75,7 @@ def measure(model: Model, bridge: Any | None, tokens: int, pairs: int, device: s
         device,
     )
     first = first_row_seconds(pair, 5)
+    repaint = asyncio.run(screen_repaint_ms(model, presses))
     L, H = model.config.n_layer, model.config.n_head
     return {
         "peer": None if bridge is None else f"TransformerLens {lens.version()}",
@@ -82,4 +86,52 @@ def measure(model: Model, bridge: Any | None, tokens: int, pairs: int, device: s
         "estimate": {"maps": 4, **guess},
         "first_row_s": statistics.median(first),
         "first_rows_s": first,
+        "key_repaint_during_sweep": repaint,
+    }
+
+
+async def screen_repaint_ms(model: Model, presses: int) -> dict:
+    """The patching screen on the indirect-object example: ↓ and ↑ (the cell cursor's layer)
+    pressed while the exact sweep runs, each timed until the screen shows the new layer."""
+    from benchmarks.ui_bench import HEIGHT, WIDTH, until
+    from gpt2scope.tui.patching_screen import PatchingScreen
+    from gpt2scope.tui.views.patching import EXAMPLES, Patching
+    from tests.driver import make_app, settle
+
+    app = make_app(model, "bench", "path", prompt=EXAMPLES[0].clean, length=0)
+    painted: list[tuple[float, int]] = []
+    latencies: list[float] = []
+    async with app.run_test(size=(WIDTH, HEIGHT)) as pilot:
+        await settle(pilot, 300.0)
+        display = app._display  # as ui_bench.spy_on_repaints: no public hook at that moment
+
+        def recording(screen, renderable) -> None:
+            display(screen, renderable)
+            state = getattr(app.screen, "state", None)
+            if isinstance(state, Patching):
+                painted.append((time.perf_counter(), state.layer))
+
+        app._display = recording
+        await pilot.press("P")
+        await until(pilot, lambda: isinstance(getattr(app.screen, "state", None), Patching))
+        screen: PatchingScreen = app.screen
+        for i in range(presses):
+            if not screen.computing:
+                break
+            key, layer = ("down", 1) if i % 2 == 0 else ("up", 0)
+            start = time.perf_counter()
+            await pilot.press(key)
+            await until(
+                pilot, lambda s=start, la=layer: any(t > s and shown == la for t, shown in painted)
+            )
+            latencies.append(
+                next(t for t, shown in painted if t > start and shown == layer) - start
+            )
+            await pilot.pause(0.1)
+    if not latencies:
+        return {"presses": 0, "median_ms": None, "max_ms": None}
+    return {
+        "presses": len(latencies),
+        "median_ms": statistics.median(latencies) * 1e3,
+        "max_ms": max(latencies) * 1e3,
     }

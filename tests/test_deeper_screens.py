@@ -80,7 +80,7 @@ async def test_m_picks_a_head_that_the_panes_then_show(tiny_model):
         await settle(pilot)
         screen = app.screen
         assert showing(screen, "head_stats")
-        assert len(screen.page.figure) == 2 * 4
+        assert len(screen.page.figure.stats) == 2 * 4
         await pilot.press("down", "right", "right")
         await settle(pilot)
         assert "L1 H2" in status(app)
