@@ -92,7 +92,8 @@ def measure(
 
 async def screen_repaint_ms(model: Model, presses: int) -> dict:
     """The patching screen on the indirect-object example: ↓ and ↑ (the cell cursor's layer)
-    pressed while the exact sweep runs, each timed until the screen shows the new layer."""
+    pressed while the exact sweep runs (started again, as r does, when it is done), each
+    timed until the screen shows the new layer."""
     from benchmarks.ui_bench import HEIGHT, WIDTH, until
     from gpt2scope.tui.patching_screen import PatchingScreen
     from gpt2scope.tui.views.patching import EXAMPLES, Patching
@@ -116,8 +117,8 @@ async def screen_repaint_ms(model: Model, presses: int) -> dict:
         await until(pilot, lambda: isinstance(getattr(app.screen, "state", None), Patching))
         screen: PatchingScreen = app.screen
         for i in range(presses):
-            if not screen.computing:
-                break
+            if not screen.computing:  # the sweep is done: start it again, as r does
+                screen.action_rerun()
             key, layer = ("down", 1) if i % 2 == 0 else ("up", 0)
             start = time.perf_counter()
             await pilot.press(key)
