@@ -361,3 +361,32 @@ def test_every_new_key_is_in_the_table_with_help():
     for name in ("stages", "head_stats", "logit_lens", "block", "history"):
         assert f"open('{name}')" in actions
     assert {"look(-1)", "look(1)", "follow", "export"} <= actions
+
+
+@pytest.mark.anyio
+async def test_the_model_map_says_how_many_layers_it_has_computed(tiny_model, monkeypatch):
+    """The map's worker reports each layer: the note counts them while the figure is made."""
+    import threading
+
+    from gpt2scope.tui.views import model_map
+
+    gate = threading.Event()
+    real = model_map.head_stats
+
+    def slow(view, weighted=False, on_layer=None):
+        def counted(done, total):
+            on_layer(done, total)
+            if done == 1:
+                gate.wait(10)  # hold after the first layer, so the note can be read
+
+        return real(view, weighted, counted)
+
+    monkeypatch.setattr(model_map, "head_stats", slow)
+    app = make_app(tiny_model, prompt=PROMPT, length=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("m")
+        await wait_for(pilot, lambda: "1/2 layers" in getattr(app.screen.page, "note", ""))
+        gate.set()
+        await settle(pilot)
+        assert app.screen.page.figure is not None and not app.screen.page.note

@@ -116,6 +116,7 @@ class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
         self._source: Scope | None = None  # the scope the figure was computed from
         self._worker: Worker | None = None
         self._anchor: object = None  # what the cursor was last sent back to its start for
+        self._progress: tuple[Scope, int, int] | None = None  # the worker's, for its note
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status").data_bind(DeeperScreen.scope)
@@ -195,15 +196,30 @@ class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
         if self.stale(scope):
             note = DEFERRED if self.deferred(scope) else COMPUTING
             if note == COMPUTING and self._worker is None:
+                self._progress = None
                 self._worker = self.compute(scope, self.app.session.pieces)
+            if note == COMPUTING and self._progress is not None:
+                _, done, total = self._progress
+                note = f"{COMPUTING} {done}/{total} layers"
         self.page = Page(scope, self._figure, self._source, self.cursor, note)
 
     @work(thread=True, group="figure", exit_on_error=False)
     def compute(self, scope: Scope, pieces: Pieces) -> tuple[Scope, Any]:
         try:
+            if self.spec.progress:
+                return scope, self.spec.compute(scope, pieces, partial(self.post_progress, scope))
             return scope, self.spec.compute(scope, pieces)
         except Exception as e:  # said on screen; the figure is not retried for this scope
             return scope, e
+
+    def post_progress(self, scope: Scope, done: int, total: int) -> None:
+        """On the worker's thread: how far the figure is."""
+        self.app.call_from_thread(self.progressed, scope, done, total)
+
+    def progressed(self, scope: Scope, done: int, total: int) -> None:
+        if self._worker is not None:
+            self._progress = (scope, done, total)
+            self.show()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker is not self._worker or event.state != WorkerState.SUCCESS:

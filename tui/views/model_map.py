@@ -8,6 +8,7 @@ cursor; the arrows move it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -280,15 +281,17 @@ def render_model_map(page: Page[MapFigure], width: int, height: int) -> Drawn:
     return drawn
 
 
-def compute_map(scope: Scope, pieces: Pieces) -> MapFigure:
+def compute_map(
+    scope: Scope, pieces: Pieces, on_progress: Callable[[int, int], None] | None = None
+) -> MapFigure:
     """Over the text, or with the probe on over the probe's tokens (the view's knock-outs
-    apply to both)."""
+    apply to both); `on_progress(layers done, n_layer)`."""
     s, view = scope.settings, scope.view
     probe = None
     if s.induction_probe:
         probe = induction_probe(view.config, view.params, view.ablation, DEFAULT_N, s.seed)
         view = probe.view
-    stats = tuple(head_stats(view, s.value_weighted))
+    stats = tuple(head_stats(view, s.value_weighted, on_progress))
     return MapFigure(stats, view.n_tokens, s.value_weighted, probe)
 
 
@@ -364,6 +367,7 @@ SPEC = ScreenSpec(
     "line counts each kind. i runs the induction probe; w shows value-weighted norms",
     depends=map_depends,
     compute=compute_map,
+    progress=True,
     json=head_stats_json,
     keys=(
         *HEAD_CURSOR,

@@ -96,6 +96,8 @@ class ScreenSpec:
     enter: Callable[[Scope, int], BranchAt | str] | None = None
     # False for a figure too costly to recompute at every token: it waits for the run.
     while_generating: bool = True
+    # compute takes a third argument, on_progress(done, total), the screen's note shows.
+    progress: bool = False
     # Drawn once per cursor position by `inspect --format text` (the step-through's stages).
     text_at_every_cursor: bool = False
 
