@@ -96,12 +96,7 @@ def read_seconds(file: Path) -> float:
 
 
 def params_bytes(model) -> int:
-    p = model.params
-    tensors = [p.wte, p.wpe, p.ln_f.weight, p.ln_f.bias]
-    for block in p.blocks:
-        for part in vars(block).values():
-            tensors += [part.weight, part.bias]
-    return sum(t.untyped_storage().nbytes() for t in tensors)
+    return sum(t.untyped_storage().nbytes() for t in model.tensors)
 
 
 def measure_child(weights: Path, dtype: str) -> dict:

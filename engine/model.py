@@ -12,7 +12,7 @@ from gpt2scope.engine.errors import EngineError
 from gpt2scope.engine.gpt2 import GPT2Config, Params
 from gpt2scope.engine.load import check_memory, check_tensors, infer_config, to_params
 from gpt2scope.engine.run import Run
-from gpt2scope.weights import WeightsError, load_checkpoint
+from gpt2scope.weights import Checkpoint, WeightsError, load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,18 @@ class Model:
     source: Path
 
     @property
-    def n_params(self) -> int:
+    def tensors(self) -> list[torch.Tensor]:
+        """Every parameter tensor."""
         p = self.params
         tensors = [p.wte, p.wpe, p.ln_f.weight, p.ln_f.bias]
         for block in p.blocks:
             for part in vars(block).values():
                 tensors += [part.weight, part.bias]
-        return sum(t.numel() for t in tensors)
+        return tensors
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.numel() for t in self.tensors)
 
     @property
     def device(self) -> str:
@@ -75,13 +80,18 @@ def check_device(device: str) -> None:
 def check_gpt2(path: str | Path) -> GPT2Config:
     """The config of the GPT-2 checkpoint at `path`, its tensors' names and shapes checked
     against it without reading them; raises EngineError in one line if it is no GPT-2."""
+    return checked_checkpoint(path)[1]
+
+
+def checked_checkpoint(path: str | Path) -> tuple[Checkpoint, GPT2Config]:
+    """The checkpoint at `path` and its config, its tensors' names and shapes checked."""
     try:
         ckpt = load_checkpoint(path)
     except WeightsError as e:
         raise EngineError(str(e)) from e
     config = infer_config(ckpt)
     check_tensors(ckpt, config)
-    return config
+    return ckpt, config
 
 
 def load_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Model:
@@ -89,12 +99,7 @@ def load_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch
     onto `device` (see `pick_device`)."""
     device = pick_device(device)
     check_device(device)
-    try:
-        ckpt = load_checkpoint(path)
-    except WeightsError as e:
-        raise EngineError(str(e)) from e
-    config = infer_config(ckpt)
-    check_tensors(ckpt, config)
+    ckpt, config = checked_checkpoint(path)
     check_memory(ckpt, dtype, torch.device(device))
     try:
         params = to_params(ckpt, config, torch.device(device), dtype)
