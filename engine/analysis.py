@@ -30,15 +30,19 @@ class AttentionRow:
     z: np.ndarray  # [d_head] the pattern-weighted sum of values: the head's output
 
 
+def softmax(scores: np.ndarray) -> np.ndarray:
+    weights = np.exp(scores - scores.max())
+    return weights / weights.sum()
+
+
 def attention_row(q: np.ndarray, k: np.ndarray, v: np.ndarray, query: int) -> AttentionRow:
     """The row of query position `query`, whose q [d_head] looks at k, v [T, d_head]."""
     n = query + 1
     raw = k @ q
     scores = np.full(len(k), -np.inf, np.float32)
     scores[:n] = raw[:n] / np.float32(math.sqrt(len(q)))
-    weights = np.exp(scores[:n] - scores[:n].max())
     pattern = np.zeros(len(k), np.float32)
-    pattern[:n] = weights / weights.sum()
+    pattern[:n] = softmax(scores[:n])
     return AttentionRow(raw, scores, pattern, pattern[:n] @ v[:n])
 
 

@@ -58,8 +58,10 @@ def test_patching_screen(snap_compare, tiny_model):
 
 
 @pytest.mark.slow
-def test_lesson_step_revealed(snap_compare, tiny_model):
-    """The causal-mask lesson answered: the Attention pane bright, the others dimmed."""
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_lesson_step_revealed(snap_compare, tiny_model, size):
+    """The causal-mask lesson answered: the Attention pane bright, the others dimmed at
+    120x40 and hidden at 80x24, where the bar leaves room for one pane."""
     app = make_app(tiny_model, prompt="Hello", length=0, temperature=0)
 
     async def run_before(pilot) -> None:
@@ -70,4 +72,4 @@ def test_lesson_step_revealed(snap_compare, tiny_model):
         await wait_for(pilot, lambda: app.lesson.measured is not None)
         await pilot.pause(0.3)
 
-    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

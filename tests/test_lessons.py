@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt2scope.engine import gpt2_tokenizer, load_model
+from gpt2scope.engine import attribution, gpt2_tokenizer, load_model
 from gpt2scope.engine.analysis import head_stats
-from gpt2scope.tui.lessons import LessonError, built_in, correct_choice, find, load_file
+from gpt2scope.engine.attribution import default_target
+from gpt2scope.tui.lesson_bar import LessonBar, LessonNumber
+from gpt2scope.tui.lessons import LessonError, built_in, correct_choice, find, load_file, measures
 from gpt2scope.tui.lessons.measures import MEASURES
 from gpt2scope.tui.lessons.progress import verdict
 from gpt2scope.weights import DEMO_DIR
@@ -60,15 +62,15 @@ async def run_lesson(pilot, name: str) -> list[dict]:
     for index in range(len(app.lesson.lesson.steps)):
         await settle(pilot)
         step = app.lesson.step
+        assert app.screen.name == step.screen  # None: the panes
         if step.choices:
             await pilot.press("1")
         else:
-            app.screen.query_one("#lesson-number").value = "1"
-            await pilot.press("enter")
+            await pilot.press("1", "enter")  # a digit opens the answer box
         await wait_for(pilot, lambda: app.lesson.measured is not None or app.lesson.error)
         assert not app.lesson.error, app.lesson.error
         assert placeholders(step.reveal) <= set(app.lesson.measured)
-        text = str(app.screen.query_one("#lesson-text").render())
+        text = str(app.screen.query_one(".lesson-text").render())
         assert "Measured on this model now" in text
         revealed.append(app.lesson.measured)
         if index + 1 < len(app.lesson.lesson.steps):
@@ -109,7 +111,7 @@ async def test_a_step_sets_up_the_app_and_dims_all_but_its_pane(demo):
         await pilot.press("3")
         await wait_for(pilot, lambda: app.lesson.measured is not None)
         assert app.lesson.measured["weight"] == pytest.approx(1.0)
-        assert "right" in str(app.screen.query_one("#lesson-text").render())
+        assert "right" in str(app.screen.query_one(".lesson-text").render())
 
 
 def scope_of(model, prompt: str, layer=0, head=0, query=None):
@@ -236,3 +238,129 @@ def test_the_knock_out_reveal_compares_with_the_intact_model_even_when_knocked_o
     assert knocked["before"] == pytest.approx(intact["before"], rel=1e-5)
     assert knocked["after"] == pytest.approx(intact["after"], rel=1e-5)
     assert intact["after"] != pytest.approx(intact["before"], rel=1e-3)
+
+
+@pytest.mark.anyio
+async def test_a_number_answer_leaves_the_app_keys_working_until_a_digit_is_typed(demo):
+    """The box opens with a digit: before it the layer keys work; esc puts it away unsent
+    and empty; what is typed is the answer."""
+    app = make_app(demo, "demo", "demo", length=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.start_lesson(find("entropy"))
+        await settle(pilot)
+        box = app.screen.query_one(LessonNumber)
+        assert app.focused is not box
+        layer = app.session.settings.layer
+        await pilot.press("right_square_bracket")
+        assert app.session.settings.layer == layer + 1
+        await pilot.press("0", "full_stop", "5")
+        assert app.focused is box and box.value == "0.5"
+        await pilot.press("escape")
+        assert app.focused is not box and box.value == "" and app.lesson.answer is None
+        await pilot.press("left_square_bracket")
+        assert app.session.settings.layer == layer
+        await pilot.press("0", "full_stop", "2", "5", "enter")
+        await wait_for(pilot, lambda: app.lesson.measured is not None)
+        assert app.lesson.answer == 0.25
+        assert "You said 0.25" in str(app.screen.query_one(".lesson-text").render())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("size, hidden", [((80, 24), True), ((120, 40), False)])
+async def test_a_short_terminal_shows_only_the_steps_pane(demo, size, hidden):
+    app = make_app(demo, "demo", "demo", length=0)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        app.start_lesson(find("mask"))
+        await settle(pilot)
+        shown = {pane.id for pane in app.query(".pane") if pane.display and pane.region.area}
+        assert shown == ({"attention"} if hidden else {p.id for p in app.query(".pane")})
+        assert app.query_one("#attention").region.height > (10 if hidden else 15)
+        await pilot.press("X")
+        await settle(pilot)
+        assert all(pane.region.area for pane in app.query(".pane"))
+
+
+@pytest.mark.anyio
+async def test_a_step_opens_its_screen_at_its_stage_and_the_bar_comes_along(demo):
+    app = make_app(demo, "demo", "demo", length=0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.start_lesson(find("stages"))
+        await wait_for(pilot, lambda: app.screen.name == "stages")
+        assert app.screen.cursor == 0
+        bar = app.screen.query_one(LessonBar)
+        assert bar.display and "step 1/3" in str(bar.query_one(".lesson-text").render())
+        await pilot.press("3", "2", "enter")
+        await wait_for(pilot, lambda: app.lesson.measured is not None)
+        assert app.lesson.measured["value"] == demo.config.n_embd // demo.config.n_head
+        await pilot.press("space")
+        await settle(pilot)
+        assert app.screen.name == "stages" and app.screen.cursor == 1
+        # the step picked the head whose row the scale flattens most
+        assert (app.session.settings.layer, app.session.settings.head) == measures.scaling_head(
+            app.session.scope()
+        )
+        await pilot.press("X")
+        await pilot.press("escape")
+        await settle(pilot)
+        assert app.screen is app.screen_stack[0]
+
+
+@pytest.mark.anyio
+async def test_keys_that_do_nothing_in_a_lesson_say_why_in_the_bar(demo):
+    app = make_app(demo, "demo", "demo", length=0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.start_lesson(find("sampling"))
+        await settle(pilot)
+        text = lambda: str(app.screen.query_one(".lesson-text").render())  # noqa: E731
+        await pilot.press("space")
+        assert "answer first" in text()
+        await pilot.press("9")
+        assert "9 is not one of the choices 1-3" in text()
+        await pilot.press("1")
+        await wait_for(pilot, lambda: app.lesson.measured is not None)
+        await pilot.press("space")
+        assert "that was the last step" in text() and not app._notifications
+
+
+@pytest.mark.anyio
+async def test_a_digit_starts_a_lesson_from_the_list(demo):
+    app = make_app(demo, "demo", "demo", length=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("escape", "L")  # out of the prompt editor, then the list
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        assert app.lesson.lesson.name == built_in()[3].name
+
+
+def test_the_new_measures_against_independent_computations(demo):
+    prompt = "The cat sat on the mat because it was tired"
+    scope = scope_of(demo, prompt, layer=1, head=2, query=3)
+    view = scope.view
+    z = MEASURES["z_length"](scope, {})
+    assert z["z_norm"] == pytest.approx(float(view.get("z", 1, 3)[2].norm()), rel=1e-4)
+    v_norms = view.get("v", 1)[:4, 2].norm(dim=-1)
+    assert z["v_max"] == pytest.approx(float(v_norms.max()), rel=1e-4)
+    assert z["value"] == "not longer"
+    masked = MEASURES["masked_keys"](scope, {})
+    assert masked == {"value": "-inf", "masked": scope.n_tokens - 4, "visible": 4}
+    assert MEASURES["head_size"](scope, {})["value"] == demo.config.n_embd // demo.config.n_head
+    top = MEASURES["top_component"](scope, {})
+    dla = attribution(view, 3, default_target(view, 3))
+    best = max(dla.components, key=lambda c: c.value)
+    assert top["name"] == best.name and top["push"] == pytest.approx(best.value)
+    heads = [c for c in dla.components if c.head is not None]
+    strongest = max(heads, key=lambda c: c.value)
+    assert measures.top_head(scope) == (strongest.layer, strongest.head)
+
+
+def test_the_scaling_reveal_never_contradicts_its_numbers(demo):
+    """A saturated row (one key: query 0) is 'the same' either way, and says so."""
+    scope = scope_of(demo, "The cat sat on the mat", query=0)
+    measured = MEASURES["scaling"](scope, {})
+    assert measured["value"] == "same" and "saturated" in measured["why"]

@@ -11,6 +11,7 @@ from textual.filter import ANSIToTruecolor, Monochrome
 from textual.widgets._footer import FooterKey
 
 from gpt2scope.tui.keys import KEYS
+from gpt2scope.tui.lessons import find
 from gpt2scope.tui.text import visible
 from gpt2scope.tui.views import PANES, SCREENS
 from gpt2scope.tui.views.attention import axis_label
@@ -171,19 +172,32 @@ def worst_contrast(app, monochrome: bool = False) -> tuple[float, str]:
     worst = (99.0, "")
     filters = (ANSIToTruecolor(app.ansi_theme), Monochrome())  # as NO_COLOR has them
     for pane in app.query(Pane):
-        if not pane.display:
+        if not pane.display or not pane.region.area:
             continue
         for strip in pane.strips():
             segments = list(strip)
             for filter_ in filters if monochrome else ():
                 segments = filter_.apply(segments, pane.styles.background)
-            for text, style, _ in segments:
-                if not text.strip() or style is None or style.reverse:
-                    continue
-                fg = style.color.get_truecolor(app.ansi_theme)
-                bg = style.bgcolor.get_truecolor(app.ansi_theme, foreground=False)
-                worst = min(worst, (ratio(fg, bg), text))
+            worst = min(worst, least_contrast(app, segments))
     return worst
+
+
+def least_contrast(app, segments) -> tuple[float, str]:
+    worst = (99.0, "")
+    for text, style, _ in segments:
+        if not text.strip() or style is None or style.reverse or style.bgcolor is None:
+            continue
+        fg = style.color.get_truecolor(app.ansi_theme)
+        bg = style.bgcolor.get_truecolor(app.ansi_theme, foreground=False)
+        worst = min(worst, (ratio(fg, bg), text))
+    return worst
+
+
+def region_contrast(app, region) -> tuple[float, str]:
+    """The least contrast of any glyph in a region of the screen as composed."""
+    strips = app.screen._compositor.render_strips()[region.y : region.bottom]
+    crops = (strip.crop(region.x, region.right) for strip in strips)
+    return min((least_contrast(app, list(crop)) for crop in crops), default=(99.0, ""))
 
 
 @pytest.mark.parametrize("theme", ["textual-dark", "textual-light", "solarized-light", "nord"])
@@ -209,6 +223,39 @@ async def test_no_color_greys_keep_low_weights_and_the_legend_readable(tiny_mode
         least, glyph = worst_contrast(app, monochrome=True)
         assert least >= 2.5, (glyph, least)
         assert "<10%" in shown(app.query_one("#continuation", Pane))
+
+
+@pytest.mark.parametrize("theme", ["textual-dark", "textual-light", "solarized-light"])
+@pytest.mark.parametrize(
+    "key, selector",
+    [
+        ("question_mark", "#help"),
+        ("L", "#lesson-list"),
+        ("D", "DownloadScreen > Vertical"),
+        ("P", "Screen"),
+        ("", "LessonBar"),  # a lesson started, its bar
+    ],
+)
+async def test_help_dialogs_and_the_lesson_bar_stand_out_in_every_theme(
+    tiny_model, theme, key, selector
+):
+    """What covers the panes (help, the lesson list, the download dialog, patching) and the
+    lesson bar are as readable as the panes; the panes a dialog or a lesson dims are not
+    counted."""
+    app = make_app(tiny_model, "demo", "demo", prompt=PROMPT, length=0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.theme = theme
+        if key:
+            await pilot.press(key)
+        else:
+            app.start_lesson(find("mask"))
+        await settle(pilot)
+        region = (
+            app.screen.region if selector == "Screen" else app.screen.query_one(selector).region
+        )
+        least, glyph = region_contrast(app, region)
+        assert least >= 3.0, (theme, glyph, least)
 
 
 # The glitches found in the same pass.

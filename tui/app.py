@@ -42,7 +42,7 @@ from gpt2scope.tui.download_screen import DownloadScreen, fetch_gpt2
 from gpt2scope.tui.help import HelpScreen
 from gpt2scope.tui.keep_tail import KeepTailScreen
 from gpt2scope.tui.keys import KEYS, LESSON_DIGITS, bindings, next_on_ladder
-from gpt2scope.tui.lesson_bar import LessonActions, LessonBar
+from gpt2scope.tui.lesson_bar import LessonActions, LessonBar, LessonNumber
 from gpt2scope.tui.lessons import Lesson
 from gpt2scope.tui.messages import EngineEvent, Fetched, FetchFailed, FetchProgress, PromptLeft
 from gpt2scope.tui.patching_screen import PatchingScreen
@@ -69,6 +69,8 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
     CSS_PATH = "app.tcss"
     # Below 120 columns the panes share the width evenly (the screen's -narrow class).
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    # Under 40 lines a lesson shows only its step's pane (the screen's -short class).
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]
     TITLE = "gpt2scope"
     BINDINGS = [*bindings(), *LESSON_DIGITS]
     ESCAPE_TO_MINIMIZE = False  # esc stops a generation; z (or esc when idle) un-zooms
@@ -374,7 +376,7 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
         self.query_one(PromptInput).focus()
 
     def on_input_submitted(self, message: Input.Submitted) -> None:
-        if message.input.id == "lesson-number":
+        if isinstance(message.input, LessonNumber):
             self.lesson_number(message.value)
             return
         text = from_editable(message.value)

@@ -57,14 +57,16 @@ KEYS = (
     Key("e", "e", "export", "export", "export the screen (SVG) and the run (JSON) to ./"),
     Key("D", "D", "download", "download", "download GPT-2 small and switch to it (on the demo)"),
     Key("L", "L", "lessons", "lessons", "lessons: predict first, then see the model's numbers"),
-    Key("1", "1-9", "lesson_answer(1)", "answer", "in a lesson: answer its question"),
+    Key("1", "0-9", "lesson_answer(1)", "answer", "in a lesson: a choice, or start a number"),
     Key("space", "space", "lesson_next", "next step", "in a lesson: the next step", True),
     Key("X", "X", "lesson_leave", "leave lesson", "leave the lesson"),
     Key("question_mark", "?", "help", "help", "help screen: every key and view", True),
     Key("q", "q", "quit", "quit", "quit", True),
 )
-# The lesson's other answer keys, listed above as 1-9.
-LESSON_DIGITS = [Binding(str(n), f"lesson_answer({n})", "answer", show=False) for n in range(2, 10)]
+# The lesson's other answer keys, listed above as 0-9.
+LESSON_DIGITS = [
+    Binding(str(n), f"lesson_answer({n})", "answer", show=False) for n in (0, *range(2, 10))
+]
 # On a deeper screen, on top of its own keys; the same key or esc goes back.
 BACK = Key("escape", "esc", "dismiss", "back", "back to the panes", True)
 # Keys Textual already provides, listed for completeness.

@@ -1,5 +1,6 @@
-"""The lesson bar under the panes, and the list of lessons (L). The bar draws a Progress
-(tui/lessons/progress.py); a number answer is typed in its own input."""
+"""The lesson bar under the panes (and on a deeper screen a step opens), and the list of
+lessons (L). The bar draws a Progress (tui/lessons/progress.py); a number answer is typed
+in its own input, which a digit key opens."""
 
 from __future__ import annotations
 
@@ -15,23 +16,44 @@ from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from gpt2scope.tui.lessons import Lesson, built_in
-from gpt2scope.tui.lessons.measures import MEASURES, Measured
+from gpt2scope.tui.lessons.measures import MEASURES, PICKS, Measured
 from gpt2scope.tui.lessons.progress import Progress, lesson_lines
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.views.common import count
+
+SHORT = 40  # lines: below it a revealed step's bar gives its pane the room (the -short class)
+
+
+class LessonNumber(Input):
+    """Where a number answer is typed: enter gives it, esc puts it away unsent, so the
+    app's keys (] m l ...) work again while the learner looks before answering."""
+
+    BINDINGS = [Binding("escape", "put_away", "cancel answer", key_display="esc")]
+
+    def action_put_away(self) -> None:
+        self.value = ""
+        self.app.focus_after_lesson_number()
 
 
 class LessonBar(Vertical):
     progress: reactive[Progress | None] = reactive(None, repaint=False)
     is_demo: reactive[bool] = reactive(False, repaint=False)
+    hint: reactive[str] = reactive("", repaint=False)  # why the last lesson key did nothing
 
     def compose(self) -> ComposeResult:
-        yield Static(id="lesson-text")
-        yield Input(
-            placeholder="your answer, a number; enter gives it", compact=True, id="lesson-number"
+        yield Static(classes="lesson-text")
+        yield LessonNumber(
+            placeholder="enter gives it, esc cancels",
+            compact=True,
+            select_on_focus=False,  # the digit that opened it stays, the next one follows
+            classes="lesson-number",
         )
 
     def watch_progress(self) -> None:
+        self.hint = ""
+        self.draw()
+
+    def watch_hint(self) -> None:
         self.draw()
 
     def on_resize(self) -> None:
@@ -43,17 +65,22 @@ class LessonBar(Vertical):
         if p is None:
             return
         width = max(self.content_size.width, 20)
-        lines = lesson_lines(p, width, self.is_demo)
-        text = Text("\n").join(lines)
-        self.query_one("#lesson-text", Static).update(text)
-        number = self.query_one("#lesson-number", Input)
+        short = self.screen.size.height < SHORT
+        lines = lesson_lines(p, width, self.is_demo, self.hint, short)
+        self.query_one(".lesson-text", Static).update(Text("\n").join(lines))
+        number = self.query_one(LessonNumber)
         number.display = p.step.asks_for_a_number and p.answer is None
+        if not number.display:
+            number.value = ""
 
 
 class LessonList(ModalScreen[Lesson | None]):
-    """Pick a lesson; esc leaves the list."""
+    """Pick a lesson with its digit or enter; esc leaves the list."""
 
-    BINDINGS = [Binding("escape", "dismiss", "close", key_display="esc")]
+    BINDINGS = [
+        Binding("escape", "dismiss", "close", key_display="esc"),
+        *(Binding(str(n), f"pick({n})", "start", show=False) for n in range(1, 10)),
+    ]
 
     def __init__(self, lessons: tuple[Lesson, ...]) -> None:
         super().__init__()
@@ -68,17 +95,22 @@ class LessonList(ModalScreen[Lesson | None]):
 
     def on_mount(self) -> None:
         options = self.query_one(OptionList)
-        options.border_title = "Lessons: enter starts one, esc closes"
+        options.border_title = "Lessons: a digit or enter starts one, esc closes"
         options.focus()
+
+    def action_pick(self, n: int) -> None:
+        if n <= len(self.lessons):
+            self.dismiss(self.lessons[n - 1])
 
     def on_option_list_option_selected(self, message: OptionList.OptionSelected) -> None:
         self.dismiss(self.lessons[message.option_index])
 
 
 class LessonActions:
-    """The ScopeApp's lesson keys (L, 1-9, space, X) and what a step sets up: the prompt,
-    the layer, head and query, the pane to look at (the others dimmed). The reveal is
-    measured in a worker once the step's prompt has run, on the run on screen."""
+    """The ScopeApp's lesson keys (L, 0-9, space, X) and what a step sets up: the prompt,
+    the layer, head and query, the pane to look at (the others dimmed, or hidden when the
+    terminal is short), the deeper screen it opens. The reveal is measured in a worker once
+    the step's prompt has run, on the run on screen."""
 
     lesson: Progress | None = None
     _measuring = False
@@ -95,12 +127,13 @@ class LessonActions:
     def set_up_step(self) -> None:
         step = self.lesson.step
         self._set_up = False
+        if self.screen.name != step.screen and self.screen is not self.screen_stack[0]:
+            self.screen.dismiss(None)  # the step before's screen, or one the learner opened
         if step.prompt is not None and step.prompt != self.session.prompt:
             self.show_prompt(step.prompt)
         self.dim_panes(step.pane)
-        # Focused, the step's pane is the one z zooms and the arrows scroll.
-        self.screen_stack[0].query_one(f"#{step.pane or 'attention'}").focus()
         self.show_lesson()
+        self.focus_after_lesson_number()
         self.follow_lesson()
 
     def step_ready(self) -> bool:
@@ -111,17 +144,32 @@ class LessonActions:
         return p.step.prompt is None or self.session.prompt == p.step.prompt
 
     def follow_lesson(self) -> None:
-        """Once the step's prompt is on screen: its selection, then a pending reveal."""
+        """Once the step's prompt is on screen: its selection and screen, then a pending
+        reveal."""
         if not self.step_ready():
             return
         if not self._set_up:
             self._set_up = True
             self.select_for_step()
+            self.open_step_screen()
         self.measure_when_ready()
+
+    def open_step_screen(self) -> None:
+        """The step's deeper screen; at its cursor if already open (a new one takes the
+        cursor from the step as it mounts)."""
+        step = self.lesson.step
+        if step.screen is None:
+            return
+        if self.screen.name != step.screen:
+            self.action_open(step.screen)
+        elif step.cursor is not None:
+            self.screen.cursor = step.cursor
 
     def select_for_step(self) -> None:
         step, config = self.lesson.step, self.model.config
         changes: dict[str, object] = {}
+        if step.pick is not None:
+            changes["layer"], changes["head"] = PICKS[step.pick](self.session.scope())
         if step.layer is not None:
             changes["layer"] = min(step.layer, config.n_layer - 1)
         if step.head is not None:
@@ -132,31 +180,61 @@ class LessonActions:
             self.change(**changes)
 
     def dim_panes(self, pane: str | None) -> None:
-        for widget in self.screen_stack[0].query(".pane"):
+        base = self.screen_stack[0]
+        base.set_class(pane is not None, "-lesson")
+        for widget in base.query(".pane"):
             widget.set_class(pane is not None and widget.id != pane, "dimmed")
 
+    def lesson_bars(self) -> list[LessonBar]:
+        return [bar for screen in self.screen_stack for bar in screen.query(LessonBar)]
+
     def show_lesson(self) -> None:
-        bar = self.screen_stack[0].query_one(LessonBar)
-        bar.is_demo = self.session.info.is_demo
-        bar.progress = self.lesson
-        p = self.lesson
-        if p is not None and p.step.asks_for_a_number and p.answer is None:
-            bar.query_one("#lesson-number", Input).focus()
+        for bar in self.lesson_bars():
+            bar.is_demo = self.session.info.is_demo
+            bar.progress = self.lesson
+
+    def say_in_lesson(self, hint: str) -> None:
+        """Said in the bar, where the learner is reading, not in a toast over it."""
+        for bar in self.lesson_bars():
+            bar.hint = hint
+
+    def focus_after_lesson_number(self) -> None:
+        """The step's pane, so z zooms it and the arrows scroll it; on a deeper screen, its
+        sheet."""
+        if self.screen is self.screen_stack[0]:
+            pane = self.lesson.step.pane if self.lesson else None
+            self.screen.query_one(f"#{pane or 'attention'}").focus()
+        else:
+            self.screen.set_focus(None)
+            self.screen.focus_next()
 
     def action_lesson_answer(self, choice: int) -> None:
         p = self.lesson
-        if p.answer is not None or not 1 <= choice <= len(p.step.choices):
-            return
-        self.answer_lesson(choice - 1)
+        if p.answer is not None:
+            self.say_in_lesson("answered: space for the next step")
+        elif p.step.asks_for_a_number:
+            self.start_number(str(choice))
+        elif 1 <= choice <= len(p.step.choices):
+            self.answer_lesson(choice - 1)
+        else:
+            self.say_in_lesson(f"{choice} is not one of the choices 1-{len(p.step.choices)}")
+
+    def start_number(self, digit: str) -> None:
+        """A digit opens the answer box with it; one typed before the box has the focus
+        follows it there."""
+        number = self.screen.query_one(LessonNumber)
+        number.value += digit
+        number.cursor_position = len(number.value)
+        number.focus()
 
     def lesson_number(self, text: str) -> None:
         try:
             number = float(text)
         except ValueError:
-            self.notify(f"{text!r} is not a number", severity="warning", markup=False)
+            self.say_in_lesson(f"{text!r} is not a number: type one, or esc")
             return
         self.answer_lesson(number)
-        self.focus_panes()
+        self.focus_after_lesson_number()
 
     def answer_lesson(self, answer: int | float) -> None:
         self.lesson = self.lesson.answered(answer)
@@ -192,9 +270,9 @@ class LessonActions:
     def action_lesson_next(self) -> None:
         p = self.lesson
         if p.answer is None:
-            self.notify("answer first: the model's numbers come after your guess", timeout=3)
+            self.say_in_lesson("answer first: the model's numbers come after your guess")
         elif p.next() is None:
-            self.notify("that was the lesson's last step: L for another, X leaves", timeout=3)
+            self.say_in_lesson("that was the last step: L for another lesson, X leaves")
         else:
             self.lesson = p.next()
             self.set_up_step()

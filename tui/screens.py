@@ -27,6 +27,7 @@ from textual.worker import Worker, WorkerState
 
 from gpt2scope.engine import State
 from gpt2scope.tui.keys import BACK, bindings
+from gpt2scope.tui.lesson_bar import LessonBar
 from gpt2scope.tui.messages import Branch
 from gpt2scope.tui.report import run_json
 from gpt2scope.tui.session import Scope
@@ -123,12 +124,18 @@ class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
         arrows = any(k.key in ("up", "down") for k in self.spec.keys)
         sheet = PagedSheet if arrows else Sheet
         yield sheet(self.spec).data_bind(scope=DeeperScreen.page)
+        yield LessonBar()
         # ctrl+p still opens the palette: its footer label would push the screen's keys off
         yield LeanFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one(Sheet).focus()
         self.watch(self.app, "scope", self.follow)
+        bar = self.query_one(LessonBar)
+        bar.is_demo, bar.progress = self.app.session.info.is_demo, self.app.lesson
+        step = self.app.lesson and self.app.lesson.step
+        if step and step.screen == self.spec.id and step.cursor is not None:
+            self.cursor = step.cursor  # a lesson step opens it where it says to look
 
     @property
     def computing(self) -> bool:

@@ -10,6 +10,8 @@ a teacher's own). Its format is in docs/lessons.md; in short:
     layer = 0                           # optional, as head and query (negative: from the end)
     query = 0
     pane = "attention"                  # the pane to look at; the others are dimmed
+    screen = "stages"                   # optional: a deeper screen to open (its id)
+    cursor = 3                          # optional: its cursor (the step-through's stage, 0-4)
     look = "..."                        # at most three lines
     ask = "How much weight does the first token put on itself?"
     choices = [["less than half", 0.5], ["more than half, not all", 0.9999], ["all of it", 1.0]]
@@ -29,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpt2scope.tui.lessons.measures import MEASURES
+from gpt2scope.tui.lessons.measures import MEASURES, PICKS
+from gpt2scope.tui.views import SCREEN_BY_ID
 
 HERE = Path(__file__).parent
 PANE_IDS = ("embeddings", "attention", "probabilities", "query", "qkv", "continuation")
@@ -51,6 +54,9 @@ class Step:
     head: int | None = None
     query: int | None = None
     pane: str | None = None
+    screen: str | None = None
+    cursor: int | None = None  # the screen's cursor: on the step-through, the stage
+    pick: str | None = None  # chooses layer and head on the model: a function of PICKS
     choices: tuple[tuple[str, float | str], ...] = ()
     args: dict[str, Any] = field(default_factory=dict)
     gpt2_small: str = ""
@@ -91,6 +97,10 @@ def step(path: Path, index: int, data: dict) -> Step:
         raise LessonError(f"{where}: no measure {data['measure']!r}: {', '.join(MEASURES)}")
     if data.get("pane") is not None and data["pane"] not in PANE_IDS:
         raise LessonError(f"{where}: pane must be one of {', '.join(PANE_IDS)}")
+    if data.get("screen") is not None and data["screen"] not in SCREEN_BY_ID:
+        raise LessonError(f"{where}: screen must be one of {', '.join(SCREEN_BY_ID)}")
+    if data.get("pick") is not None and data["pick"] not in PICKS:
+        raise LessonError(f"{where}: no pick {data['pick']!r}: {', '.join(PICKS)}")
     if data["look"].count("\n") >= MAX_LOOK_LINES:
         raise LessonError(f"{where}: `look` is more than {MAX_LOOK_LINES} lines")
     choices = data.get("choices", [])

@@ -11,13 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpt2scope.engine import AblationMode, SamplingParams, attribution, gpt2_tokenizer
+from gpt2scope.engine import AblationMode, RunView, SamplingParams, attribution, gpt2_tokenizer
 from gpt2scope.engine.ablation import NO_ABLATION, Ablation
-from gpt2scope.engine.analysis import attention_stages, head_stats
-from gpt2scope.engine.attribution import ablated, default_target
-from gpt2scope.engine.sampling import distributions, entropy_bits
+from gpt2scope.engine.analysis import attention_stages, head_stats, softmax
+from gpt2scope.engine.attribution import Component, ablated, default_target
+from gpt2scope.engine.sampling import distributions
+from gpt2scope.engine.sampling import entropy_bits as distribution_entropy
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces
+from gpt2scope.tui.views.query import entropy_bits
 
 Measured = dict[str, Any]
 
@@ -51,9 +53,9 @@ def scaling(scope: Scope, args: dict) -> Measured:
     stages = attention_stages(scope.view, s.layer, s.head, scope.query)
     raw = stages.row.raw_scores[: scope.query + 1]
     d = len(stages.q)
-    scaled = _softmax(raw / math.sqrt(d))
-    unscaled = _softmax(raw)
-    h_scaled, h_unscaled = _entropy(scaled), _entropy(unscaled)
+    scaled = softmax(raw / math.sqrt(d))
+    unscaled = softmax(raw)
+    h_scaled, h_unscaled = entropy_bits(scaled), entropy_bits(unscaled)
     value = (
         "same"
         if abs(h_scaled - h_unscaled) < 1e-3
@@ -67,20 +69,61 @@ def scaling(scope: Scope, args: dict) -> Measured:
         "entropy_unscaled": h_unscaled,
         "top_scaled": float(scaled.max()),
         "top_unscaled": float(unscaled.max()),
+        "why": SCALING_WHY.get(value, ""),
+    }
+
+
+SCALING_WHY = {
+    "unscaled": "Dividing the scores by a number above 1 always flattens a softmax: without it "
+    "the dot products, which grow with d_head, push the softmax towards one key.",
+    "same": "This row is saturated either way (or has one key): pick another head (, .) or "
+    "query (← →) to see the difference.",
+}  # a softmax of scores divided by more than 1 is never more peaked: no "scaled" sentence
+
+
+def head_size(scope: Scope, args: dict) -> Measured:
+    """d_head: how many numbers one head's q, k and v have."""
+    config = scope.view.config
+    d = len(attention_stages(scope.view, scope.settings.layer, scope.settings.head, 0).q)
+    return {"value": d, "n_embd": config.n_embd, "n_head": config.n_head}
+
+
+def masked_keys(scope: Scope, args: dict) -> Measured:
+    """The query's scores for the keys after it, once masked (stage 3 of the step-through)."""
+    s, q = scope.settings, scope.query
+    scores = attention_stages(scope.view, s.layer, s.head, q).row.scores
+    after = scores[q + 1 :]
+    value = "-inf" if len(after) and np.isneginf(after).all() else f"{float(after.max()):g}"
+    return {"value": value, "masked": len(after), "visible": q + 1}
+
+
+def z_length(scope: Scope, args: dict) -> Measured:
+    """|z| against the longest value vector among the keys the query sees."""
+    s, q = scope.settings, scope.query
+    stages = attention_stages(scope.view, s.layer, s.head, q)
+    norms = np.linalg.norm(stages.v[: q + 1], axis=-1)
+    z = float(np.linalg.norm(stages.row.z))
+    longest = int(norms.argmax())
+    return {
+        "value": "longer" if z > float(norms[longest]) * (1 + 1e-6) else "not longer",
+        "z_norm": z,
+        "v_max": float(norms[longest]),
+        "longest": longest,
+        "token": scope.pieces[longest].label,
     }
 
 
 def first_token_weight(scope: Scope, args: dict) -> Measured:
     """The selected head's weight of query 0 on key 0, and the row's entropy."""
     row = scope.attn.pattern_row(0)[:1]
-    return {"value": float(row[0]), "weight": float(row[0]), "entropy": _entropy(row)}
+    return {"value": float(row[0]), "weight": float(row[0]), "entropy": entropy_bits(row)}
 
 
 def row_entropy(scope: Scope, args: dict) -> Measured:
     """The query's row entropy against the most it could be, log2(number of keys)."""
     q = scope.query
     row = scope.attn.pattern_row(q)[: q + 1]
-    h, most = _entropy(row), math.log2(q + 1)
+    h, most = entropy_bits(row), math.log2(q + 1)
     return {
         "value": h / most if most else 1.0,
         "entropy": h,
@@ -118,8 +161,8 @@ def temperature_effect(scope: Scope, args: dict) -> Measured:
         "temperature": t,
         "p_at_1": p1,
         "p_at_t": pt,
-        "entropy_at_1": entropy_bits(at_1),
-        "entropy_at_t": entropy_bits(at_t),
+        "entropy_at_1": distribution_entropy(at_1),
+        "entropy_at_t": distribution_entropy(at_t),
     }
 
 
@@ -138,6 +181,50 @@ def lens_layer(scope: Scope, args: dict) -> Measured:
     }
 
 
+def top_component(scope: Scope, args: dict) -> Measured:
+    """Which kind of component pushes the intact model's predicted token most directly (its
+    direct logit attribution): a head, an MLP, or another term (embeddings, a bias)."""
+    intact = ablated(scope.view, NO_ABLATION)
+    target = default_target(intact, scope.query)
+    best = _top_push(intact, scope.query, target)
+    kind = "head" if best.head is not None else "mlp" if best.name.endswith(".mlp") else "other"
+    return {
+        "value": kind,
+        "name": best.name,
+        "push": best.value,
+        "token": Pieces(gpt2_tokenizer())(target).label,
+    }
+
+
+def scaling_head(scope: Scope) -> tuple[int, int]:
+    """The head whose row at the query the ÷√d_head flattens most (entropy gained, bits):
+    where the point of the scale shows best."""
+    config, q = scope.view.config, scope.query
+    heads = [(layer, head) for layer in range(config.n_layer) for head in range(config.n_head)]
+
+    def gain(at: tuple[int, int]) -> float:
+        raw = attention_stages(scope.view, *at, q).row.raw_scores[: q + 1].astype(np.float64)
+        return entropy_bits(softmax(raw / math.sqrt(config.n_embd // config.n_head))) - (
+            entropy_bits(softmax(raw))
+        )
+
+    return max(heads, key=gain)
+
+
+def top_head(scope: Scope) -> tuple[int, int]:
+    """The head that pushes the intact model's predicted token most directly."""
+    intact = ablated(scope.view, NO_ABLATION)
+    target = default_target(intact, scope.query)
+    best = _top_push(intact, scope.query, target, heads_only=True)
+    return best.layer, best.head
+
+
+def _top_push(view: RunView, position: int, target: int, heads_only: bool = False) -> Component:
+    dla = attribution(view, position, target)
+    parts = [c for c in dla.components if c.head is not None or not heads_only]
+    return max(parts, key=lambda c: c.value)
+
+
 def knock_out_effect(scope: Scope, args: dict) -> Measured:
     """The selected head's direct push on the intact model's predicted token, and that
     token's probability with the head knocked out (whatever the panes knock out now)."""
@@ -149,24 +236,25 @@ def knock_out_effect(scope: Scope, args: dict) -> Measured:
     off = ablated(intact, Ablation(AblationMode.ZERO, frozenset({(s.layer, s.head)})))
     before = float(torch.softmax(intact.logits.float(), -1)[target])
     after = float(torch.softmax(off.logits.float(), -1)[target])
+    moved = float(off.logits[target] - intact.logits[target])
     return {
         "value": "down" if after < before else "up",
         "push": push,
         "before": before,
         "after": after,
+        "moved": moved,
+        "compensation": _compensation(push, moved),
         "token": Pieces(gpt2_tokenizer())(target).label,
         "head": f"L{s.layer}H{s.head}",
     }
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
-def _entropy(p: np.ndarray) -> float:
-    p = p[p > 0]
-    return float(-(p * np.log2(p)).sum()) + 0.0
+def _compensation(push: float, moved: float) -> str:
+    """The knock-out's logit change against the head's direct push, in a sentence."""
+    said = f"Its logit moves {moved:+.2f}, where the direct push alone would be {-push:+.2f}"
+    if abs(moved) < abs(push):
+        return f"{said}: the layers after it make up for part of it."
+    return f"{said}: the layers after it add to it."
 
 
 MEASURES: dict[str, Callable[[Scope, dict], Measured]] = {
@@ -175,11 +263,19 @@ MEASURES: dict[str, Callable[[Scope, dict], Measured]] = {
         token_count,
         embedding_sum,
         scaling,
+        head_size,
+        masked_keys,
+        z_length,
         first_token_weight,
         row_entropy,
         strongest_head,
         temperature_effect,
         lens_layer,
+        top_component,
         knock_out_effect,
     )
+}
+# What a step's `pick` can select (layer and head), on the model and prompt on screen.
+PICKS: dict[str, Callable[[Scope], tuple[int, int]]] = {
+    f.__name__: f for f in (scaling_head, top_head)
 }

@@ -9,13 +9,15 @@ from rich.text import Text
 
 from gpt2scope.tui.lessons import Lesson, Step, correct_choice
 from gpt2scope.tui.lessons.measures import Measured
+from gpt2scope.tui.views.common import append_if_fits
 from gpt2scope.tui.views.page import UNJUSTIFIED
 
 HEADING = "bold"
 ASK = "bold"
 RIGHT = "bold green"
 WRONG = "bold yellow"
-DIM = "dim"
+DIM = "italic"  # not Rich's dim: the bar must read on a projector, light themes too
+HINT = "bold italic"
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,16 @@ def verdict(step: Step, answer: int | float, value: float | str) -> tuple[str, s
     return (f"{'close' if close else 'off'}: {off:.2f} from it", RIGHT if close else WRONG)
 
 
-def lesson_lines(p: Progress, width: int, is_demo: bool) -> list[Text]:
-    """The bar: a heading, what to look at, the question or the reveal, and the next key."""
+def lesson_lines(
+    p: Progress, width: int, is_demo: bool, hint: str = "", short: bool = False
+) -> list[Text]:
+    """The bar: a heading, what to look at, the question or the reveal, the next key, and
+    why the last key did nothing (`hint`). On a `short` screen a revealed step drops what
+    to look at, which the learner has read, to leave its pane the height."""
     step = p.step
-    heading = Text(f"Lesson: {p.lesson.title} · step {p.index + 1}/{len(p.lesson.steps)}", HEADING)
-    heading.append("   X leaves, L lists the lessons", DIM)
-    lines = [heading, Text(flowing(step.look))]
+    lines = [heading(p, width)]
+    if not (short and p.measured is not None):
+        lines.append(Text(flowing(step.look)))
     if p.answer is None:
         lines.append(Text(step.ask, ASK))
         if step.choices:
@@ -83,14 +89,26 @@ def lesson_lines(p: Progress, width: int, is_demo: bool) -> list[Text]:
                 choices.append(f"{text}   ")
             lines.append(choices)
         else:
-            lines.append(Text("type a number below and press enter", DIM))
+            lines.append(Text("type a number: a digit starts it", DIM))
     elif p.error:
         lines.append(Text(f"could not measure it: {p.error}", WRONG))
     elif p.measured is None:
         lines.append(Text("measuring on the loaded model…", DIM))
     else:
         lines += reveal_lines(p, is_demo)
+    if hint:
+        lines.append(Text(hint, HINT))
     return [part for line in lines for part in line.wrap(UNJUSTIFIED, width)]
+
+
+def heading(p: Progress, width: int) -> Text:
+    """One line: the lesson's title cut to fit, the step, and the keys when there is room."""
+    where = f" · step {p.index + 1}/{len(p.lesson.steps)}"
+    text = Text(f"Lesson: {p.lesson.title}", HEADING)
+    text.truncate(max(width - len(where), 10), overflow="ellipsis")
+    text.append(where, HEADING)
+    append_if_fits(text, Text("   X leaves, L lists the lessons", DIM), width)
+    return text
 
 
 def flowing(text: str) -> str:
@@ -107,12 +125,7 @@ def reveal_lines(p: Progress, is_demo: bool) -> list[Text]:
     lines = [line, Text("Measured on this model now:", DIM)]
     lines.append(Text(flowing(step.reveal.format(**measured))))
     if is_demo and step.gpt2_small:
-        lines.append(
-            Text(
-                "This is the small demo model. GPT-2 small: " + " ".join(step.gpt2_small.split()),
-                DIM,
-            )
-        )
+        lines.append(Text("Those are the demo model's numbers. " + flowing(step.gpt2_small), DIM))
     lines.append(
         Text("space: the next step" if not p.last else "the end: L for another lesson", DIM)
     )

@@ -9,6 +9,7 @@ import numpy as np
 from rich.cells import cell_len
 from rich.text import Text
 
+from gpt2scope.engine.ablation import AblationMode
 from gpt2scope.tui.session import TOP_KEYS, Scope
 from gpt2scope.tui.views.common import (
     Drawn,
@@ -75,7 +76,7 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
         ),
         width,
     )
-    writes = writes_line(a.writes(query), a.pieces, width, "writes", numbers=width >= 60)
+    writes = writes_of(scope, width)
     heading = [title, entropy_line(weights, width), writes, Text(header, DIM)]
     widths = (index_width, label_width, bar_width, scored)
 
@@ -91,6 +92,15 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
         return line
 
     return Drawn(Lines(draw, range(len(heading) + n_keys + 1)), pinned=len(heading))
+
+
+def writes_of(scope: Scope, width: int) -> Text:
+    """What the head writes at the query; a head knocked out to 0 writes nothing, said so
+    rather than listing the ties of an all-zero write."""
+    a, s, ablation = scope.attn, scope.settings, scope.view.ablation
+    if (s.layer, s.head) in ablation.heads and ablation.mode == AblationMode.ZERO:
+        return Text("writes nothing: knocked out (z = 0); o brings it back", DIM)
+    return writes_line(a.writes(scope.query), a.pieces, width, "writes", numbers=width >= 60)
 
 
 def entropy_bits(weights: np.ndarray) -> float:

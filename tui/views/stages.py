@@ -23,13 +23,14 @@ import numpy as np
 from rich.cells import cell_len
 from rich.text import Text
 
-from gpt2scope.engine.analysis import AttentionStages, attention_stages, numpy
+from gpt2scope.engine.analysis import AttentionStages, attention_stages, numpy, softmax
 from gpt2scope.engine.run import RunView
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces
 from gpt2scope.tui.views.common import Drawn, append_if_fits, count, piece_text
 from gpt2scope.tui.views.page import LazyLines, Page, not_ready, page_note, wrapped_note
 from gpt2scope.tui.views.qkv import vector
+from gpt2scope.tui.views.query import entropy_bits
 from gpt2scope.tui.views.spec import Cursor, Key, ScreenSpec, view_identity
 from gpt2scope.tui.views.style import (
     BOLD,
@@ -244,6 +245,17 @@ def table_summary(s: Stages, scope: Scope, stage: int) -> Text:
     return text
 
 
+def scaling_line(s: Stages) -> Text:
+    """The softmax with and without ÷√d_head side by side: why the scale is there, seen."""
+    visible = s.query + 1
+    unscaled = softmax(s.raw_scores[:visible].astype(np.float64))
+    scaled = s.pattern[:visible]
+    text = Text(f"entropy {entropy_bits(scaled):.2f} bits, top {percent(float(scaled.max()))}")
+    text.append(" · without ÷√d: ", NOTE)
+    text.append(f"{entropy_bits(unscaled):.2f} bits, top {percent(float(unscaled.max()))}")
+    return text
+
+
 def check_line(s: Stages) -> Text:
     """The last stage against the engine's own head output, to the last digit that matters."""
     delta = float(np.abs(s.z - s.engine_z).max()) if len(s.z) else 0.0
@@ -327,7 +339,10 @@ def render_stages(page: Page[Stages], width: int, height: int) -> Drawn:
     focus = s.query if stage < SOFTMAX else int(np.argmax(s.pattern))
     if stage < N_STAGES - 1:
         c = Columns.fit(scope, s, stage, width)
-        head += [table_summary(s, scope, stage), *c.header(s, stage)]
+        head.append(table_summary(s, scope, stage))
+        if stage == SOFTMAX:
+            head.append(scaling_line(s))
+        head += c.header(s, stage)
         k_scale = float(np.abs(s.k).max()) or 1.0
         row = partial(key_row, s, scope, c, stage=stage, k_scale=k_scale)
         return table(head, len(s.raw_scores), row, focus, width)
