@@ -190,7 +190,8 @@ def sizes_section(args: argparse.Namespace, plan: Plan, model_dir: Path) -> list
     from benchmarks import sizes_bench
 
     bandwidth = engine_bench.stream_bandwidth(plan.stream_bytes, plan.stream_repeats, args.device)
-    return sizes_bench.measure(args.sizes, model_dir / "sizes", bandwidth, args.threads)
+    directory, named = model_dir / "sizes", "quick" if args.quick else "full"
+    return sizes_bench.measure(args.sizes, directory, bandwidth, args.threads, named)
 
 
 def main(argv: list[str] | None = None) -> int:

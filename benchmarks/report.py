@@ -295,8 +295,30 @@ def sizes_rows(sizes: list[dict]) -> list[Row]:
                 "floor",
             ),
             Row(f"{name}: prefill {s['prefill_tokens']} tokens", f"{s['prefill_s']:.1f} s"),
+            *app_rows(name, s["ui"]),
         ]
     return rows
+
+
+def app_rows(name: str, u: dict) -> list[Row]:
+    """The app on a model of this size: its slowest pane's render, and key to repaint."""
+    pane, slowest = max(u["render_ms"].items(), key=lambda item: item[1])
+    key = u["key_repaint_ms"]
+    return [
+        Row(
+            f"{name}: slowest pane render ({pane}), {u['tokens']} tokens",
+            ms(slowest),
+            target=f"<= {targets.PANE_RENDER_MS:.0f} ms",
+            met=slowest <= targets.PANE_RENDER_MS,
+        ),
+        Row(
+            f"{name}: key press to repaint while generating (median of {u['presses']}, "
+            f"max {u['key_repaint_max_ms']:.0f} ms)",
+            ms(key),
+            target=f"<= {targets.KEY_REPAINT_MS:.0f} ms",
+            met=key <= targets.KEY_REPAINT_MS,
+        ),
+    ]
 
 
 def table(results: dict) -> str:

@@ -4,12 +4,14 @@ The parent streams a float32 checkpoint to disk tensor by tensor (never the whol
 memory), then measures each size and dtype in a fresh process, `python -m
 benchmarks.sizes_bench WEIGHTS --dtype D`, which prints one JSON line: reading the file
 with plain reads against loading it, the peak RSS of loading against the file's size, a
-decode step (sample and step, as the app does) and one prefill of the whole context.
+decode step (sample and step, as the app does), one prefill of the whole context, and the
+app's pane renders and key-to-repaint while generating (`ui_bench.app_timings`).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import struct
@@ -22,6 +24,7 @@ import torch
 
 from benchmarks.checkpoint import SIZES, Size
 from benchmarks.memory import peak_rss_bytes
+from benchmarks.plan import PLANS, Plan
 
 SHAPES = {
     "medium": Size(n_layer=24, n_head=16, n_embd=1024, n_positions=1024),
@@ -99,8 +102,9 @@ def params_bytes(model) -> int:
     return sum(t.untyped_storage().nbytes() for t in model.tensors)
 
 
-def measure_child(weights: Path, dtype: str) -> dict:
-    """In this process: read, load, decode, prefill; the figures of one size and dtype."""
+def measure_child(weights: Path, dtype: str, plan: Plan) -> dict:
+    """In this process: read, load, decode, prefill, then the app on the loaded model (at
+    `plan`'s run length and key presses); the figures of one size and dtype."""
     from benchmarks.engine_bench import prefill_in_chunks, random_ids, weight_bytes_per_token
     from gpt2scope.engine import SamplingParams, load_model, sample
     from gpt2scope.tui.heap import return_freed_memory
@@ -127,6 +131,7 @@ def measure_child(weights: Path, dtype: str) -> dict:
     start = time.perf_counter()
     model.start(ids)
     prefill_s = time.perf_counter() - start
+    run_peak = peak_rss_bytes()  # before the app's own run adds to it
     return {
         "dtype": dtype,
         "file_bytes": file.stat().st_size,
@@ -140,13 +145,24 @@ def measure_child(weights: Path, dtype: str) -> dict:
         "weight_bytes_per_token": weight_bytes_per_token(model),
         "prefill_tokens": n_ctx,
         "prefill_s": prefill_s,
-        "run_peak_rss_bytes": peak_rss_bytes(),
+        "run_peak_rss_bytes": run_peak,
+        "ui": app_timings(model, plan),
     }
 
 
-def measure(sizes: list[str], directory: Path, bandwidth: float, threads: int) -> list[dict]:
+def app_timings(model, plan: Plan) -> dict:
+    # Imported only now: Textual and the app are no part of the RSS measured before loading.
+    from benchmarks import ui_bench
+
+    return asyncio.run(ui_bench.app_timings(model, plan))
+
+
+def measure(
+    sizes: list[str], directory: Path, bandwidth: float, threads: int, plan: str
+) -> list[dict]:
     """Every size in `sizes` (keys of SHAPES) in every dtype of DTYPES, each in its own
-    process, with its decode step over the bandwidth floor (its weights / `bandwidth`)."""
+    process, with its decode step over the bandwidth floor (its weights / `bandwidth`);
+    `plan` (a key of PLANS) sets the app's run and key presses."""
     rows = []
     for name in sizes:
         start = time.perf_counter()
@@ -154,7 +170,7 @@ def measure(sizes: list[str], directory: Path, bandwidth: float, threads: int) -
         write_s = time.perf_counter() - start
         for dtype in DTYPES:
             command = [sys.executable, "-m", "benchmarks.sizes_bench", str(weights)]
-            command += ["--dtype", dtype, "--threads", str(threads)]
+            command += ["--dtype", dtype, "--threads", str(threads), "--plan", plan]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise RuntimeError(f"sizes child for {name} {dtype} failed:\n{done.stderr[-2000:]}")
@@ -170,10 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("weights", type=Path)
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--plan", choices=PLANS, default="full")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     with torch.no_grad():
-        print(json.dumps(measure_child(args.weights, args.dtype)))
+        print(json.dumps(measure_child(args.weights, args.dtype, PLANS[args.plan])))
     return 0
 
 

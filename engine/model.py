@@ -40,6 +40,12 @@ class Model:
         """Where the weights live: cpu, cuda or mps."""
         return self.params.wte.device.type
 
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        """What the weight matrices are held in (`load_model`'s dtype); the maths may run
+        in another (see `compute_dtype`)."""
+        return self.params.wte.dtype
+
     def start(self, token_ids: list[int], ablation: Ablation = NO_ABLATION) -> Run:
         """A new run with the tokens prefilled through the KV cache."""
         run = self.new_run(ablation)

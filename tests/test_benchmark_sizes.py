@@ -43,5 +43,7 @@ def test_the_sizes_rows_come_out_for_each_dtype(tmp_path):
     f32, bf16 = rows
     assert bf16["params_bytes"] < 0.51 * f32["params_bytes"]
     assert all(r["load_peak_rss_bytes"] >= r["rss_before_load_bytes"] for r in rows)
+    assert all(r["ui"]["presses"] >= 1 and r["ui"]["key_repaint_ms"] > 0 for r in rows)
     for label in ("tiny float32: load", "tiny bfloat16: peak RSS", "tiny float32: prefill 128"):
         assert label in done.stdout
+    assert "tiny bfloat16: key press to repaint while generating" in done.stdout

@@ -13,8 +13,9 @@ import torch
 
 from gpt2scope.engine import gpt2, kernels, load_model
 from gpt2scope.engine.gpt2 import Linear
-from gpt2scope.tui.cli import main
+from gpt2scope.tui.cli import main, opened
 from tests.conftest import write_checkpoint
+from tests.driver import make_app, options, settle
 
 HALVES = [torch.float16, torch.bfloat16]
 # Unit roundoff: a weight rounded to the dtype is off by at most this, relatively.
@@ -120,8 +121,30 @@ def test_every_view_and_screen_reads_as_float32_on_the_rounded_weights(rounded, 
         assert main([*args, *more]) == 0
         return json.loads(capsys.readouterr().out)
 
-    half, full = run("--dtype", str(dtype).removeprefix("torch.")), run()
+    name = str(dtype).removeprefix("torch.")
+    half, full = run("--dtype", name), run()
+    assert (half["model"].pop("dtype"), full["model"].pop("dtype")) == (name, "float32")
     assert close(half, full, path="run")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("dtype", ["float32", *(str(d).removeprefix("torch.") for d in HALVES)])
+async def test_the_status_line_says_when_the_weights_are_in_half_precision(checkpoint, dtype):
+    """Half precision moves every number on screen a little: the model's label says so, and
+    what float32 is, as it was before --dtype, goes unsaid."""
+    _, model, info = opened(options(weights=str(checkpoint), dtype=dtype, device="cpu"))
+    app = make_app(model, prompt="Hello")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        status = str(app.query_one("#status").render())
+    said = f"tiny {info.size} (path) on cpu · {dtype}"
+    assert (said in status) == (dtype != "float32")
+    assert f"tiny {info.size} (path) on cpu" in status
 
 
 def close(a: object, b: object, path: str) -> bool:

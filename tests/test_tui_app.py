@@ -526,6 +526,28 @@ async def test_d_downloads_gpt2_small_and_switches_to_it(tiny_model, fake_hub):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+async def test_d_loads_gpt2_small_in_the_dtype_the_app_was_opened_with(
+    tiny_checkpoint, fake_hub, dtype
+):
+    """On the demo opened with --dtype, GPT-2 small comes in that dtype too: its logits are
+    those of the downloaded checkpoint held in it, and the status line says so."""
+    app = make_app(load_model(DEMO_DIR, dtype=dtype), name="demo", origin="demo", prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("D")
+        await wait_for(pilot, lambda: app.session.info.origin == "hub cache")
+        await settle(pilot)
+        assert app.model.weights_dtype == dtype
+        said = str(dtype).removeprefix("torch.")
+        assert f"(hub cache) on cpu · {said}" in str(app.query_one("#status").render())
+        held = load_model(tiny_checkpoint, dtype=dtype).start(tokens(app)).logits
+        full = load_model(tiny_checkpoint).start(tokens(app)).logits
+        torch.testing.assert_close(app.scope.view.logits, held)
+        assert not torch.equal(held, full)  # float32 would have failed the check above
+
+
+@pytest.mark.slow
 async def test_the_download_shows_its_progress_and_esc_cancels_it(tiny_model, monkeypatch):
     held = HeldDownload()
     monkeypatch.setattr(gpt2scope.tui.download_screen, "download", held)

@@ -485,7 +485,8 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
         # minute without looking at `cancel`. Quitting then would hang on a blank screen.
         self.fetching = threading.Thread(
             target=fetch_gpt2,
-            args=(self.post_message, cancel, self.device),
+            # GPT-2 small as the demo was opened: on the same device, in the same dtype
+            args=(self.post_message, cancel, self.device, self.model.weights_dtype),
             name="download GPT-2 small",
             daemon=True,
         )

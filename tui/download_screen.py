@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import torch
 from rich.filesize import decimal
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -27,9 +28,11 @@ def fetch_gpt2(
     post: Callable[[FetchProgress | Fetched | FetchFailed], object],
     cancel: threading.Event,
     device: str,
+    dtype: torch.dtype,
 ) -> None:
-    """On a worker thread: download GPT-2 small, load it, and post the outcome. After a
-    cancel it posts nothing: the dialog is gone, and nothing partial is ever loaded."""
+    """On a worker thread: download GPT-2 small, load it onto `device` with its weights held
+    in `dtype`, and post the outcome. After a cancel it posts nothing: the dialog is gone,
+    and nothing partial is ever loaded."""
 
     def progress(file: str, done: int, total: int | None) -> None:
         post(FetchProgress(file, done, total))
@@ -37,7 +40,7 @@ def fetch_gpt2(
     try:
         download(GPT2_SMALL, progress=False, cancel=cancel, on_progress=progress)
         if not cancel.is_set():
-            post(Fetched(*open_model(GPT2_SMALL, device)))
+            post(Fetched(*open_model(GPT2_SMALL, device, dtype)))
     except DownloadCancelled:
         pass
     except OpenError as e:

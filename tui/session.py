@@ -60,10 +60,12 @@ class ModelInfo:
     n_params: int
     config: GPT2Config
     device: str  # where the model runs: cpu, cuda or mps
+    dtype: str  # what its weights are held in: float32, bfloat16 or float16
 
     @classmethod
     def of(cls, model: Model, name: str, origin: str, description: str) -> ModelInfo:
-        return cls(name, origin, description, model.n_params, model.config, model.device)
+        dtype = str(model.weights_dtype).removeprefix("torch.")
+        return cls(name, origin, description, model.n_params, model.config, model.device, dtype)
 
     @property
     def is_demo(self) -> bool:

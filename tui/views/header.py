@@ -29,8 +29,10 @@ KNOCKED_OUT = Style(color="black", bgcolor="magenta", bold=True)
 
 def model_label(scope: Scope) -> Text:
     info = scope.info
+    # float32 is what a model is unless told otherwise; half precision changes its numbers.
+    held = "" if info.dtype == "float32" else f" · {info.dtype}"
     return Text.assemble(
-        (visible(info.name), "bold"), f" {info.size} ({info.origin}) on {info.device}"
+        (visible(info.name), "bold"), f" {info.size} ({info.origin}) on {info.device}{held}"
     )
 
 
