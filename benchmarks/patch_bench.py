@@ -99,7 +99,7 @@ async def screen_repaint_ms(model: Model, presses: int) -> dict:
     from gpt2scope.tui.views.patching import EXAMPLES, Patching
     from tests.driver import make_app, settle
 
-    app = make_app(model, "bench", "path", prompt=EXAMPLES[0].clean, length=0)
+    app = make_app(model, "bench", "path", prompt=EXAMPLES[1].clean, length=0)  # indirect object
     painted: list[tuple[float, int]] = []
     latencies: list[float] = []
     async with app.run_test(size=(WIDTH, HEIGHT)) as pilot:

@@ -45,7 +45,7 @@ def test_deeper_screen(snap_compare, tiny_model, screen):
 @pytest.mark.slow
 def test_patching_screen(snap_compare, tiny_model):
     """The induction example's maps, the heads map's cell L1H2 applied."""
-    app = make_app(tiny_model, prompt=EXAMPLES[2].clean, length=0, temperature=0)
+    app = make_app(tiny_model, prompt=EXAMPLES[0].clean, length=0, temperature=0)
 
     async def run_before(pilot) -> None:
         await settle(pilot)

@@ -324,8 +324,9 @@ def test_text_prints_the_patching_maps(capsys, tiny_checkpoint):
     )
     assert code == 0
     patching = out[out.index("== Patching") :]
-    for name in ("resid_pre", "attn_out", "mlp_out", "heads"):
-        assert f"{name} (1 = clean restored)" in patching
+    for name in ("resid_pre", "attn_out", "mlp_out"):  # the columns mark the changed tokens
+        assert f"{name} (1 = clean restored, *clean ≠ corrupted):" in patching
+    assert "heads (1 = clean restored):" in patching
     assert "corrupt The│␣dog│␣ran" in patching
 
 

@@ -247,7 +247,7 @@ def demo_induction():
     from gpt2scope.weights import DEMO_DIR
 
     tok, model = gpt2_tokenizer(), load_model(DEMO_DIR)
-    example = EXAMPLES[2]
+    example = EXAMPLES[0]
     clean, corrupt = (
         model.start(tok.encode(example.clean)),
         model.start(tok.encode(example.corrupt)),

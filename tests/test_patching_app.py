@@ -11,7 +11,7 @@ from gpt2scope.tui.patching_screen import PatchingScreen
 from gpt2scope.tui.views.patching import EXAMPLES, Patching
 from tests.driver import make_app, settle, shown, wait_for
 
-EXAMPLE = EXAMPLES[2]  # the induction example
+EXAMPLE = EXAMPLES[0]  # the induction example
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ async def test_x_cycles_the_examples_and_each_has_prompts_of_equal_length(tiny_m
     app = make_app(tiny_model, prompt=EXAMPLE.clean, length=0)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_patching(pilot)
-        for example in (*EXAMPLES[:2], EXAMPLE):  # from the induction one, the next is the first
+        for example in (*EXAMPLES[1:], EXAMPLE):  # from the induction one, the next and back
             await pilot.press("x")
             await settle(pilot)
             s = state(app)
@@ -101,17 +101,64 @@ async def test_x_cycles_the_examples_and_each_has_prompts_of_equal_length(tiny_m
 
 
 @pytest.mark.anyio
-async def test_a_corrupted_prompt_of_another_length_is_refused_and_the_maps_stay(tiny_model):
+async def test_a_corrupted_prompt_of_another_length_is_refused_in_one_line_under_the_editors(
+    tiny_model,
+):
     app = make_app(tiny_model, prompt=EXAMPLE.clean, length=0)
     async with app.run_test(size=(80, 24)) as pilot:
         before = await open_patching(pilot)
         await pilot.press("e")
-        app.screen.query_one("#corrupt").value = "A shorter prompt"
+        editor = app.screen.query_one("#corrupt")
+        editor.value = "A shorter prompt"
         await pilot.press("enter")
         await settle(pilot)
         assert state(app).pair is before.pair
-        notes = [n.message for n in app._notifications]
-        assert any("tokens" in n and "needs as many" in n for n in notes), notes
+        tokenizer = app.session.pieces.tokenizer
+        n_clean, n_short = (
+            len(tokenizer.encode(EXAMPLE.clean)),
+            len(tokenizer.encode("A shorter prompt")),
+        )
+        line = app.screen.query_one("#refusal")
+        said = str(line.render())
+        assert line.region.height == 1 and line.region.y == editor.region.y + 1
+        assert f"clean {n_clean} tokens, corrupted {n_short}" in said and "edit one" in said
+        assert len(said) <= 80 and not app._notifications  # no 7-line toast
+        # The focus stays in the editor, to fix the text; esc puts back the pair shown.
+        assert app.screen.focused is editor and editor.value == "A shorter prompt"
+        await pilot.press("escape")
+        assert editor.value == EXAMPLE.corrupt and not line.region.height
+
+
+@pytest.mark.anyio
+async def test_p_reopens_as_it_was_left_after_applying_a_patch_and_generating(tiny_model):
+    app = make_app(tiny_model, prompt=EXAMPLE.clean, length=2, temperature=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_patching(pilot)
+        await pilot.press("v")  # the user's own answer and contrast
+        await settle(pilot)
+        await pilot.press("3", "m", "down", "right", "right", "enter")
+        await settle(pilot)
+        left = state(app)
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.press("g")
+        await settle(pilot)
+        await pilot.press("P")
+        await settle(pilot)
+        again = state(app)
+        assert (again.pair.answer, again.pair.contrast) == (left.pair.answer, left.pair.contrast)
+        assert (again.site, again.mode, again.layer, again.index) == ("mlp_out", "difference", 1, 2)
+        assert again.applied is not None and again.applied.patch == Patch("mlp_out", 1, 2)
+        assert app.screen.query_one("#corrupt").value == EXAMPLE.corrupt
+        assert "applied L1 mlp_out @2" in shown(app.screen.query_one("#patching"))
+        # A prompt run since is a new start: the screen opens on it afresh.
+        await pilot.press("escape")
+        app.show_prompt(EXAMPLE.clean)
+        await settle(pilot)
+        await pilot.press("P")
+        await settle(pilot)
+        fresh = state(app)
+        assert (fresh.site, fresh.mode, fresh.applied) == ("resid_pre", "exact", None)
 
 
 @pytest.mark.anyio

@@ -45,6 +45,7 @@ from gpt2scope.tui.keys import KEYS, LESSON_DIGITS, bindings, next_on_ladder
 from gpt2scope.tui.lesson_bar import LessonActions, LessonBar, LessonNumber
 from gpt2scope.tui.lessons import Lesson
 from gpt2scope.tui.messages import EngineEvent, Fetched, FetchFailed, FetchProgress, PromptLeft
+from gpt2scope.tui.patching_screen import Left as PatchingLeft
 from gpt2scope.tui.patching_screen import PatchingScreen
 from gpt2scope.tui.screens import DeeperActions, DeeperScreen
 from gpt2scope.tui.session import (
@@ -117,6 +118,7 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
         self.told_too_small = False
         # While the panes show a patched run: the clean and the corrupted prompt it came from.
         self.patched_prompts: tuple[str, str] | None = None
+        self.patching_left: PatchingLeft | None = None  # P reopens the patching screen so
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status").data_bind(ScopeApp.scope)

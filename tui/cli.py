@@ -24,6 +24,7 @@ from gpt2scope.tui.models import OpenError, open_model
 from gpt2scope.tui.report import Why
 from gpt2scope.tui.session import ModelInfo, Settings
 from gpt2scope.tui.text import visible
+from gpt2scope.tui.views.common import count
 from gpt2scope.weights import MODEL_NAMES
 
 if TYPE_CHECKING:
@@ -344,9 +345,9 @@ def check_settings(settings: Settings, config: GPT2Config) -> None:
     """Raise ValueError, in words for the command line, for a choice the model cannot take."""
     L, H = config.n_layer, config.n_head
     if not 0 <= settings.layer < L:
-        raise ValueError(f"--layer {settings.layer}: the model has {L} layers, 0..{L - 1}")
+        raise ValueError(f"--layer {settings.layer}: the model has {count(L, 'layer')}, 0..{L - 1}")
     if not 0 <= settings.head < H:
-        raise ValueError(f"--head {settings.head}: the model has {H} heads, 0..{H - 1}")
+        raise ValueError(f"--head {settings.head}: the model has {count(H, 'head')}, 0..{H - 1}")
     if settings.params.top_k > config.vocab_size:
         raise ValueError(f"--top-k {settings.params.top_k}: the vocabulary has {config.vocab_size}")
     if not 0 <= settings.length <= config.n_ctx:

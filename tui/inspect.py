@@ -20,6 +20,7 @@ from gpt2scope.engine import (
 from gpt2scope.tui.report import Why, run_json, run_text
 from gpt2scope.tui.session import SAMPLE_PROMPT, ModelInfo, Scope, Session, Settings
 from gpt2scope.tui.text import Pieces
+from gpt2scope.tui.views.common import count
 
 RUN_TIMEOUT = 600.0  # seconds per command: a long generation on a big model on a CPU
 
@@ -102,5 +103,5 @@ def select_query(session: Session, query: int) -> None:
     n = session.scope().n_tokens
     index = query + n if query < 0 else query
     if not 0 <= index < n:
-        raise ValueError(f"--query {query}: the run has {n} tokens, 0..{n - 1}")
+        raise ValueError(f"--query {query}: the run has {count(n, 'token')}, 0..{n - 1}")
     session.update(query=index)

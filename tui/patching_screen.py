@@ -7,7 +7,7 @@ UI thread as it is done; esc cancels it and the keys never wait on it."""
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -33,18 +33,30 @@ from gpt2scope.tui.views.patching import (
     Applied,
     Patching,
     applied,
+    length_refusal,
     pair_of,
     patching,
     render_patching,
 )
-from gpt2scope.tui.views.style import NOTE
-from gpt2scope.tui.widgets import LeanFooter, Pane, StatusLine
+from gpt2scope.tui.views.style import NOTE, WARNING
+from gpt2scope.tui.widgets import ClippedInput, LeanFooter, Pane, StatusLine
 
 
 def render_state(state: Patching | str | None, width: int, height: int) -> Drawn:
     if isinstance(state, Patching):
         return render_patching(state, width, height)
     return Drawn([Text(clip(state or "", width), NOTE)])
+
+
+@dataclass(frozen=True, eq=False)
+class Left:
+    """The screen as the user left it (the app keeps it): P opens it so again, patch and
+    all, while the panes still show the prompt it was left on."""
+
+    prompt: str  # the app's prompt when the screen was left
+    prompts: tuple[str, str]  # the pair shown: clean, corrupted
+    state: Patching
+    example: int
 
 
 class PatchSheet(Pane, inherit_bindings=False):
@@ -74,6 +86,8 @@ class PatchingScreen(Screen[None]):
     PatchingScreen .prompt-row { height: 1; }
     PatchingScreen Label { width: 10; }
     PatchingScreen Input { width: 1fr; }
+    PatchingScreen #refusal { width: 1fr; height: 1; display: none; }
+    PatchingScreen #refusal.shown { display: block; }
     """
 
     scope: reactive[Scope | None] = reactive(None, repaint=False)  # the app's, for the status
@@ -92,16 +106,21 @@ class PatchingScreen(Screen[None]):
         clean, corrupt = self.first_prompts()
         with Horizontal(classes="prompt-row"):
             yield Label("clean ›")
-            yield Input(editable(clean), compact=True, id="clean")
+            yield ClippedInput(editable(clean), compact=True, id="clean")
         with Horizontal(classes="prompt-row"):
             yield Label("corrupt ›")
-            yield Input(editable(corrupt), compact=True, id="corrupt")
+            yield ClippedInput(editable(corrupt), compact=True, id="corrupt")
+        # Under the editors, where the user who just pressed enter is looking.
+        yield Label("", id="refusal", markup=False)
         yield PatchSheet().data_bind(scope=PatchingScreen.state)
         yield LeanFooter()
 
     def first_prompts(self) -> tuple[str, str]:
         """The app's prompt, and as the corrupted one an example's if the prompt is one,
         else the prompt itself, for the user to change a word of."""
+        left = self.left()
+        if left is not None:
+            return left.prompts
         if self.app.patched_prompts is not None:
             return self.app.patched_prompts
         scope = self.app.scope
@@ -112,9 +131,25 @@ class PatchingScreen(Screen[None]):
                 return clean, example.corrupt
         return clean, clean
 
+    def left(self) -> Left | None:
+        """The screen as it was left, if it still fits: the same prompt in the panes, and the
+        same model and tokens (D switches the model, B the <|endoftext|>)."""
+        left, session = self.app.patching_left, self.app.session
+        if left is None or left.prompt != session.prompt:
+            return None
+        clean = left.state.pair.clean
+        ids = session.pieces.tokenizer.encode(left.prompts[0], session.settings.bos)
+        if clean.params is not self.app.model.params or clean.tokens != tuple(ids):
+            return None
+        return left
+
     def on_mount(self) -> None:
         self.watch(self.app, "scope", self.follow)
         self.query_one(PatchSheet).focus()
+        left = self.left()
+        if left is not None:
+            self.reopen(left)
+            return
         example = EXAMPLES[self._example] if self._example >= 0 else None
         self.measure(*((example.answer, example.contrast) if example else ()))
 
@@ -126,16 +161,50 @@ class PatchingScreen(Screen[None]):
     def follow(self, scope: Scope | None) -> None:
         self.scope = scope
 
+    def reopen(self, left: Left) -> None:
+        """As it was left; the patch only if the panes still show it."""
+        self._prompts, self._example = left.prompts, left.example
+        shown = self.app.patched_prompts == left.prompts
+        self.state = left.state if shown else replace(left.state, applied=None)
+
     def on_unmount(self) -> None:
         self.cancel_sweep()
+        if isinstance(self.state, Patching):
+            state = replace(self.state, running=False, note="")
+            left = Left(self.app.session.prompt, self._prompts, state, self._example)
+            self.app.patching_left = left
 
     # The prompts and the answer.
 
     def on_input_submitted(self, message: Input.Submitted) -> None:
-        """New prompts, the same answer and contrast (d goes back to the runs' own)."""
+        """New prompts, the same answer and contrast (d goes back to the runs' own); a pair
+        of another length is refused under the editors, the focus left in the one edited."""
         message.stop()
+        lengths = self.lengths()
+        if lengths[0] != lengths[1]:
+            self.refuse(length_refusal(*lengths))
+            return
         self.query_one(PatchSheet).focus()
         self.action_rerun()
+
+    def lengths(self) -> tuple[int, int]:
+        tokenizer, bos = self.app.session.pieces.tokenizer, self.app.session.settings.bos
+        texts = (from_editable(self.query_one(f"#{w}", Input).value) for w in ("clean", "corrupt"))
+        n_clean, n_corrupt = (len(tokenizer.encode(text, bos)) for text in texts)
+        return n_clean, n_corrupt
+
+    def refuse(self, reason: str) -> None:
+        """One line under the editors; it goes once a pair is shown or the edit is undone."""
+        line = self.query_one("#refusal", Label)
+        line.update(Text(f"✗ {reason}", WARNING) if reason else "")
+        line.set_class(bool(reason), "shown")
+
+    def put_back(self) -> None:
+        """The editors hold the pair shown again."""
+        if self._prompts != ("", ""):
+            for which, text in zip(("clean", "corrupt"), self._prompts, strict=True):
+                self.query_one(f"#{which}", Input).value = editable(text)
+        self.refuse("")
 
     def action_defaults(self) -> None:
         self.measure()
@@ -225,7 +294,7 @@ class PatchingScreen(Screen[None]):
         if job != self._job:
             return
         self._cancel = None
-        self.notify(reason, title="Cannot patch these prompts", severity="warning", markup=False)
+        self.refuse(reason)
         if isinstance(self.state, Patching):
             self.state = replace(self.state, note="", running=False)
         else:
@@ -234,6 +303,7 @@ class PatchingScreen(Screen[None]):
     def arrived(self, job: int, shown: Patching, prompts: tuple[str, str]) -> None:
         if job == self._job:
             self._prompts = prompts
+            self.refuse("")
             old = self.state
             if isinstance(old, Patching) and old.pair.shape(old.site) == shown.pair.shape(old.site):
                 shown = replace(shown, layer=old.layer, index=old.index, mode=old.mode)
@@ -261,8 +331,10 @@ class PatchingScreen(Screen[None]):
                 self.state = replace(self.state, running=False)
 
     def action_back(self) -> None:
-        """esc: leave a prompt being edited, cancel a sweep under way, else go back."""
+        """esc: leave a prompt being edited (putting back the pair shown, as the app's
+        prompt bar does), cancel a sweep under way, else go back."""
         if isinstance(self.focused, Input):
+            self.put_back()
             self.query_one(PatchSheet).focus()
         elif self._cancel is not None:
             self.cancel_sweep()

@@ -32,6 +32,14 @@ WHY_CAP = (
     "All {cap} sessions this server runs at once are in use: each browser tab runs its own "
     "copy of the model."
 )
+WHY_ONE = (
+    "The one session this server runs at once is in use: each browser tab runs its own copy "
+    "of the model."
+)
+
+
+def why_full(cap: int) -> str:
+    return WHY_ONE if cap == 1 else WHY_CAP.format(cap=cap)
 
 
 def session_command(app_args: list[str]) -> str:
@@ -83,7 +91,8 @@ class ScopeServer(Server):
 
     async def on_startup(self, app: web.Application) -> None:
         self.console.print(
-            f"gpt2scope serve: {self.public_url} · at most {self.max_sessions} sessions, "
+            f"gpt2scope serve: {self.public_url} · at most {self.max_sessions} "
+            f"session{'' if self.max_sessions == 1 else 's'}, "
             "each its own app process · ctrl+c stops",
             highlight=False,
         )
@@ -96,7 +105,7 @@ class ScopeServer(Server):
 
     async def handle_index(self, request: web.Request) -> web.Response:
         if self.full:
-            why = WHY_CAP.format(cap=self.max_sessions)
+            why = why_full(self.max_sessions)
             page = FULL_PAGE.format(cap=self.max_sessions, why=escape(why))
             return web.Response(status=503, text=page, content_type="text/html")
         return aiohttp_jinja2.render_template("app_index.html", request, page_context(request))
@@ -105,7 +114,7 @@ class ScopeServer(Server):
         websocket = web.WebSocketResponse(heartbeat=15)
         if self.full:  # the page was served while a slot was free, and another tab took it
             await websocket.prepare(request)
-            why = WHY_CAP.format(cap=self.max_sessions)
+            why = why_full(self.max_sessions)
             await websocket.send_bytes(f"gpt2scope: no free session. {why}".encode())
             await websocket.close()
             return websocket

@@ -22,7 +22,7 @@ from gpt2scope.tui.messages import PromptLeft
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import editable
 from gpt2scope.tui.views import PaneSpec, render_header
-from gpt2scope.tui.views.common import Drawn, longest_fitting
+from gpt2scope.tui.views.common import Drawn, count, longest_fitting
 from gpt2scope.tui.views.style import CAPTION, NOTE
 
 
@@ -78,7 +78,23 @@ class LeanFooter(Footer):
         self.mutate_reactive(Footer.compact)
 
 
-class PromptInput(Input):
+class ClippedInput(Input):
+    """An editor that, while not being typed in, shows `…` where its text runs past either
+    end, so a cut prompt never passes for the whole of it."""
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        if y or self.has_focus or not self.value:
+            return strip
+        width, scroll_x = self.scrollable_content_region.width, self.scroll_offset.x
+        cut_left, cut_right = scroll_x > 0, self._value.cell_len > scroll_x + width
+        ellipsis = Strip([Segment("…", self.rich_style)])
+        middle = strip.crop(int(cut_left), width - int(cut_right))
+        parts = [ellipsis] * cut_left + [middle] + [ellipsis] * cut_right + [strip.crop(width)]
+        return Strip.join(parts)
+
+
+class PromptInput(ClippedInput):
     """The prompt, on one line: a newline is written \\n, other invisible characters as
     escapes, so pasted text cannot put control characters on the terminal."""
 
@@ -222,11 +238,11 @@ class Pane(ScrollView, can_focus=True, inherit_bindings=False):
         start = self.first_line(drawn, height)
         lines = list(rest[start : start + height])
         if start > 0 and lines:
-            lines[0] = Text(f"▴ {start + 1} more lines above", NOTE)
+            lines[0] = Text(f"▴ {count(start + 1, 'more line')} above", NOTE)
         below = len(rest) - start - len(lines)
         if below > 0 and len(lines) > 1:
             hint = self.SCROLL_HINTS[0 if self.content_size.width >= 40 else 1]
-            lines[-1] = Text(f"▾ {below + 1} more lines{hint}", NOTE)
+            lines[-1] = Text(f"▾ {count(below + 1, 'more line')}{hint}", NOTE)
         return [*pinned, *lines, *footer]
 
     def scrolling_height(self) -> int:

@@ -127,10 +127,12 @@ def heading(scope: Scope, w: Window, width: int) -> Text:
         text = Text(f"{head} {shown_name(s)}  ", HEADING)
         append_if_fits(text, legend(w.dims > 0, width - text.cell_len), width)
         return text
-    text = Text(longest_fitting(window_notes(w, n), width - len(head)), NOTE)
-    text.append(head, HEADING)
+    # Value-weighted cells must say so (w also sets the model map's): the notes give way.
+    named = f"{head} {shown_name(s)}" if s.value_weighted else head
+    text = Text(longest_fitting(window_notes(w, n), width - len(named)), NOTE)
+    text.append(named, HEADING)
     # the rest in whole words, as far as they fit: the status line also names the query
-    if append_if_fits(text, Text(f" {shown_name(s)}", HEADING), width):
+    if s.value_weighted or append_if_fits(text, Text(f" {shown_name(s)}", HEADING), width):
         query = Text(f" · query {scope.query} ").append_text(piece_text(scope.query_piece, 12))
         append_if_fits(text, query, width)
     text.truncate(width)

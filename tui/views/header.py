@@ -57,12 +57,13 @@ def piece_width(width: int) -> int:
     return max(6, width // 8)
 
 
-def sampling_label(scope: Scope) -> Text:
+def sampling_label(scope: Scope, compact: bool = False) -> Text:
     s = scope.settings
     p = s.params
+    length, gap = ("len", " ") if compact else ("length", " · ")
     return Text(
-        f"T {p.temperature:.2f} k {p.top_k or 'off'} p {p.top_p:.2f} · "
-        f"length {s.length} · seed {s.seed}" + (" · bos" if s.bos else "")
+        f"T {p.temperature:.2f} k {p.top_k or 'off'} p {p.top_p:.2f}{gap}"
+        f"{length} {s.length}{gap}seed {s.seed}" + (f"{gap}bos" if s.bos else "")
     )
 
 
@@ -83,8 +84,23 @@ def ablation_label(scope: Scope) -> list[Text]:
     return labels
 
 
+MOST_LINES = 2  # of the status line at 80 columns, while a patch or knock-out is shown too
+
+
 def render_header(scope: Scope, width: int, live: bool = True) -> list[Text]:
-    """The app's status line; not `live`, for printing, without the runner's state."""
+    """The app's status line; not `live`, for printing, without the runner's state. The
+    sampling settings are said shorter where the line would take more than two lines."""
+    lines = status_lines(scope, width, live, compact=False)
+    if len(lines) > MOST_LINES:
+        lines = status_lines(scope, width, live, compact=True)
+    if scope.info.is_demo:
+        note = DEMO_NOTE if len(DEMO_NOTE) <= width else DEMO_NOTE_SHORT
+        note = note if live else DEMO_NOTE_PRINTED
+        lines += packed([Text(note, Style(color="yellow"))], width)
+    return lines
+
+
+def status_lines(scope: Scope, width: int, live: bool, compact: bool) -> list[Text]:
     s, c = scope.settings, scope.info.config
     # Each part with the most cells it can take while a run goes on (0: its own width), so
     # the line breaks, and with them the panes' layout, stay put from one token to the next.
@@ -99,15 +115,10 @@ def render_header(scope: Scope, width: int, live: bool = True) -> list[Text]:
             # with room for " (last)" either way: moving the query must not move the breaks
             len(f"query {c.n_ctx - 1} ") + piece_width(width) + len(FOLLOWING),
         ),
-        (sampling_label(scope), 0),
+        (sampling_label(scope, compact), 0),
     ]
     if live:
         state = Text("● " + scope.state, STATE_STYLES[scope.state])
         laid_out.append((state, max(len("● " + name) for name in STATE_STYLES)))
     parts, room = zip(*laid_out, strict=True)
-    lines = packed(list(parts), width, room=room)
-    if scope.info.is_demo:
-        note = DEMO_NOTE if len(DEMO_NOTE) <= width else DEMO_NOTE_SHORT
-        note = note if live else DEMO_NOTE_PRINTED
-        lines += packed([Text(note, Style(color="yellow"))], width)
-    return lines
+    return packed(list(parts), width, room=room)

@@ -19,7 +19,7 @@ from gpt2scope.engine.analysis import HeadKind, HeadStats, head_stats
 from gpt2scope.engine.probe import DEFAULT_N, InductionProbe, induction_probe
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces
-from gpt2scope.tui.views.common import Drawn, packed
+from gpt2scope.tui.views.common import Drawn, count, packed
 from gpt2scope.tui.views.page import Page, not_ready, page_note
 from gpt2scope.tui.views.spec import HEAD_CURSOR, Key, ScreenSpec, view_identity
 from gpt2scope.tui.views.style import DIM, HEADING, NOTE, SELECTED
@@ -242,17 +242,18 @@ def grid_lines(page: Page, figure: MapFigure, grid: Grid) -> list[Text]:
 def title(page: Page[MapFigure], width: int) -> list[Text]:
     f = page.figure
     n_layer, n_head = f.shape
-    text = Text(f"model map · {n_layer} layers × {n_head} heads", HEADING)
+    text = Text(f"model map · {count(n_layer, 'layer')} × {count(n_head, 'head')}", HEADING)
     text.append_text(page_note(page))
     if f.probe is None:
-        over = Text(f"over {f.n_tokens} tokens", DIM)
+        over = Text(f"over {count(f.n_tokens, 'token')}", DIM)
     else:
         over = Text(
             f"induction probe: <|endoftext|> + {f.probe.n} random tokens twice, "
             f"seed {f.probe.seed}",
             HEADING,
         )
-    shown = Text("value-weighted norms" if f.weighted else "attention weights", DIM)
+    # w is the app's one switch: the Attention and Query panes follow it too.
+    shown = Text("value-weighted norms, as the panes" if f.weighted else "attention weights", DIM)
     return packed([text, over, shown], width, " · ")
 
 

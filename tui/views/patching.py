@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from rich.cells import cell_len
+from rich.style import Style
 from rich.text import Text
 
 from gpt2scope.engine.gpt2 import GPT2Config, Params
@@ -22,7 +23,7 @@ from gpt2scope.engine.patching import SITES, Pair, Patch, default_tokens, patche
 from gpt2scope.engine.patching import estimate as estimate_maps
 from gpt2scope.engine.run import Run
 from gpt2scope.tui.text import Piece, Pieces, clip, token_json
-from gpt2scope.tui.views.common import Drawn, piece_text
+from gpt2scope.tui.views.common import Drawn, count, longest_fitting, piece_text
 from gpt2scope.tui.views.spec import Key
 from gpt2scope.tui.views.style import (
     DENSITY,
@@ -30,6 +31,7 @@ from gpt2scope.tui.views.style import (
     HEADING,
     NOTE,
     SELECTED,
+    WARNING,
     bar,
     percent,
     signed,
@@ -54,7 +56,16 @@ class Example:
     contrast: str
 
 
+# The induction example first: the demo model separates only it (LD_clean - LD_corrupt
+# +2.40; indirect object -0.46, factual recall +0.24), GPT-2 small all three.
 EXAMPLES = (
+    Example(
+        "induction",
+        "The cat sat on the mat. The cat sat on the",
+        "The dog ran in the park. The cat sat on the",
+        " mat",
+        " park",
+    ),
     Example(
         "indirect object",
         "When Mary and John went to the store, John gave a drink to",
@@ -68,13 +79,6 @@ EXAMPLES = (
         "The Colosseum is in the city of",
         " Paris",
         " Rome",
-    ),
-    Example(
-        "induction",
-        "The cat sat on the mat. The cat sat on the",
-        "The dog ran in the park. The cat sat on the",
-        " mat",
-        " park",
     ),
 )
 
@@ -154,7 +158,7 @@ def pair_of(
     prompts have different numbers of tokens."""
     if len(clean) != len(corrupt):
         raise ValueError(
-            f"the clean prompt is {len(clean)} tokens ({token_list(clean, pieces)}), the "
+            f"the clean prompt is {count(len(clean), 'token')} ({token_list(clean, pieces)}), the "
             f"corrupted {len(corrupt)} ({token_list(corrupt, pieces)}): patching needs as many"
         )
     views = []
@@ -170,6 +174,14 @@ def pair_of(
 
 def token_list(ids: list[int], pieces: Pieces) -> str:
     return "|".join(piece_text(pieces(t)).plain for t in ids)
+
+
+def length_refusal(n_clean: int, n_corrupt: int) -> str:
+    """The screen's one line for a pair of another length: both lengths and what to do."""
+    return (
+        f"clean {count(n_clean, 'token')}, corrupted {n_corrupt}: patching needs as many; "
+        "edit one (esc undoes)"
+    )
 
 
 def patching(
@@ -226,7 +238,8 @@ OPENER = Key(
 
 
 def render_patching(p: Patching, width: int, height: int) -> Drawn:
-    lines = [*prompt_lines(p, width), metric_line(p, width), map_heading(p, width)]
+    lines = [*prompt_lines(p, width), metric_line(p, width), *separation_note(p, width)]
+    lines.append(map_heading(p, width))
     if not p.pair.meaningful:
         lines.append(
             Text(
@@ -290,6 +303,23 @@ def metric_line(p: Patching, width: int) -> Text:
     return line
 
 
+def separation_note(p: Patching, width: int) -> list[Text]:
+    """Where the clean prompt prefers the answer no more than the corrupted one, 1 on the
+    maps is no restored answer: say so, with the spread (the demo model's indirect object)."""
+    pair = p.pair
+    if not pair.meaningful or pair.spread > 0:
+        return []
+    spread = f"LD_clean − LD_corrupt = {signed(pair.spread).strip()}"
+    versions = (
+        f"the pair does not separate the answer on this model: {spread}, so 1 on the maps is "
+        "no restored answer (x: another example)",
+        f"the pair does not separate the answer on this model: {spread}",
+        f"the pair does not separate the answer: {spread}",
+        f"does not separate the answer: {spread}",
+    )
+    return [Text(longest_fitting(versions, width), WARNING)]
+
+
 def map_heading(p: Patching, width: int) -> Text:
     line = Text()
     for i, site in enumerate(SITES):
@@ -318,8 +348,8 @@ def map_lines(p: Patching, width: int) -> list[Text]:
     cell = column_width(p, width)
     labels = Text(" " * LABEL)
     for i in range(n):
-        label = f"H{i}" if p.site == "z" else piece_text(p.corrupt[i]).plain
-        labels.append(clip(label, cell - 1).ljust(cell), HEADING if i == p.index else DIM)
+        label, style = column_label(p, i)
+        labels.append(clip(label, cell - 1).ljust(cell), style)
     lines = [labels]
     for layer in range(n_layer):
         line = Text(f"L{layer}".ljust(LABEL), HEADING if layer == p.layer else DIM)
@@ -330,12 +360,39 @@ def map_lines(p: Patching, width: int) -> list[Text]:
                 text, style + SELECTED if chosen and style else SELECTED if chosen else style
             )
         lines.append(line)
-    legend = Text("1 = clean restored, 0 = no effect  ", DIM)
-    legend.append_text(signed_legend())
-    lines.append(legend)
+    lines.append(map_legend(p))
     for line in lines:
         line.truncate(width)
     return lines
+
+
+def differs(p: Patching, index: int) -> bool:
+    return p.clean[index].token_id != p.corrupt[index].token_id
+
+
+def position_label(p: Patching, index: int) -> str:
+    """The clean token, what is patched in; `*` where the corrupted one differs."""
+    return ("*" if differs(p, index) else "") + piece_text(p.clean[index]).plain
+
+
+def column_label(p: Patching, i: int) -> tuple[str, Style]:
+    """A column's label, the cursor's bold; the differing tokens reversed, as above."""
+    if p.site == "z":
+        return f"H{i}", HEADING if i == p.index else DIM
+    style = SELECTED if differs(p, i) else HEADING if i == p.index else DIM
+    return position_label(p, i), style
+
+
+def map_legend(p: Patching) -> Text:
+    """What a cell is in this mode; where the positions' labels are marked, what `*` is."""
+    if p.mode == "difference":
+        legend = Text("estimate − exact: 0 = the estimate is right  ", DIM)
+    else:
+        legend = Text("1 = clean restored, 0 = no effect  ", DIM)
+    legend.append_text(signed_legend())
+    if p.site != "z" and p.pair.first_difference < p.pair.n_tokens:
+        legend.append("  *clean ≠ corrupted", DIM)
+    return legend
 
 
 def map_cell(value: float | None, cell: int) -> tuple[str, Any]:
@@ -355,7 +412,7 @@ def cell_lines(p: Patching, width: int) -> list[Text]:
     """The cursor's cell: its place, the estimate beside the exact value, and the applied
     patch's effect on the corrupted run's next-token probabilities."""
     site, layer, index = p.site, p.layer, p.index
-    place = f"H{index}" if site == "z" else f"@{index} {piece_text(p.corrupt[index]).plain}"
+    place = f"H{index}" if site == "z" else f"@{index} {position_label(p, index)}"
     line = Text(f"L{layer} {MAP_NAMES[site]} {place}: ", HEADING)
     line.append("estimate ", DIM)
     line.append(signed(p.estimate[site][layer][index]))
@@ -416,11 +473,14 @@ def patching_json(p: Patching) -> dict[str, Any]:
 
 def patching_text(p: Patching, width: int) -> list[str]:
     """Every exact map, compactly, for `inspect --format text`."""
-    lines = [line.plain for line in (*prompt_lines(p, width), metric_line(p, width))]
+    head = (*prompt_lines(p, width), metric_line(p, width), *separation_note(p, width))
+    lines = [line.plain for line in head]
     if not p.pair.meaningful:
         return [*lines, "LD clean and LD corrupt are too close for the maps to mean anything"]
+    marked = p.pair.first_difference < p.pair.n_tokens
     for site in SITES:
         shown = replace(p, site=site, mode="exact", layer=-1, index=-1)
-        lines += ["", f"{MAP_NAMES[site]} (1 = clean restored):"]
+        mark = ", *clean ≠ corrupted" if marked and site != "z" else ""
+        lines += ["", f"{MAP_NAMES[site]} (1 = clean restored{mark}):"]
         lines += [line.plain for line in map_lines(shown, width)[:-1]]
     return lines

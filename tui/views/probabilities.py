@@ -17,7 +17,7 @@ from rich.text import Text
 
 from gpt2scope.tui.session import Candidate, Prediction, Scope, Shift
 from gpt2scope.tui.text import token_json
-from gpt2scope.tui.views.common import Drawn, longest_fitting, no_run, packed, piece_text
+from gpt2scope.tui.views.common import Drawn, count, longest_fitting, no_run, packed, piece_text
 from gpt2scope.tui.views.spec import PaneSpec
 from gpt2scope.tui.views.style import CHOSEN, CUT, DIM, HEADING, KEPT, MAX_BAR, NOTE, bar, percent
 
@@ -26,14 +26,21 @@ KNOCKED_OUT = Style(color="magenta")
 MODEL_COLUMN_MIN_WIDTH = 36  # for the settings in the summary
 MIN_LABEL = 4
 HEADER_ROOM = 5  # rows left for the candidates before the column header takes one
+MIN_SHOWN = 3  # candidates even a short pane lists (the class layout at 80x24)
 
 
 def summary(
-    p: Prediction, vocab: int, width: int, off_query: bool, shift: Shift | None = None
+    p: Prediction,
+    vocab: int,
+    width: int,
+    off_query: bool,
+    shift: Shift | None = None,
+    patched: bool = False,
 ) -> list[Text]:
     """What was chosen (or that nothing was yet), the settings and the entropies, wrapped;
     `off_query` when the query is not the last token, whose prediction this is; with a
-    `shift`, how far the knock-outs moved the distribution from the intact model's."""
+    `shift`, how far the knock-outs (or the patch, when `patched`) moved the distribution
+    from the intact model's (the same tokens unpatched)."""
     if p.chosen is None:
         parts = [Text("next token · not sampled yet", HEADING)]
     else:
@@ -52,8 +59,23 @@ def summary(
     else:  # the status line has T, k and p; the cut line shows what was kept
         parts.append(Text(f"H {p.entropy:.2f}→{p.sampled_entropy:.2f} bits", DIM))
     if shift is not None:
-        parts.append(Text(f"KL(intact‖now) {shift.kl_bits:.3f} bits", KNOCKED_OUT))
+        parts.append(Text(shift_label(shift, width, patched), KNOCKED_OUT))
     return packed(parts, width, " · ")
+
+
+def shift_label(shift: Shift, width: int, patched: bool) -> str:
+    """How far apart the two distributions are; after a patch, against what in words: the
+    corrupted prompt (and what was generated since) run without the patch."""
+    kl = f"{shift.kl_bits:.3f}"
+    if not patched:
+        return f"KL(intact‖now) {kl} bits"
+    versions = (
+        f"KL from the unpatched run (the same tokens, no patch) {kl} bits",
+        f"KL from the unpatched run {kl} bits",
+        f"vs unpatched run: KL {kl} bits",
+        f"vs unpatched KL {shift.kl_bits:.2f} bits",
+    )
+    return longest_fitting(versions, width)
 
 
 def before_after(before: float, after: float) -> str:
@@ -85,12 +107,21 @@ def candidate_line(
     return line
 
 
-def column_header(label_width: int, bar_width: int, model_column: bool, shift: bool) -> Text:
+def column_header(
+    label_width: int,
+    bar_width: int,
+    model_column: bool,
+    shift: bool,
+    patched: bool = False,
+    width: int = 0,
+) -> Text:
     header = "  " + ("token" if label_width >= 5 else "tok").ljust(label_width) + " "
     if bar_width:
         header += ("after T" if bar_width >= 7 else "bar").ljust(bar_width) + " "
     header += "   p%"
-    if shift:
+    if shift and patched:  # the run before the patch, in as many words as fit
+        header += "  unpatched→now" if len(header) + 15 <= width else "  before→now"
+    elif shift:
         header += "  intact→now"
     elif model_column:
         header += "  T=1"
@@ -102,7 +133,7 @@ def more_below(p: Prediction, shown: int, width: int) -> str:
     hidden = len(p.candidates) - shown
     kept = max(p.n_kept - shown, 0)
     versions = (
-        f"▾ {hidden} more candidates: {kept} kept, {hidden - kept} cut (z zoom)",
+        f"▾ {count(hidden, 'more candidate')}: {kept} kept, {hidden - kept} cut (z zoom)",
         f"▾ {hidden} more: {kept} kept, {hidden - kept} cut",
         f"▾ {hidden} more",
     )
@@ -120,9 +151,10 @@ def cut_reason(p: Prediction) -> str:
 
 def shown_count(p: Prediction, rows: int) -> int:
     """How many candidates fit in `rows`, leaving room for the cut divider, for a chosen
-    token ranked below them and for the line saying how many more there are."""
-    n = max(rows, 3)
-    if len(p.candidates) > n:
+    token ranked below them and for the line saying how many more there are (not in a
+    pane too short for more than the top MIN_SHOWN)."""
+    n = max(rows, MIN_SHOWN)
+    if len(p.candidates) > n and rows > MIN_SHOWN:
         n -= 1
     if p.n_kept < n:
         n -= 1
@@ -138,7 +170,10 @@ def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
         return no_run(width)
     shift = scope.shift
     vocab = scope.info.config.vocab_size
-    drawn = Drawn(summary(p, vocab, width, not scope.query_is_last, shift))
+    patched = scope.view is not None and bool(scope.view.patch)
+    lines = summary(p, vocab, width, not scope.query_is_last, shift, patched)
+    # A short pane keeps the top candidates and drops the summary's later lines (z zooms).
+    drawn = Drawn(lines[: max(1, height - MIN_SHOWN)])
     model_column = width >= 2 + MIN_LABEL + 1 + 5 + 6
     tail = len(before_after(1, 1)) if shift else 6 if model_column else 0
     longest = max(cell_len(c.piece.label) for c in p.candidates)
@@ -148,7 +183,8 @@ def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
     if bar_width < 3:
         bar_width = 0
     if height - len(drawn.lines) >= HEADER_ROOM:
-        drawn.add(column_header(label_width, bar_width, model_column, shift is not None))
+        shifted = shift is not None
+        drawn.add(column_header(label_width, bar_width, model_column, shifted, patched, width))
     chosen_id = p.chosen.token_id if p.chosen else None
     shown = list(p.candidates[: shown_count(p, height - len(drawn.lines))])
     for i, c in enumerate(shown):
@@ -162,7 +198,7 @@ def render_probabilities(scope: Scope, width: int, height: int) -> Drawn:
         # the token with an ellipsis if it must be cut, not chopped by the pane's edge
         chosen_line.append_text(piece_text(p.chosen, max(1, min(14, width - chosen_line.cell_len))))
         drawn.add(chosen_line)
-    if len(shown) < len(p.candidates):
+    if len(shown) < len(p.candidates) and len(drawn.lines) < height:
         drawn.add(Text(more_below(p, len(shown), width), NOTE))
     for line in drawn.lines:
         line.truncate(width)
@@ -208,7 +244,8 @@ SPEC = PaneSpec(
     "renormalised), T=1 = the model's own; ▸ the token chosen; entropy in bits, model's → "
     "sampled from; while heads or MLPs are knocked out, intact→now is the model's own "
     "probability without the knock-outs and with them, and KL(intact‖now) how far apart the "
-    "two distributions are, in bits",
+    "two distributions are, in bits; after a patch (P) the same against the unpatched run: the "
+    "corrupted prompt and the tokens since, without the patch",
     depends=on_prediction,
     json=probabilities_json,
     caption=(

@@ -60,7 +60,9 @@ def render_query(scope: Scope, width: int, height: int) -> Drawn:
 
     title = Text(f"query {query} ", HEADING)
     title.append_text(piece_text(scope.query_piece, 12))
-    for part in (f" · {count(n_keys, 'key')}", f" · L{s.layer} H{s.head}"):
+    # Sorted by the value-weighted share, say so first (w also sets the model map's).
+    by = (" · by vw%",) if s.value_weighted else ()
+    for part in (*by, f" · {count(n_keys, 'key')}", f" · L{s.layer} H{s.head}"):
         if not append_if_fits(title, Text(part, DIM), width):
             break
     header = "  " + "#".rjust(index_width) + " " + "key".ljust(label_width) + " "

@@ -38,6 +38,7 @@ BYTES = Style(italic=True, color="magenta")
 KEPT = Style(color="green")
 CUT = Style(color="grey50")
 CHOSEN = Style(bold=True, color="yellow")
+WARNING = Style(bold=True, italic=True)  # a caveat on the numbers shown; no colour: every theme
 
 
 def blend(a: tuple[int, int, int], b: tuple[int, int, int], t: float) -> tuple[int, int, int]:
