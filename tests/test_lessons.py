@@ -364,3 +364,21 @@ def test_the_scaling_reveal_never_contradicts_its_numbers(demo):
     scope = scope_of(demo, "The cat sat on the mat", query=0)
     measured = MEASURES["scaling"](scope, {})
     assert measured["value"] == "same" and "saturated" in measured["why"]
+
+
+def test_a_head_knocked_out_to_zero_says_it_writes_nothing(demo):
+    """Its z is 0, so every token ties at 0: the Query pane says so instead of listing ties."""
+    from gpt2scope.engine import Ablation, AblationMode
+    from gpt2scope.engine.runner import Prefilled, Reran
+    from gpt2scope.tui.views.query import writes_of
+
+    prompt = "The cat sat on the mat"
+    ids = gpt2_tokenizer().encode(prompt)
+    app = make_app(demo, length=0)
+    app.session.set_prompt(prompt)
+    app.session.apply(Prefilled(1, demo.start(ids).view()))
+    app.session.update(layer=1, head=2)
+    assert "writes nothing" not in str(writes_of(app.session.scope(), 80))
+    off = Ablation(AblationMode.ZERO, frozenset({(1, 2)}))
+    app.session.apply(Reran(2, demo.start(ids, off).view()))
+    assert "writes nothing" in str(writes_of(app.session.scope(), 80))
