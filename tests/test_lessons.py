@@ -382,3 +382,20 @@ def test_a_head_knocked_out_to_zero_says_it_writes_nothing(demo):
     off = Ablation(AblationMode.ZERO, frozenset({(1, 2)}))
     app.session.apply(Reran(2, demo.start(ids, off).view()))
     assert "writes nothing" in str(writes_of(app.session.scope(), 80))
+
+
+@pytest.mark.anyio
+async def test_the_bar_says_how_to_leave_where_the_screen_takes_x(demo):
+    """On the contributions screen X is the previous target: the bar says esc first."""
+    app = make_app(demo, "demo", "demo", length=0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.start_lesson(find("why"))
+        await wait_for(pilot, lambda: app.screen.name == "attribution")
+        await settle(pilot)
+        text = str(app.screen.query_one(".lesson-text").render())
+        assert "esc, then X leaves" in text
+        await pilot.press("escape")
+        await settle(pilot)
+        text = str(app.screen.query_one(".lesson-text").render())
+        assert "X leaves" in text and "esc, then" not in text

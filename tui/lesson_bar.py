@@ -66,12 +66,18 @@ class LessonBar(Vertical):
             return
         width = max(self.content_size.width, 20)
         short = self.screen.size.height < SHORT
-        lines = lesson_lines(p, width, self.is_demo, self.hint, short)
+        lines = lesson_lines(p, width, self.is_demo, self.hint, short, self.x_leaves())
         self.query_one(".lesson-text", Static).update(Text("\n").join(lines))
         number = self.query_one(LessonNumber)
         number.display = p.step.asks_for_a_number and p.answer is None
         if not number.display:
             number.value = ""
+
+    def x_leaves(self) -> bool:
+        """X is the app's leave key unless the screen the bar is on binds it (the
+        contributions screen: the previous target)."""
+        active = self.screen.active_bindings.get("X")
+        return active is None or active.node is self.app
 
 
 class LessonList(ModalScreen[Lesson | None]):

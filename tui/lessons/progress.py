@@ -71,13 +71,18 @@ def verdict(step: Step, answer: int | float, value: float | str) -> tuple[str, s
 
 
 def lesson_lines(
-    p: Progress, width: int, is_demo: bool, hint: str = "", short: bool = False
+    p: Progress,
+    width: int,
+    is_demo: bool,
+    hint: str = "",
+    short: bool = False,
+    x_leaves: bool = True,
 ) -> list[Text]:
     """The bar: a heading, what to look at, the question or the reveal, the next key, and
     why the last key did nothing (`hint`). On a `short` screen a revealed step drops what
     to look at, which the learner has read, to leave its pane the height."""
     step = p.step
-    lines = [heading(p, width)]
+    lines = [heading(p, width, x_leaves)]
     if not (short and p.measured is not None):
         lines.append(Text(flowing(step.look)))
     if p.answer is None:
@@ -101,13 +106,15 @@ def lesson_lines(
     return [part for line in lines for part in line.wrap(UNJUSTIFIED, width)]
 
 
-def heading(p: Progress, width: int) -> Text:
-    """One line: the lesson's title cut to fit, the step, and the keys when there is room."""
+def heading(p: Progress, width: int, x_leaves: bool) -> Text:
+    """One line: the lesson's title cut to fit, the step, and the keys when there is room
+    (where the screen takes X, leaving is from the panes)."""
     where = f" · step {p.index + 1}/{len(p.lesson.steps)}"
     text = Text(f"Lesson: {p.lesson.title}", HEADING)
     text.truncate(max(width - len(where), 10), overflow="ellipsis")
     text.append(where, HEADING)
-    append_if_fits(text, Text("   X leaves, L lists the lessons", DIM), width)
+    keys = "X leaves" if x_leaves else "esc, then X leaves"
+    append_if_fits(text, Text(f"   {keys}, L lists the lessons", DIM), width)
     return text
 
 
