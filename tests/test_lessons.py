@@ -99,9 +99,7 @@ async def test_every_lesson_runs_end_to_end_on_the_demo_and_on_random_weights(
 async def test_a_step_sets_up_the_app_and_dims_all_but_its_pane(demo):
     app = make_app(demo, "demo", "demo", length=0)
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        app.start_lesson(find("mask"))
-        await settle(pilot)
+        await started(pilot, "mask")
         step = app.lesson.step
         assert app.session.prompt == step.prompt and app.scope.query == 0
         dimmed = {pane.id for pane in app.query(".pane.dimmed")}
@@ -246,9 +244,7 @@ async def test_a_number_answer_leaves_the_app_keys_working_until_a_digit_is_type
     and empty; what is typed is the answer."""
     app = make_app(demo, "demo", "demo", length=0)
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        app.start_lesson(find("entropy"))
-        await settle(pilot)
+        await started(pilot, "entropy")
         box = app.screen.query_one(LessonNumber)
         assert app.focused is not box
         layer = app.session.settings.layer
@@ -271,9 +267,7 @@ async def test_a_number_answer_leaves_the_app_keys_working_until_a_digit_is_type
 async def test_a_short_terminal_shows_only_the_steps_pane(demo, size, hidden):
     app = make_app(demo, "demo", "demo", length=0)
     async with app.run_test(size=size) as pilot:
-        await settle(pilot)
-        app.start_lesson(find("mask"))
-        await settle(pilot)
+        await started(pilot, "mask")
         shown = {pane.id for pane in app.query(".pane") if pane.display and pane.region.area}
         assert shown == ({"attention"} if hidden else {p.id for p in app.query(".pane")})
         assert app.query_one("#attention").region.height > (10 if hidden else 15)
@@ -286,12 +280,9 @@ async def test_a_short_terminal_shows_only_the_steps_pane(demo, size, hidden):
 async def test_a_step_opens_its_screen_at_its_stage_and_the_bar_comes_along(demo):
     app = make_app(demo, "demo", "demo", length=0)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        app.start_lesson(find("stages"))
-        await wait_for(pilot, lambda: app.screen.name == "stages")
+        await started(pilot, "stages", screen="stages")
         assert app.screen.cursor == 0
-        bar = app.screen.query_one(LessonBar)
-        assert bar.display and "step 1/3" in str(bar.query_one(".lesson-text").render())
+        assert app.screen.query_one(LessonBar).display and "step 1/3" in bar_text(app)
         await pilot.press("3", "2", "enter")
         await wait_for(pilot, lambda: app.lesson.measured is not None)
         assert app.lesson.measured["value"] == demo.config.n_embd // demo.config.n_head
@@ -312,9 +303,7 @@ async def test_a_step_opens_its_screen_at_its_stage_and_the_bar_comes_along(demo
 async def test_keys_that_do_nothing_in_a_lesson_say_why_in_the_bar(demo):
     app = make_app(demo, "demo", "demo", length=0)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        app.start_lesson(find("sampling"))
-        await settle(pilot)
+        await started(pilot, "sampling")
         text = lambda: str(app.screen.query_one(".lesson-text").render())  # noqa: E731
         await pilot.press("space")
         assert "answer first" in text()
@@ -389,13 +378,20 @@ async def test_the_bar_says_how_to_leave_where_the_screen_takes_x(demo):
     """On the contributions screen X is the previous target: the bar says esc first."""
     app = make_app(demo, "demo", "demo", length=0)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        app.start_lesson(find("why"))
-        await wait_for(pilot, lambda: app.screen.name == "attribution")
-        await settle(pilot)
-        text = str(app.screen.query_one(".lesson-text").render())
-        assert "esc, then X leaves" in text
+        await started(pilot, "why", screen="attribution")
+        assert "esc, then X leaves" in bar_text(app)
         await pilot.press("escape")
         await settle(pilot)
-        text = str(app.screen.query_one(".lesson-text").render())
-        assert "X leaves" in text and "esc, then" not in text
+        assert "X leaves" in bar_text(app) and "esc, then" not in bar_text(app)
+
+
+async def started(pilot, name: str, screen: str | None = None) -> None:
+    """The lesson started once the app has settled, and its step set up (on its screen)."""
+    await settle(pilot)
+    pilot.app.start_lesson(find(name))
+    await wait_for(pilot, lambda: pilot.app.screen.name == screen)
+    await settle(pilot)
+
+
+def bar_text(app) -> str:
+    return str(app.screen.query_one(".lesson-text").render())
