@@ -395,3 +395,22 @@ async def started(pilot, name: str, screen: str | None = None) -> None:
 
 def bar_text(app) -> str:
     return str(app.screen.query_one(".lesson-text").render())
+
+
+@pytest.mark.anyio
+async def test_a_lesson_starts_on_the_whole_model(demo):
+    """A knock-out left from before (lesson 9's o) would change every later reveal."""
+    app = make_app(demo, "demo", "demo", length=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.action_knock_out()
+        await settle(pilot)
+        assert not app.session.ablation.empty
+        await started(pilot, "lens")
+        assert app.session.ablation.empty and app.scope.view.ablation.empty
+
+
+def test_a_typed_number_that_rounds_to_the_value_is_right():
+    step = find("entropy").steps[0]
+    assert verdict(step, 0.8, 0.7984)[0] == "right"
+    assert verdict(step, 0.7, 0.7984)[0].startswith("off")

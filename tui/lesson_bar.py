@@ -126,7 +126,10 @@ class LessonActions:
         self.push_screen(LessonList(built_in()), self.start_lesson)
 
     def start_lesson(self, lesson: Lesson | None) -> None:
+        """A lesson measures the model whole: knock-outs left from before are undone."""
         if lesson is not None:
+            if not self.session.ablation.empty:
+                self.action_restore()
             self.lesson = Progress(lesson)
             self.set_up_step()
 

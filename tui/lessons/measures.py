@@ -253,8 +253,8 @@ def _compensation(push: float, moved: float) -> str:
     """The knock-out's logit change against the head's direct push, in a sentence."""
     said = f"Its logit moves {moved:+.2f}, where the direct push alone would be {-push:+.2f}"
     if abs(moved) < abs(push):
-        return f"{said}: the layers after it make up for part of it."
-    return f"{said}: the layers after it add to it."
+        return f"{said}: what the model computes after it makes up for part of it."
+    return f"{said}: what the model computes after it adds to it."
 
 
 MEASURES: dict[str, Callable[[Scope, dict], Measured]] = {

@@ -66,6 +66,8 @@ def verdict(step: Step, answer: int | float, value: float | str) -> tuple[str, s
         off = abs(int(answer) - int(value))
         return ("exactly right", RIGHT) if off == 0 else (f"off by {off}", WRONG)
     off = abs(float(answer) - value)
+    if off < 0.005:  # as the reveal rounds it: "0.00 from it" would read as a miss
+        return "right", RIGHT
     close = off <= max(0.1 * abs(value), 0.05)
     return (f"{'close' if close else 'off'}: {off:.2f} from it", RIGHT if close else WRONG)
 
