@@ -35,6 +35,13 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return weights / weights.sum()
 
 
+def scaled_and_unscaled(raw: np.ndarray, d_head: int) -> tuple[np.ndarray, np.ndarray]:
+    """The softmax of a row's raw q.k [visible keys] divided by sqrt(d_head), as attention
+    does, and without the division: why the scale is there."""
+    raw = raw.astype(np.float64)
+    return softmax(raw / math.sqrt(d_head)), softmax(raw)
+
+
 def attention_row(q: np.ndarray, k: np.ndarray, v: np.ndarray, query: int) -> AttentionRow:
     """The row of query position `query`, whose q [d_head] looks at k, v [T, d_head]."""
     n = query + 1

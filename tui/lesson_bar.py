@@ -21,8 +21,6 @@ from gpt2scope.tui.lessons.progress import Progress, lesson_lines
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.views.common import count
 
-SHORT = 40  # lines: below it a revealed step's bar gives its pane the room (the -short class)
-
 
 class LessonNumber(Input):
     """Where a number answer is typed: enter gives it, esc puts it away unsent, so the
@@ -65,7 +63,8 @@ class LessonBar(Vertical):
         if p is None:
             return
         width = max(self.content_size.width, 20)
-        short = self.screen.size.height < SHORT
+        # On a short screen (the app's breakpoint) a revealed step gives its pane the room.
+        short = self.screen.has_class("-short")
         lines = lesson_lines(p, width, self.is_demo, self.hint, short, self.x_leaves())
         self.query_one(".lesson-text", Static).update(Text("\n").join(lines))
         number = self.query_one(LessonNumber)
@@ -121,6 +120,8 @@ class LessonActions:
     lesson: Progress | None = None
     _measuring = False
     _set_up = False  # the step's layer, head and query are set (after its prompt ran)
+    # The step whose pick is being worked out on the model, off the UI thread, if one is.
+    _picking: Progress | None = None
 
     def action_lessons(self) -> None:
         self.push_screen(LessonList(built_in()), self.start_lesson)
@@ -136,6 +137,7 @@ class LessonActions:
     def set_up_step(self) -> None:
         step = self.lesson.step
         self._set_up = False
+        self._picking = None  # one still under way is for the step before
         if self.screen.name != step.screen and self.screen is not self.screen_stack[0]:
             self.screen.dismiss(None)  # the step before's screen, or one the learner opened
         if step.prompt is not None and step.prompt != self.session.prompt:
@@ -159,9 +161,29 @@ class LessonActions:
             return
         if not self._set_up:
             self._set_up = True
-            self.select_for_step()
-            self.open_step_screen()
+            if self.lesson.step.pick is None:
+                self.select_for_step(None)
+            else:
+                self._picking = self.lesson
+                work = partial(self.pick_for_step, self.lesson, self.session.scope())
+                self.run_worker(work, thread=True, group="lesson", exit_on_error=False)
         self.measure_when_ready()
+
+    def pick_for_step(self, p: Progress, scope: Scope) -> None:
+        """On a worker: the step's pick reads the model (every head, or a DLA)."""
+        try:
+            at, error = PICKS[p.step.pick](scope), ""
+        except Exception as e:  # said in the bar; the step keeps the selection it has
+            at, error = None, f"could not pick the head: {type(e).__name__}: {e}"
+        self.call_from_thread(self.picked, p, at, error)
+
+    def picked(self, p: Progress, at: tuple[int, int] | None, error: str) -> None:
+        if self._picking is p:  # an answer given meanwhile is another Progress, same step
+            self._picking = None
+            self.select_for_step(at)
+            if error:
+                self.say_in_lesson(error)
+            self.measure_when_ready()
 
     def open_step_screen(self) -> None:
         """The step's deeper screen; at its cursor if already open (a new one takes the
@@ -174,11 +196,13 @@ class LessonActions:
         elif step.cursor is not None:
             self.screen.cursor = step.cursor
 
-    def select_for_step(self) -> None:
+    def select_for_step(self, picked: tuple[int, int] | None) -> None:
+        """The step's layer, head (`picked` by its pick, if it has one) and query, then
+        its screen."""
         step, config = self.lesson.step, self.model.config
         changes: dict[str, object] = {}
-        if step.pick is not None:
-            changes["layer"], changes["head"] = PICKS[step.pick](self.session.scope())
+        if picked is not None:
+            changes["layer"], changes["head"] = picked
         if step.layer is not None:
             changes["layer"] = min(step.layer, config.n_layer - 1)
         if step.head is not None:
@@ -187,6 +211,7 @@ class LessonActions:
             changes["query"] = None if step.query < 0 else step.query
         if changes:
             self.change(**changes)
+        self.open_step_screen()
 
     def dim_panes(self, pane: str | None) -> None:
         base = self.screen_stack[0]
@@ -254,7 +279,7 @@ class LessonActions:
         """After the step's prompt has run and its selection is made: the reveal is of
         what is on screen."""
         p = self.lesson
-        if p is None or not p.waiting or self._measuring or not self._set_up:
+        if p is None or not p.waiting or self._measuring or not self._set_up or self._picking:
             return
         if not self.step_ready():
             return

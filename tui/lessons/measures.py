@@ -13,7 +13,7 @@ import torch
 
 from gpt2scope.engine import AblationMode, RunView, SamplingParams, attribution, gpt2_tokenizer
 from gpt2scope.engine.ablation import NO_ABLATION, Ablation
-from gpt2scope.engine.analysis import attention_stages, head_stats, softmax
+from gpt2scope.engine.analysis import attention_stages, head_stats, scaled_and_unscaled
 from gpt2scope.engine.attribution import Component, ablated, default_target
 from gpt2scope.engine.sampling import distributions
 from gpt2scope.engine.sampling import entropy_bits as distribution_entropy
@@ -51,10 +51,8 @@ def scaling(scope: Scope, args: dict) -> Measured:
     """The query's row softmaxed with and without the / sqrt(d_head): which is more peaked."""
     s = scope.settings
     stages = attention_stages(scope.view, s.layer, s.head, scope.query)
-    raw = stages.row.raw_scores[: scope.query + 1]
     d = len(stages.q)
-    scaled = softmax(raw / math.sqrt(d))
-    unscaled = softmax(raw)
+    scaled, unscaled = scaled_and_unscaled(stages.row.raw_scores[: scope.query + 1], d)
     h_scaled, h_unscaled = entropy_bits(scaled), entropy_bits(unscaled)
     value = (
         "same"
@@ -84,8 +82,7 @@ SCALING_WHY = {
 def head_size(scope: Scope, args: dict) -> Measured:
     """d_head: how many numbers one head's q, k and v have."""
     config = scope.view.config
-    d = len(attention_stages(scope.view, scope.settings.layer, scope.settings.head, 0).q)
-    return {"value": d, "n_embd": config.n_embd, "n_head": config.n_head}
+    return {"value": config.d_head, "n_embd": config.n_embd, "n_head": config.n_head}
 
 
 def masked_keys(scope: Scope, args: dict) -> Measured:
@@ -203,10 +200,9 @@ def scaling_head(scope: Scope) -> tuple[int, int]:
     heads = [(layer, head) for layer in range(config.n_layer) for head in range(config.n_head)]
 
     def gain(at: tuple[int, int]) -> float:
-        raw = attention_stages(scope.view, *at, q).row.raw_scores[: q + 1].astype(np.float64)
-        return entropy_bits(softmax(raw / math.sqrt(config.n_embd // config.n_head))) - (
-            entropy_bits(softmax(raw))
-        )
+        raw = attention_stages(scope.view, *at, q).row.raw_scores[: q + 1]
+        scaled, unscaled = scaled_and_unscaled(raw, config.d_head)
+        return entropy_bits(scaled) - entropy_bits(unscaled)
 
     return max(heads, key=gain)
 

@@ -23,7 +23,12 @@ import numpy as np
 from rich.cells import cell_len
 from rich.text import Text
 
-from gpt2scope.engine.analysis import AttentionStages, attention_stages, numpy, softmax
+from gpt2scope.engine.analysis import (
+    AttentionStages,
+    attention_stages,
+    numpy,
+    scaled_and_unscaled,
+)
 from gpt2scope.engine.run import RunView
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import Pieces
@@ -247,9 +252,7 @@ def table_summary(s: Stages, scope: Scope, stage: int) -> Text:
 
 def scaling_line(s: Stages) -> Text:
     """The softmax with and without ÷√d_head side by side: why the scale is there, seen."""
-    visible = s.query + 1
-    unscaled = softmax(s.raw_scores[:visible].astype(np.float64))
-    scaled = s.pattern[:visible]
+    scaled, unscaled = scaled_and_unscaled(s.raw_scores[: s.query + 1], len(s.q))
     text = Text(f"entropy {entropy_bits(scaled):.2f} bits, top {percent(float(scaled.max()))}")
     text.append(" · without ÷√d: ", NOTE)
     text.append(f"{entropy_bits(unscaled):.2f} bits, top {percent(float(unscaled.max()))}")
