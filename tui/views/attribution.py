@@ -8,7 +8,7 @@ with an MLP column, the largest pushers and pullers, the saliency of each earlie
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -64,8 +64,18 @@ class Contributions:
     biases: float  # the attention biases' terms, summed
     embed: float
     ln_f_bias: float
-    writes: tuple[HeadWrites, ...]  # what each head writes at the query, by layer then head
-    pieces: Pieces  # the tokens those promote and suppress
+    pieces: Pieces  # the tokens the heads' writes promote and suppress
+    view: RunView
+    _writes: dict[tuple[int, int], HeadWrites] = field(default_factory=dict, repr=False)
+
+    def writes(self, layer: int, head: int) -> HeadWrites:
+        """What a head writes at the query, read when the cursor reaches it: all of them at
+        once is a [heads, vocab] product, 2 s at gpt2-xl."""
+        w = self._writes.get((layer, head))
+        if w is None:
+            position = self.attribution.position
+            w = self._writes[layer, head] = head_writes(self.view, position, [(layer, head)])[0]
+        return w
 
 
 def logits_at(view: RunView, position: int) -> torch.Tensor:
@@ -156,8 +166,8 @@ def contributions(
         biases=sum(c.value for c in a.components if c.name.endswith(".attn_bias")),
         embed=by_name["embed"],
         ln_f_bias=by_name["ln_f.bias"],
-        writes=tuple(head_writes(view, position, [(la, h) for la in range(L) for h in range(H)])),
         pieces=pieces,
+        view=view,
     )
 
 
@@ -356,7 +366,7 @@ def title(page: Page[Contributions], effects: HeadEffects | None, width: int) ->
         # On the first line when the rest of it has room for a token each way, else whole.
         room = width - text.cell_len - selected.cell_len - 6
         room = room if room >= WRITES_ROOM else width
-        w = page.figure.writes[s.layer * H + s.head]
+        w = page.figure.writes(s.layer, s.head)
         parts.append(writes_line(w, page.figure.pieces, room, "writes", room >= 60))
     if effects is not None:
         parts.append(progress(effects))
