@@ -3,8 +3,10 @@ events."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +30,7 @@ from gpt2scope.engine import (
     load_model,
 )
 from gpt2scope.engine.run import Run
+from gpt2scope.engine.runner import RUNNER_NICE
 
 
 class Recorder:
@@ -350,3 +353,18 @@ def test_show_run_adopts_a_patched_run_and_generation_sees_the_patched_past(
     runner.set_ablation(Ablation(AblationMode.ZERO, frozenset({(0, 0)})))
     failed = recorder.wait(Failed)
     assert "patched run" in failed.message and runner.ablation.empty
+
+
+def thread_nice(native_id: int) -> int:
+    stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of proc(5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_the_runner_thread_runs_below_the_ui_thread(runner, recorder):
+    """So that a key gets a core while the runner decodes on a machine it keeps busy."""
+    runner.start_prompt("Hello world")
+    runner.generate(2)
+    recorder.wait(Done, 2)
+    ours = thread_nice(threading.get_native_id())
+    assert thread_nice(runner._thread.native_id) == min(ours + RUNNER_NICE, 19)
