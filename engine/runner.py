@@ -7,6 +7,7 @@ generated token or one prefill chunk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
@@ -111,8 +112,11 @@ def yield_to_the_ui() -> None:
     """Lower the calling thread's priority, and with it the thread pool torch starts from
     it: on a machine with as many cores as torch threads, a key waits for a core while the
     runner decodes (gpt2-medium's key to repaint: 52-54 ms against 58-61 ms at nice 0)."""
-    if sys.platform == "linux":  # where a thread's id names it to setpriority
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RUNNER_NICE)
+    # Where a thread's id names it to setpriority; a sandbox that refuses it leaves the
+    # runner at the UI's priority rather than without a thread.
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RUNNER_NICE)
 
 
 class Runner:

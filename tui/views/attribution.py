@@ -151,7 +151,7 @@ def contributions(
             heads[c.layer, c.head] = c.value
         elif c.name.endswith(".mlp"):
             mlps[c.layer] = c.value
-    return Contributions(
+    figure = Contributions(
         attribution=a,
         target=pieces(target),
         contrast=None if contrast is None else pieces(contrast),
@@ -169,6 +169,11 @@ def contributions(
         pieces=pieces,
         view=view,
     )
+    # The selected head's writes are read here, on the worker, so that a new figure's
+    # first render (one per token while generating) runs no torch on the UI thread.
+    if settings.layer < L and settings.head < H:
+        figure.writes(settings.layer, settings.head)
+    return figure
 
 
 def compute_contributions(scope: Scope, pieces: Pieces) -> Contributions:
