@@ -4,6 +4,7 @@ probe in inspect's JSON."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from rich.cells import cell_len
 
 from gpt2scope.engine import gpt2_tokenizer, load_model
 from gpt2scope.engine.analysis import HeadKind, HeadStats
+from gpt2scope.engine.probe import induction_probe
 from gpt2scope.tui.cli import main
 from gpt2scope.tui.views import SCREEN_BY_ID
 from gpt2scope.tui.views.attention import render_attention
@@ -72,6 +74,23 @@ def test_every_head_has_its_cell_at_every_size(model, grid, size):
     for kind, k in KINDS.items():
         count = sum(h.kind == kind for h in figure.stats)
         assert f"{k.code} {k.word} {count}" in footer
+
+
+def test_a_short_terminal_keeps_eight_layers_of_xl_in_sight_with_the_probe_on(model):
+    scope = session_on(model, [464, 3797, 3332]).scope()
+    probe = induction_probe(scope.view.config, scope.view.params, scope.view.ablation, 8, 0)
+    figure = replace(synthetic(48, 25), probe=probe)
+    width, height = 78, 19  # the map's pane in an 80x24 terminal
+    drawn = render_model_map(Page(scope, figure, scope), width, height)
+    lines = [line.plain for line in drawn.lines]
+    assert all(cell_len(line) <= width for line in lines)
+    # what scrolls between the pinned heading and the counts, less the two scroll hints
+    assert height - drawn.pinned - drawn.footer - 2 >= 8
+    assert lines[drawn.pinned].startswith("L0 ")
+    footer = " ".join(lines[-drawn.footer :])
+    for kind, k in KINDS.items():
+        assert f"{k.code} {k.short} {sum(h.kind == kind for h in figure.stats)}" in footer
+    assert any("knocked out: first" in line for line in lines[: drawn.pinned])
 
 
 def test_wide_cells_show_the_named_score_and_the_entropy(model):

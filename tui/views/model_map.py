@@ -30,6 +30,7 @@ NAMED = 10  # "prev   92%"
 LABELLED = 20  # "0▁ 12% p█ 81% s▁  3%"
 NUMBERED = 14  # "0 12 p 81 s  3"
 MIN_CELL = 4  # "I85" and a gap: below this the per-layer summary gives way to the cells
+MIN_ROWS = 8  # layer rows a short terminal keeps in sight before the legend
 SINK_COUNTED = 0.3  # the summary counts the heads with at least this on position 0
 SUMMARY_HEADER = "│  ≥30% on 0     b"
 SUMMARY = len(SUMMARY_HEADER)
@@ -153,10 +154,8 @@ def probe_lines(probe: InductionProbe, width: int) -> list[Text]:
     parts = [
         Text(f"loss r2..r{probe.n}: first copy {probe.loss_first:.2f}", HEADING),
         Text(f"second {probe.loss_second:.2f} nats", HEADING),
-        Text(
-            f"{top or 'nothing more'} knocked out: first {probe.knocked_loss_first:.2f}, "
-            f"second {probe.knocked_loss_second:.2f}"
-        ),
+        Text(f"{top or 'nothing more'} knocked out: first {probe.knocked_loss_first:.2f}"),
+        Text(f"second {probe.knocked_loss_second:.2f}"),
     ]
     return packed(parts, width, " · ")
 
@@ -191,12 +190,13 @@ def legend(grid: Grid, width: int) -> list[Text]:
     return packed(parts, width, " · ")
 
 
-def footer(stats: tuple[HeadStats, ...], width: int) -> list[Text]:
-    """How many heads of each kind, every kind named."""
+def footer(stats: tuple[HeadStats, ...], width: int, short: bool = False) -> list[Text]:
+    """How many heads of each kind, every kind named (in a word of five at most if short)."""
     parts = []
     for head_kind, kind in KINDS.items():
         count = sum(h.kind == head_kind for h in stats)
-        parts.append(Text.assemble((kind.code, kind.style + HEADING), f" {kind.word} {count}"))
+        word = kind.short if short else kind.word
+        parts.append(Text.assemble((kind.code, kind.style + HEADING), f" {word} {count}"))
     return packed(parts, width, " · ")
 
 
@@ -239,13 +239,16 @@ def grid_lines(page: Page, figure: MapFigure, grid: Grid) -> list[Text]:
     return lines
 
 
-def title(page: Page[MapFigure], width: int) -> list[Text]:
+def title(page: Page[MapFigure], width: int, short: bool = False) -> list[Text]:
+    """What the map is over; `short` names the probe in a word, as the key bar does."""
     f = page.figure
     n_layer, n_head = f.shape
     text = Text(f"model map · {count(n_layer, 'layer')} × {count(n_head, 'head')}", HEADING)
     text.append_text(page_note(page))
     if f.probe is None:
         over = Text(f"over {count(f.n_tokens, 'token')}", DIM)
+    elif short:
+        over = Text(f"probe, seed {f.probe.seed}", HEADING)
     else:
         over = Text(
             f"induction probe: <|endoftext|> + {f.probe.n} random tokens twice, "
@@ -263,13 +266,19 @@ def render_model_map(page: Page[MapFigure], width: int, height: int) -> Drawn:
         return empty
     f, s = page.figure, page.scope.settings
     n_layer, n_head = f.shape
-    head = title(page, width)
-    if f.probe is not None:
-        head += probe_lines(f.probe, width)
-    head += details(selected_of(page, f.stats), f, width)
+    probe = [] if f.probe is None else probe_lines(f.probe, width)
+    selected = details(selected_of(page, f.stats), f, width)
+    head = title(page, width) + probe + selected
     counts = footer(f.stats, width)
     grid = Grid.fit(n_layer, n_head, width, height - len(head) - len(counts) - 2)
-    head += legend(grid, width)
+    key = legend(grid, width)
+    # the column header and the two scroll hints take three lines of what is left
+    if height - len(head) - len(key) - len(counts) - 3 < min(n_layer, MIN_ROWS):
+        # a short terminal keeps layers in sight: the legend and the probe's words are in
+        # the help (?), and the kinds' short words are the ones the wide cells show
+        head = title(page, width, short=True) + probe + selected
+        key, counts = [], footer(f.stats, width, short=True)
+    head += key
     lines = grid_lines(page, f, grid)
     drawn = Drawn(
         [*head, *lines, *counts],
