@@ -212,12 +212,24 @@ class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
 
     @work(thread=True, group="figure", exit_on_error=False)
     def compute(self, scope: Scope, pieces: Pieces) -> tuple[Scope, Any]:
+        spec = self.spec
         try:
-            if self.spec.progress:
-                return scope, self.spec.compute(scope, pieces, partial(self.post_progress, scope))
-            return scope, self.spec.compute(scope, pieces)
+            if spec.progress:
+                figure = spec.compute(scope, pieces, partial(self.post_progress, scope))
+            else:
+                figure = spec.compute(scope, pieces)
+            if spec.finish is not None:
+                self.app.call_from_thread(self.first_stage, scope, figure)
+                figure = spec.finish(figure)
+            return scope, figure
         except Exception as e:  # said on screen; the figure is not retried for this scope
             return scope, e
+
+    def first_stage(self, scope: Scope, figure: Any) -> None:
+        """Drawn while the worker finishes it: newer than the figure shown, if not the last."""
+        if self._worker is not None:
+            self._source, self._figure = scope, figure
+            self.show()
 
     def post_progress(self, scope: Scope, done: int, total: int) -> None:
         """On the worker's thread: how far the figure is."""

@@ -98,6 +98,8 @@ class ScreenSpec:
     while_generating: bool = True
     # compute takes a third argument, on_progress(done, total), the screen's note shows.
     progress: bool = False
+    # A slower second stage: the screen draws compute's figure at once, then finish's.
+    finish: Callable[[Any], Any] | None = None
     # Drawn once per cursor position by `inspect --format text` (the step-through's stages).
     text_at_every_cursor: bool = False
 
@@ -107,7 +109,10 @@ class ScreenSpec:
 
     def figure(self, scope: Scope, pieces: Pieces) -> Any:
         """The figure computed in line (None for a screen drawn from the scope alone)."""
-        return None if self.compute is None else self.compute(scope, pieces)
+        if self.compute is None:
+            return None
+        figure = self.compute(scope, pieces)
+        return figure if self.finish is None else self.finish(figure)
 
 
 def view_identity(scope: Scope) -> int:
