@@ -43,7 +43,7 @@ def make_app(
 def settled(app: ScopeApp) -> bool:
     """No command is outstanding and the screen shows the result."""
     # A deeper screen's figure is computed in a worker after the scope arrives.
-    computing = getattr(app.screen, "computing", 0)
+    computing = getattr(app.screen, "computing", 0) or app.reading_writes
     return not app.outstanding and app.scope is app.session.scope() and not computing
 
 

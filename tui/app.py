@@ -36,6 +36,7 @@ from gpt2scope.engine import (
 )
 from gpt2scope.engine import gpt2_tokenizer as default_tokenizer
 from gpt2scope.engine.ablation import NO_ABLATION
+from gpt2scope.engine.analysis import HeadWrites, head_writes
 from gpt2scope.engine.attribution import ablated, head_effects
 from gpt2scope.engine.runner import Event
 from gpt2scope.tui.download_screen import DownloadScreen, fetch_gpt2
@@ -50,6 +51,7 @@ from gpt2scope.tui.patching_screen import PatchingScreen
 from gpt2scope.tui.screens import DeeperActions, DeeperScreen
 from gpt2scope.tui.session import (
     SAMPLE_PROMPT,
+    HeadData,
     HeadEffects,
     ModelInfo,
     Scope,
@@ -111,6 +113,8 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
         self.fetch_cancel = threading.Event()
         self.outstanding: set[int] = set()  # ids of the commands sent whose Done is to come
         self._intact: Worker | None = None  # works out the intact model's logits
+        self._writes: Worker | None = None  # reads what the selected head writes
+        self._writes_failed: tuple[HeadData, int] | None = None  # said once, not retried
         # The head effects being computed (their job number) and what cancels them.
         self._effects: tuple[int, threading.Event] | None = None
         self.unpublished = False  # events have changed the session since the last publish
@@ -230,6 +234,7 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
         self.unpublished = False
         self.scope = self.session.scope()
         self.want_intact()
+        self.want_writes()
         self.follow_lesson()
 
     def want_intact(self) -> None:
@@ -241,7 +246,43 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
                 partial(intact_logits, view), thread=True, group="intact", exit_on_error=False
             )
 
+    def want_writes(self) -> None:
+        """What the selected head writes at the query, for the Query pane and the
+        contributions screen: one read at a time, of the newest scope."""
+        scope = self.scope
+        a = scope.attn if scope is not None else None
+        if a is None or scope.writes is not None or self._writes is not None:
+            return
+        if self._writes_failed == (a, scope.query):
+            return
+        self._writes = self.run_worker(
+            partial(read_writes, a, scope.query), thread=True, group="writes", exit_on_error=False
+        )
+
+    @property
+    def reading_writes(self) -> bool:
+        return self._writes is not None
+
+    def writes_read(self, worker: Worker) -> None:
+        self._writes = None
+        if worker.state != WorkerState.SUCCESS:
+            return  # the app is closing
+        a, query, writes = worker.result
+        if isinstance(writes, Exception):
+            self.notify(
+                visible(f"{type(writes).__name__}: {writes}"),
+                title="What the head writes could not be worked out",
+                severity="error",
+                markup=False,
+            )
+            self._writes_failed = (a, query)
+            return
+        self.session.keep_writes(a, query, writes)
+        self.publish()
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is self._writes and event.state in FINAL:
+            self.writes_read(event.worker)
         if event.worker is not self._intact or event.state not in FINAL:
             return
         self._intact = None
@@ -673,6 +714,14 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
 
 
 FINAL = (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED)
+
+
+def read_writes(a: HeadData, query: int) -> tuple[HeadData, int, HeadWrites | Exception]:
+    """In a worker thread: what the head writes at the query, or why not."""
+    try:
+        return a, query, head_writes(a.view, query, [(a.layer, a.head)])[0]
+    except Exception as e:
+        return a, query, e
 
 
 def intact_logits(view: RunView) -> tuple[tuple[int, ...], torch.Tensor | None, str | None]:

@@ -3,7 +3,7 @@ JSON object or as plain text, made from the specs in tui/views."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from gpt2scope.engine import (
@@ -152,6 +152,8 @@ def run_text(scope: Scope, pieces: Pieces, width: int, why: Why | None = None) -
     lines = [line.plain for line in render_header(scope, width, live=False)]
     lines.append(f"prompt: {visible(scope.prompt)}")
     height = max(40, scope.n_tokens + 8)
+    if scope.attn is not None:  # what the app reads on a worker, here read in line
+        scope = replace(scope, writes=scope.attn.writes(scope.query))
     for pane in PANES:
         pane_height = CANDIDATE_LINES if pane.id == "probabilities" else height
         lines += ["", f"== {pane.title} ==".ljust(width, "=")]

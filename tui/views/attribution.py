@@ -8,7 +8,7 @@ with an MLP column, the largest pushers and pullers, the saliency of each earlie
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -65,18 +65,11 @@ class Contributions:
     ln_f_bias: float
     pieces: Pieces  # the tokens the heads' writes promote and suppress
     view: RunView
+    # What the head selected when it was computed writes at the query, read on the worker
+    # with the rest: all of them at once is a [heads, vocab] product, 2 s at gpt2-xl.
+    writes: tuple[tuple[int, int], HeadWrites] | None = None
     # gradient x input of log p(target), positions 0..query; None until with_saliency
     saliency: tuple[float, ...] | None = None
-    _writes: dict[tuple[int, int], HeadWrites] = field(default_factory=dict, repr=False)
-
-    def writes(self, layer: int, head: int) -> HeadWrites:
-        """What a head writes at the query, read when the cursor reaches it: all of them at
-        once is a [heads, vocab] product, 2 s at gpt2-xl."""
-        w = self._writes.get((layer, head))
-        if w is None:
-            position = self.attribution.position
-            w = self._writes[layer, head] = head_writes(self.view, position, [(layer, head)])[0]
-        return w
 
 
 def logits_at(view: RunView, position: int) -> torch.Tensor:
@@ -161,7 +154,11 @@ def direct_contributions(
             heads[c.layer, c.head] = c.value
         elif c.name.endswith(".mlp"):
             mlps[c.layer] = c.value
-    figure = Contributions(
+    writes = None
+    if settings.layer < L and settings.head < H:
+        head = (settings.layer, settings.head)
+        writes = head, head_writes(view, position, [head])[0]
+    return Contributions(
         attribution=a,
         target=pieces(target),
         contrast=None if contrast is None else pieces(contrast),
@@ -177,12 +174,8 @@ def direct_contributions(
         ln_f_bias=by_name["ln_f.bias"],
         pieces=pieces,
         view=view,
+        writes=writes,
     )
-    # The selected head's writes are read here, on the worker, so that a new figure's
-    # first render (one per token while generating) runs no torch on the UI thread.
-    if settings.layer < L and settings.head < H:
-        figure.writes(settings.layer, settings.head)
-    return figure
 
 
 def with_saliency(figure: Contributions) -> Contributions:
@@ -390,11 +383,26 @@ def title(page: Page[Contributions], effects: HeadEffects | None, width: int) ->
         # On the first line when the rest of it has room for a token each way, else whole.
         room = width - text.cell_len - selected.cell_len - 6
         room = room if room >= WRITES_ROOM else width
-        w = page.figure.writes(s.layer, s.head)
-        parts.append(writes_line(w, page.figure.pieces, room, "writes", room >= 60))
+        w = shown_writes(page, (s.layer, s.head))
+        if w is None:
+            parts.append(Text(f"writes {COMPUTING}", DIM))
+        else:
+            parts.append(writes_line(w, page.figure.pieces, room, "writes", room >= 60))
     if effects is not None:
         parts.append(progress(effects))
     return packed(parts, width, " · ")
+
+
+def shown_writes(page: Page[Contributions], head: tuple[int, int]) -> HeadWrites | None:
+    """The figure's own for the head selected when it was computed; for another one, what
+    the app has read for the selected head (tui/app.py), if the figure is of the scope's
+    run and query."""
+    f, scope = page.figure, page.scope
+    if f.writes is not None and f.writes[0] == head:
+        return f.writes[1]
+    if scope.view is f.view and scope.query == f.attribution.position:
+        return scope.writes
+    return None
 
 
 def render_contributions(page: Page[Contributions], width: int, height: int) -> Drawn:

@@ -21,6 +21,7 @@ from gpt2scope.tui.views.common import (
     piece_text,
 )
 from gpt2scope.tui.views.head_writes import writes_line
+from gpt2scope.tui.views.page import COMPUTING
 from gpt2scope.tui.views.spec import PaneSpec, on_head
 from gpt2scope.tui.views.style import (
     DIM,
@@ -102,7 +103,14 @@ def writes_of(scope: Scope, width: int) -> Text:
     a, s, ablation = scope.attn, scope.settings, scope.view.ablation
     if (s.layer, s.head) in ablation.heads and ablation.mode == AblationMode.ZERO:
         return Text("writes nothing: knocked out (z = 0); o brings it back", DIM)
-    return writes_line(a.writes(scope.query), a.pieces, width, "writes", numbers=width >= 60)
+    if scope.writes is None:  # the app reads them on a worker
+        return Text(f"writes {COMPUTING}", DIM)
+    return writes_line(scope.writes, a.pieces, width, "writes", numbers=width >= 60)
+
+
+def query_depends(scope: Scope) -> tuple:
+    """The head and query, and whether the app has read what the head writes there yet."""
+    return (*on_head(scope), scope.writes is not None)
 
 
 def entropy_bits(weights: np.ndarray) -> float:
@@ -153,7 +161,7 @@ SPEC = PaneSpec(
     "score = q·k/√d_head before the softmax; ★ the top 5. Above them, what the head writes "
     "at the query (z_h W_O[h] through ln_f, scale frozen, and the unembedding): + the "
     "tokens it promotes most, − those it suppresses",
-    depends=on_head,
+    depends=query_depends,
     caption=(
         "the selected query's attention row, heaviest key first: w = softmax(q·k / √d)",
         "the query's row, heaviest first: w = softmax(q·k / √d)",
