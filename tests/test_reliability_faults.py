@@ -34,7 +34,14 @@ LONG_PROMPT = " one two three" * 36  # 108 tokens: two prefill chunks
 
 
 def non_daemon_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if not t.daemon and t.is_alive()}
+    """Those that would keep the process alive. Not the event loop's pooled executor threads
+    ("asyncio_N"), which Textual's thread workers run on: `asyncio.run` joins them when the
+    app's loop ends, and under the pilot the test's loop outlives the app."""
+    return {
+        t
+        for t in threading.enumerate()
+        if not t.daemon and t.is_alive() and not t.name.startswith("asyncio_")
+    }
 
 
 def fail_on_call(monkeypatch, owner, name: str, call: int) -> None:
