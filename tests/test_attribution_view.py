@@ -178,6 +178,22 @@ def test_the_saliency_strip_ends_at_the_query_with_a_signed_glyph_per_token(chec
     assert signs == ["+" if s > 0 else "−" if s < 0 else " " for s in scores]
 
 
+def test_a_strip_cut_on_the_left_says_so(checkpoint):
+    _, model = checkpoint
+    whole = [
+        line.plain
+        for line in render_contributions(page_of(session_on(model, PROMPT_IDS)), *SCREEN).lines
+    ]
+    assert next(line for line in whole if line.startswith("tokens"))[:9] == "tokens   "
+    long_ids = PROMPT_IDS * 3  # 30 tokens: more than 78 cells hold
+    page = page_of(session_on(model, long_ids))
+    lines = [line.plain for line in render_contributions(page, *SCREEN).lines]
+    tokens = next(line for line in lines if line.startswith("tokens"))
+    assert tokens[:9] == "tokens  …"
+    glyphs = next(line for line in lines if line.startswith("saliency"))
+    assert len(glyphs.split()) - 1 < len(long_ids)  # fewer cells than tokens, the last ones
+
+
 def test_the_status_line_names_the_knock_outs(checkpoint):
     _, model = checkpoint
     session = session_on(model, PROMPT_IDS)

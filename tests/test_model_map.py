@@ -66,6 +66,13 @@ def test_every_head_has_its_cell_at_every_size(model, grid, size):
         ]
         # each head's cell starts with its kind, in order: none is cut off
         assert [cells[i * cell : i * cell + len(name)] for i, name in enumerate(names)] == names
+    # every column is named: by H and its number, its number, or at least its last digit
+    header = lines[lines.index(rows[0]) - 1]
+    cells = rows[0][label:].split("│")[0]
+    cell = (len(cells) + 1) // n_head if "│" in rows[0] else len(cells) // n_head
+    for head in range(n_head):
+        name = header[label + head * cell : label + (head + 1) * cell].strip()
+        assert name in (f"H{head}", str(head), str(head % 10))
     summary = "│  ≥30% on 0" in "\n".join(lines)
     assert summary or "per-layer summary: needs a wider terminal" in "\n".join(lines)
     # the counts stay at the bottom, whatever scrolls

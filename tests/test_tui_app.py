@@ -128,6 +128,15 @@ async def test_a_layer_key_repaints_before_what_the_head_writes_is_read(tiny_mod
         assert line.startswith("writes +") and scope.attn.pieces(token).label in line
 
 
+async def test_a_key_held_at_the_last_layer_says_so_once(tiny_model):
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press(*["right_square_bracket"] * 5)  # the tiny model has 2 layers
+        said = [n.message for n in app._notifications]
+        assert said == ["already at layer 1, the last"]
+
+
 @pytest.mark.slow
 async def test_query_keys_move_the_selected_token(tiny_model):
     app = make_app(tiny_model, prompt=PROMPT)

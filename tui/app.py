@@ -7,6 +7,7 @@ it commands, so no key waits on the model.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
@@ -115,6 +116,7 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
         self._intact: Worker | None = None  # works out the intact model's logits
         self._writes: Worker | None = None  # reads what the selected head writes
         self._writes_failed: tuple[HeadData, int] | None = None  # said once, not retried
+        self._limit_said: tuple[str, float] | None = None  # the last, and when
         # The head effects being computed (their job number) and what cancels them.
         self._effects: tuple[int, threading.Event] | None = None
         self.unpublished = False  # events have changed the session since the last publish
@@ -392,8 +394,13 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
             self.said_limit(f"the query is already the {'first' if end == 0 else 'last'} token")
 
     def said_limit(self, sentence: str) -> None:
-        """A key that would go past an end says so, briefly, instead of doing nothing."""
-        self.notify(sentence, timeout=2)
+        """A key that would go past an end says so, briefly, instead of doing nothing; a key
+        held down says it once while the toast is up, not once per repeat."""
+        now, last = time.monotonic(), self._limit_said
+        if last is not None and last[0] == sentence and now - last[1] < LIMIT_TOAST_S:
+            return
+        self._limit_said = (sentence, now)
+        self.notify(sentence, timeout=LIMIT_TOAST_S)
 
     def action_captions(self) -> None:
         self.captions = not self.captions
@@ -714,6 +721,7 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
 
 
 FINAL = (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED)
+LIMIT_TOAST_S = 2.0
 
 
 def read_writes(a: HeadData, query: int) -> tuple[HeadData, int, HeadWrites | Exception]:

@@ -313,7 +313,8 @@ def saliency_lines(page: Page[Contributions], width: int) -> list[Text]:
             break
         room -= cells
         shown.insert(0, i)
-    tokens = Text("tokens".ljust(STRIP_LABEL), DIM)
+    cut = bool(shown) and shown[0] > 0  # the earlier tokens did not fit: say so
+    tokens = Text("tokens".ljust(STRIP_LABEL - 1) + ("…" if cut else " "), DIM)
     glyphs = Text("saliency".ljust(STRIP_LABEL), DIM)
     if scores is None:
         glyphs.append(COMPUTING, NOTE)
@@ -421,7 +422,9 @@ def render_contributions(page: Page[Contributions], width: int, height: int) -> 
         list_lines(f, rows, layout.list_columns) if layout.list_columns else (Text(), [])
     )
     grid_header = Text(" " * layout.label + head_labels(H, layout.cell), DIM)
-    grid_header.append(" mlp".ljust(layout.cell + 1)[: layout.cell + 1], DIM)
+    # over the space before the MLP's cell too when the cell is too narrow for the word
+    mlp = " mlp" if layout.cell >= 3 else "mlp"
+    grid_header.append(mlp.ljust(layout.cell + 1)[: layout.cell + 1], DIM)
     effects_scale = 0.0
     if effects is not None:
         done = [row for row in effects.rows if row is not None]

@@ -209,6 +209,14 @@ def summary_cells(heads: tuple[HeadStats, ...]) -> str:
     return f"│ {counted:>5} {round(first * 100):>3}% {entropy:>4.1f}b"
 
 
+def head_label(head: int, width: int) -> str:
+    """H12 where it fits, else 12, else its last digit: a column is never left unnamed."""
+    for label in (f"H{head}", str(head)):
+        if len(label) <= width:
+            return label
+    return str(head % 10)
+
+
 def grid_lines(page: Page, figure: MapFigure, grid: Grid) -> list[Text]:
     """The column header, then a row (or two) per layer; the cursor cell reversed."""
     s = page.scope.settings
@@ -216,7 +224,7 @@ def grid_lines(page: Page, figure: MapFigure, grid: Grid) -> list[Text]:
     cell, inner = grid.cell, max(grid.cell - 1, 1)
     header = Text(" " * grid.label_width)
     for head in range(n_head):
-        header.append(f"H{head}"[:inner].ljust(cell), HEADING if head == s.head else DIM)
+        header.append(head_label(head, inner).ljust(cell), HEADING if head == s.head else DIM)
     if grid.summary:
         header.append(SUMMARY_HEADER, DIM)
     lines = [header]

@@ -42,7 +42,8 @@ def summary(
     `shift`, how far the knock-outs (or the patch, when `patched`) moved the distribution
     from the intact model's (the same tokens unpatched)."""
     if p.chosen is None:
-        parts = [Text("next token · not sampled yet", HEADING)]
+        versions = ("next token · not sampled yet", "not sampled yet")
+        parts = [Text(longest_fitting(versions, width), HEADING)]
     else:
         chose = Text(f"step {p.step} chose ", HEADING)
         chose.append_text(piece_text(p.chosen, 14, style=CHOSEN))
