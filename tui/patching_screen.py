@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import ActiveBinding, Binding
 from textual.containers import Horizontal
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -21,6 +21,7 @@ from gpt2scope.engine.patching import SITES, Pair, Patch
 from gpt2scope.engine.patching import estimate as estimate_maps
 from gpt2scope.engine.patching import sweep as exact_row_by_row
 from gpt2scope.tui.keys import bindings
+from gpt2scope.tui.screens import off_the_footer
 from gpt2scope.tui.session import Scope
 from gpt2scope.tui.text import clip, editable, from_editable, visible
 from gpt2scope.tui.views import PaneSpec
@@ -84,7 +85,7 @@ class PatchingScreen(Screen[None]):
     CSS = """
     PatchingScreen #prompts { height: 2; }
     PatchingScreen .prompt-row { height: 1; }
-    PatchingScreen Label { width: 10; }
+    PatchingScreen .prompt-row Label { width: 10; }
     PatchingScreen Input { width: 1fr; }
     PatchingScreen #refusal { width: 1fr; height: 1; display: none; }
     PatchingScreen #refusal.shown { display: block; }
@@ -101,6 +102,10 @@ class PatchingScreen(Screen[None]):
         self._applying = 0
         self._prompts = ("", "")  # the texts of the pair shown: clean, corrupted
 
+    @property
+    def active_bindings(self) -> dict[str, ActiveBinding]:
+        return off_the_footer(self, super().active_bindings)
+
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status").data_bind(PatchingScreen.scope)
         clean, corrupt = self.first_prompts()
@@ -113,7 +118,8 @@ class PatchingScreen(Screen[None]):
         # Under the editors, where the user who just pressed enter is looking.
         yield Label("", id="refusal", markup=False)
         yield PatchSheet().data_bind(scope=PatchingScreen.state)
-        yield LeanFooter()
+        # ctrl+p still opens the palette: its label would push the screen's keys off
+        yield LeanFooter(show_command_palette=False)
 
     def first_prompts(self) -> tuple[str, str]:
         """The app's prompt, and as the corrupted one an example's if the prompt is one,

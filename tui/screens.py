@@ -37,7 +37,8 @@ from gpt2scope.tui.views.page import COMPUTING, DEFERRED, Page
 from gpt2scope.tui.views.spec import BranchAt
 from gpt2scope.tui.widgets import LeanFooter, Pane, StatusLine, selection_moved
 
-OFF_THE_FOOTER = ("generate", "step")  # of the app's keys, on a deeper screen
+# The app's keys that a screen over the panes keeps off its footer (they are in the help).
+OFF_THE_FOOTER = ("generate", "step", "zoom", "edit_prompt")
 
 PAGE_KEYS = [
     Binding("pageup", "page(-1)", "page up", show=False),
@@ -94,13 +95,24 @@ class EditPrompt:
     """What the panes do after a deeper screen: put the focus in the prompt editor."""
 
 
+def off_the_footer(screen: Screen, bindings: dict[str, ActiveBinding]) -> dict[str, ActiveBinding]:
+    """The app's generate and step keys still work on a screen over the panes but leave its
+    footer: at 80 columns it has room for the screen's own keys, the way back, help and quit."""
+    for key, active in bindings.items():
+        if active.node is screen.app and active.binding.action in OFF_THE_FOOTER:
+            bindings[key] = active._replace(binding=replace(active.binding, show=False))
+    return bindings
+
+
 def screen_bindings(spec: ScreenSpec) -> list[Binding]:
     """Back first, so that a narrow footer always shows the way out (after a key of the
     screen's own on esc, which cancels something while it runs and is off otherwise); then
-    the screen's own keys, and p, which goes back to edit the prompt."""
+    the screen's own keys, and p, which goes back to edit the prompt (in the help, not the
+    footer: at 80 columns the screen's keys, help and quit fill it)."""
     on_esc = tuple(k for k in spec.keys if k.key == BACK.key)
     own = tuple(k for k in spec.keys if k.key != BACK.key)
-    return [*bindings((*on_esc, BACK, *own)), Binding("p", "edit_prompt", "prompt")]
+    prompt = Binding("p", "edit_prompt", "prompt", show=False)
+    return [*bindings((*on_esc, BACK, *own)), prompt]
 
 
 class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
@@ -143,13 +155,7 @@ class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
 
     @property
     def active_bindings(self) -> dict[str, ActiveBinding]:
-        """The app's generate and step keys still work here but leave the footer: at 80
-        columns it has room for the screen's own keys, the way back, help and quit."""
-        bindings = super().active_bindings
-        for key, active in bindings.items():
-            if active.node is self.app and active.binding.action in OFF_THE_FOOTER:
-                bindings[key] = active._replace(binding=replace(active.binding, show=False))
-        return bindings
+        return off_the_footer(self, super().active_bindings)
 
     def follow(self, scope: Scope | None) -> None:
         cursor = self.spec.cursor

@@ -26,13 +26,14 @@ class Key:
     group: str = ""  # keys of one group share one label in the footer: "↑↓ layer"
 
 
-# A screen whose cursor is the selected head: the arrows move it, enter shows it in the panes.
+# A screen whose cursor is the selected head: the arrows move it, enter shows it in the panes
+# (as esc does, the head staying selected: off the footer, which 80 columns fill).
 HEAD_CURSOR = (
     Key("up", "↑", "app.layer(-1)", "layer-", "previous layer", True, "layer"),
     Key("down", "↓", "app.layer(1)", "layer+", "next layer", True, "layer"),
     Key("left", "←", "app.head(-1)", "head-", "previous head", True, "head"),
     Key("right", "→", "app.head(1)", "head+", "next head", True, "head"),
-    Key("enter", "enter", "enter", "show", "show that head in the panes", True),
+    Key("enter", "enter", "enter", "show", "show that head in the panes"),
 )
 
 
