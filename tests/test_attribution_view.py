@@ -16,7 +16,7 @@ from gpt2scope.tui.session import ModelInfo, Session, Settings
 from gpt2scope.tui.text import Pieces
 from gpt2scope.tui.views import SCREEN_BY_ID, render_header
 from gpt2scope.tui.views.attribution import (
-    contributions,
+    SPEC,
     contributions_json,
     moved_target,
     render_contributions,
@@ -57,7 +57,7 @@ def gpt2_small_shape(tmp_path_factory):
 def page_of(session, figure=None):
     scope = session.scope()
     if figure is None:
-        figure = contributions(scope.view, scope.query, scope.settings, session.pieces)
+        figure = SPEC.figure(scope, session.pieces)
     return Page(scope, figure, scope)
 
 
@@ -66,7 +66,7 @@ def test_the_figure_is_the_engines_attribution_and_adds_up_to_transformers_logit
     hf, model = checkpoint
     session = session_on(model, PROMPT_IDS, query=query)
     scope = session.scope()
-    f = contributions(scope.view, scope.query, scope.settings, session.pieces)
+    f = SPEC.figure(scope, session.pieces)
     a = f.attribution
     # the default target: the next token of the text, after the last one the top prediction
     with torch.no_grad():
@@ -90,7 +90,7 @@ def test_contrast_is_the_runner_up_and_the_terms_add_up_to_the_logit_difference(
     session = session_on(model, PROMPT_IDS)
     session.update(contrast=toggled_contrast(session.scope()))
     scope = session.scope()
-    f = contributions(scope.view, scope.query, scope.settings, session.pieces)
+    f = SPEC.figure(scope, session.pieces)
     with torch.no_grad():
         logits = hf(torch.tensor([PROMPT_IDS])).logits[0, -1].double()
     first, second = torch.topk(logits, 2).indices.tolist()
@@ -112,7 +112,7 @@ def test_x_moves_the_target_through_the_top_predictions_and_back(checkpoint):
     for _ in range(10):
         session.update(**moved_target(session.scope(), 1))
         scope = session.scope()
-        seen.append(contributions(scope.view, scope.query, scope.settings, session.pieces))
+        seen.append(SPEC.figure(scope, session.pieces))
     assert [f.attribution.target for f in seen] == top[1:] + top[:1]
     assert session.settings.target is None  # back on the default: it follows the run again
     session.update(**moved_target(session.scope(), -1))

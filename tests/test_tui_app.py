@@ -16,6 +16,7 @@ from textual.widgets._footer import FooterKey
 import gpt2scope.engine.runner
 import gpt2scope.tui.app
 import gpt2scope.tui.download_screen
+import gpt2scope.tui.session
 from gpt2scope.engine import gpt2_tokenizer, load_model
 from gpt2scope.tui.app import ScopeApp
 from gpt2scope.tui.download_screen import DownloadScreen
@@ -113,7 +114,7 @@ async def test_a_layer_key_repaints_before_what_the_head_writes_is_read(tiny_mod
     app = make_app(tiny_model, prompt=PROMPT)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        monkeypatch.setattr(gpt2scope.tui.app, "head_writes", held)
+        monkeypatch.setattr(gpt2scope.tui.session, "head_writes", held)
         await pilot.press("right_square_bracket")
         query = app.query_one("#query", Pane)
         await wait_for(pilot, lambda: query.scope.attn.layer == 1)
@@ -126,6 +127,34 @@ async def test_a_layer_key_repaints_before_what_the_head_writes_is_read(tiny_mod
         token, _ = w.promoted[0]
         line = shown(query).splitlines()[2]
         assert line.startswith("writes +") and scope.attn.pieces(token).label in line
+
+
+async def test_a_failed_writes_read_is_said_once_and_the_next_head_is_read(tiny_model, monkeypatch):
+    from gpt2scope.engine.analysis import head_writes
+
+    def failing(view, position, heads, *args, **kwargs):
+        if heads == [(1, 0)]:
+            raise RuntimeError("no memory for the unembedding")
+        return head_writes(view, position, heads, *args, **kwargs)
+
+    app = make_app(tiny_model, prompt=PROMPT)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        monkeypatch.setattr(gpt2scope.tui.session, "head_writes", failing)
+        await pilot.press("right_square_bracket")  # L1 H0, whose read fails
+        await settle(pilot)
+        query = app.query_one("#query", Pane)
+        assert "writes: failed" in shown(query)  # the pane's 24 columns
+        assert [n.title for n in app._notifications] == [
+            "What the head writes could not be worked out"
+        ]
+        await pilot.press("full_stop")  # L1 H1 is read as ever
+        await settle(pilot)
+        assert shown(query).splitlines()[2].startswith("writes +")
+        await pilot.press("comma")  # back to L1 H0: a new selection, read (and said) again
+        await settle(pilot)
+        assert "writes: failed" in shown(query)
+        assert [n.title for n in app._notifications][-1].startswith("What the head writes")
 
 
 async def test_a_key_held_at_the_last_layer_says_so_once(tiny_model):

@@ -32,12 +32,13 @@ from gpt2scope.engine import (
     Runner,
     RunView,
     Sampler,
+    State,
     Tokenizer,
     sample,
 )
 from gpt2scope.engine import gpt2_tokenizer as default_tokenizer
 from gpt2scope.engine.ablation import NO_ABLATION
-from gpt2scope.engine.analysis import HeadWrites, head_writes
+from gpt2scope.engine.analysis import HeadWrites
 from gpt2scope.engine.attribution import ablated, head_effects
 from gpt2scope.engine.runner import Event
 from gpt2scope.tui.download_screen import DownloadScreen, fetch_gpt2
@@ -115,7 +116,6 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
         self.outstanding: set[int] = set()  # ids of the commands sent whose Done is to come
         self._intact: Worker | None = None  # works out the intact model's logits
         self._writes: Worker | None = None  # reads what the selected head writes
-        self._writes_failed: tuple[HeadData, int] | None = None  # said once, not retried
         self._limit_said: tuple[str, float] | None = None  # the last, and when
         # The head effects being computed (their job number) and what cancels them.
         self._effects: tuple[int, threading.Event] | None = None
@@ -253,9 +253,7 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
         contributions screen: one read at a time, of the newest scope."""
         scope = self.scope
         a = scope.attn if scope is not None else None
-        if a is None or scope.writes is not None or self._writes is not None:
-            return
-        if self._writes_failed == (a, scope.query):
+        if a is None or self._writes is not None or a.writes_read(scope.query):
             return
         self._writes = self.run_worker(
             partial(read_writes, a, scope.query), thread=True, group="writes", exit_on_error=False
@@ -277,10 +275,14 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
                 severity="error",
                 markup=False,
             )
-            self._writes_failed = (a, query)
-            return
+            writes = None  # kept as failed: the views say so, and it is not read again
         self.session.keep_writes(a, query, writes)
-        self.publish()
+        if a is not self.scope.attn or query != self.scope.query:
+            self.want_writes()  # the selection moved on while it was read
+        elif self.session.state == State.GENERATING:
+            self.unpublished = True  # the tick shows it with the next token's events
+        else:
+            self.publish()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker is self._writes and event.state in FINAL:
@@ -727,7 +729,7 @@ LIMIT_TOAST_S = 2.0
 def read_writes(a: HeadData, query: int) -> tuple[HeadData, int, HeadWrites | Exception]:
     """In a worker thread: what the head writes at the query, or why not."""
     try:
-        return a, query, head_writes(a.view, query, [(a.layer, a.head)])[0]
+        return a, query, a.read_writes(query)
     except Exception as e:
         return a, query, e
 

@@ -153,7 +153,7 @@ def run_text(scope: Scope, pieces: Pieces, width: int, why: Why | None = None) -
     lines.append(f"prompt: {visible(scope.prompt)}")
     height = max(40, scope.n_tokens + 8)
     if scope.attn is not None:  # what the app reads on a worker, here read in line
-        scope = replace(scope, writes=scope.attn.writes(scope.query))
+        scope = replace(scope, writes=scope.attn.read_writes(scope.query))
     for pane in PANES:
         pane_height = CANDIDATE_LINES if pane.id == "probabilities" else height
         lines += ["", f"== {pane.title} ==".ljust(width, "=")]

@@ -107,12 +107,21 @@ def off_the_footer(screen: Screen, bindings: dict[str, ActiveBinding]) -> dict[s
 def screen_bindings(spec: ScreenSpec) -> list[Binding]:
     """Back first, so that a narrow footer always shows the way out (after a key of the
     screen's own on esc, which cancels something while it runs and is off otherwise); then
-    the screen's own keys, and p, which goes back to edit the prompt (in the help, not the
-    footer: at 80 columns the screen's keys, help and quit fill it)."""
+    the screen's own keys, and p, which goes back to edit the prompt."""
     on_esc = tuple(k for k in spec.keys if k.key == BACK.key)
     own = tuple(k for k in spec.keys if k.key != BACK.key)
-    prompt = Binding("p", "edit_prompt", "prompt", show=False)
-    return [*bindings((*on_esc, BACK, *own)), prompt]
+    return [*bindings((*on_esc, BACK, *own)), Binding("p", "edit_prompt", "prompt")]
+
+
+@dataclass(frozen=True)
+class Computed:
+    """What a screen's worker returns: the figure (None if it failed), and whether its
+    finish was run (no: the screen had moved on)."""
+
+    scope: Scope
+    figure: Any
+    finished: bool = True
+    error: Exception | None = None
 
 
 class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
@@ -127,6 +136,7 @@ class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
         self.spec = spec
         self._figure: Any = None
         self._source: Scope | None = None  # the scope the figure was computed from
+        self._finished = True  # False for a first stage whose finish was not run
         self._worker: Worker | None = None
         self._anchor: object = None  # what the cursor was last sent back to its start for
         self._progress: tuple[Scope, int, int] | None = None  # the worker's, for its note
@@ -194,7 +204,9 @@ class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
         spec = self.spec
         if spec.compute is None or scope.view is None:
             return False
-        return self._source is None or spec.depends(self._source) != spec.depends(scope)
+        if self._source is None or not self._finished:
+            return True
+        return spec.depends(self._source) != spec.depends(scope)
 
     def deferred(self, scope: Scope) -> bool:
         """A costly figure already shown waits while the runner generates."""
@@ -217,25 +229,30 @@ class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
         self.page = Page(scope, self._figure, self._source, self.cursor, note)
 
     @work(thread=True, group="figure", exit_on_error=False)
-    def compute(self, scope: Scope, pieces: Pieces) -> tuple[Scope, Any]:
+    def compute(self, scope: Scope, pieces: Pieces) -> Computed:
         spec = self.spec
         try:
             if spec.progress:
                 figure = spec.compute(scope, pieces, partial(self.post_progress, scope))
             else:
                 figure = spec.compute(scope, pieces)
-            if spec.finish is not None:
-                self.app.call_from_thread(self.first_stage, scope, figure)
-                figure = spec.finish(figure)
-            return scope, figure
         except Exception as e:  # said on screen; the figure is not retried for this scope
-            return scope, e
+            return Computed(scope, None, error=e)
+        if spec.finish is None:
+            return Computed(scope, figure)
+        if not self.app.call_from_thread(self.first_stage, scope, figure):
+            return Computed(scope, figure, finished=False)
+        try:
+            return Computed(scope, spec.finish(figure))
+        except Exception as e:  # the first stage stays on screen
+            return Computed(scope, figure, error=e)
 
-    def first_stage(self, scope: Scope, figure: Any) -> None:
-        """Drawn while the worker finishes it: newer than the figure shown, if not the last."""
-        if self._worker is not None:
-            self._source, self._figure = scope, figure
-            self.show()
+    def first_stage(self, scope: Scope, figure: Any) -> bool:
+        """The figure without its slow part, drawn while the worker finishes it; False when
+        the screen has moved on, so that no one waits for a finish they would not see."""
+        self._source, self._figure, self._finished = scope, figure, False
+        self.show()
+        return self.spec.depends(scope) == self.spec.depends(self.scope)
 
     def post_progress(self, scope: Scope, done: int, total: int) -> None:
         """On the worker's thread: how far the figure is."""
@@ -250,11 +267,12 @@ class DeeperScreen(Screen[OpenScreen | EditPrompt | None]):
         if event.worker is not self._worker or event.state != WorkerState.SUCCESS:
             return
         self._worker = None
-        self._source, figure = event.worker.result
-        self._figure = None if isinstance(figure, Exception) else figure
-        if isinstance(figure, Exception):
+        done: Computed = event.worker.result
+        self._source, self._figure, self._finished = done.scope, done.figure, done.finished
+        if done.error is not None:
+            error = done.error
             self.notify(
-                visible(f"{type(figure).__name__}: {figure}"),
+                visible(f"{type(error).__name__}: {error}"),
                 title=f"{self.spec.title}: could not compute",
                 severity="error",
                 markup=False,
@@ -301,7 +319,7 @@ class DeeperActions:
         before = self.session.shown_step
         self.session.look_at_step(before + delta)
         if self.session.shown_step == before:  # a key that does nothing should say why
-            self.notify(history_end(delta, len(self.session.sampled)), timeout=2)
+            self.said_limit(history_end(delta, len(self.session.sampled)))
         self.publish()
 
     def action_follow(self) -> None:

@@ -121,7 +121,7 @@ class HeadData:
     view: RunView = field(repr=False)
     pieces: Pieces = field(repr=False)
     _rows: dict[int, AttentionRow] = field(default_factory=dict, repr=False)
-    _writes: dict[int, HeadWrites] = field(default_factory=dict, repr=False)
+    _writes: dict[int, HeadWrites | None] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, view: RunView, layer: int, head: int, pieces: Pieces) -> HeadData:
@@ -160,20 +160,22 @@ class HeadData:
     def shown_row(self, query: int, weighted: bool) -> np.ndarray:
         return self.weighted_row(query) if weighted else self.pattern_row(query)
 
-    def writes(self, query: int) -> HeadWrites:
+    def read_writes(self, query: int) -> HeadWrites:
         """What the head writes at the query, read through ln_f and the unembedding: a
-        product with the whole unembedding, 21 ms at gpt2-xl, so the app reads it on a
-        worker (tui/app.py) and the views draw only what it kept (known_writes)."""
-        w = self._writes.get(query)
-        if w is None:
-            w = self._writes[query] = head_writes(self.view, query, [(self.layer, self.head)])[0]
-        return w
+        product with the whole unembedding, 21 ms at gpt2-xl, so the app runs it on a worker
+        (tui/app.py; `inspect` in line) and the views draw only what it kept."""
+        return head_writes(self.view, query, [(self.layer, self.head)])[0]
 
     def known_writes(self, query: int) -> HeadWrites | None:
+        """What was kept; None while unread, and for good where the read failed."""
         return self._writes.get(query)
 
-    def keep_writes(self, query: int, writes: HeadWrites) -> None:
+    def keep_writes(self, query: int, writes: HeadWrites | None) -> None:
         self._writes[query] = writes
+
+    def writes_read(self, query: int) -> bool:
+        """Kept, or failed: not to be read again."""
+        return query in self._writes
 
     @cached_property
     def pattern(self) -> np.ndarray:
@@ -312,6 +314,7 @@ class Scope:
     attn: HeadData | None = None  # the selected layer and head
     # What it writes at the query, once the app has read it on a worker (keep_writes).
     writes: HeadWrites | None = None
+    writes_failed: bool = False  # that read raised: said in a notification
     prediction: Prediction | None = None
     step_prediction: Prediction | None = None  # what the shown step sampled from
     # (token embedding row, positional embedding row, their sum) at the query
@@ -459,8 +462,8 @@ class Session:
         self._shift = None
         self._scope = None
 
-    def keep_writes(self, head: HeadData, query: int, writes: HeadWrites) -> None:
-        """What the app read on a worker: the next scope shows it."""
+    def keep_writes(self, head: HeadData, query: int, writes: HeadWrites | None) -> None:
+        """What the app read on a worker (None: the read failed): the next scope shows it."""
         head.keep_writes(query, writes)
         self._scope = None
 
@@ -551,6 +554,10 @@ class Session:
             finish=self.finish,
             attn=attn,
             writes=None if attn is None or query is None else attn.known_writes(query),
+            writes_failed=attn is not None
+            and query is not None
+            and attn.writes_read(query)
+            and attn.known_writes(query) is None,
             prediction=self._next_prediction(),
             step_prediction=self._shown_step_prediction(),
             embedding=self._embedding(),

@@ -23,7 +23,7 @@ from gpt2scope.engine.run import RunView
 from gpt2scope.tui.session import HeadEffects, Scope, Settings
 from gpt2scope.tui.text import Piece, Pieces, token_json
 from gpt2scope.tui.views.common import Drawn, packed, piece_text
-from gpt2scope.tui.views.head_writes import writes_line
+from gpt2scope.tui.views.head_writes import unread_writes, writes_line
 from gpt2scope.tui.views.page import COMPUTING, Page, not_ready, page_note
 from gpt2scope.tui.views.spec import HEAD_CURSOR, Key, ScreenSpec, view_identity
 from gpt2scope.tui.views.style import (
@@ -67,7 +67,7 @@ class Contributions:
     view: RunView
     # What the head selected when it was computed writes at the query, read on the worker
     # with the rest: all of them at once is a [heads, vocab] product, 2 s at gpt2-xl.
-    writes: tuple[tuple[int, int], HeadWrites] | None = None
+    selected_writes: tuple[tuple[int, int], HeadWrites] | None = None
     # gradient x input of log p(target), positions 0..query; None until with_saliency
     saliency: tuple[float, ...] | None = None
 
@@ -129,13 +129,6 @@ def toggled_contrast(scope: Scope) -> int | None:
     return runner_up(logits_at(view, position), target)
 
 
-def contributions(
-    view: RunView, position: int, settings: Settings, pieces: Pieces
-) -> Contributions:
-    """The whole figure, saliency included."""
-    return with_saliency(direct_contributions(view, position, settings, pieces))
-
-
 def direct_contributions(
     view: RunView, position: int, settings: Settings, pieces: Pieces
 ) -> Contributions:
@@ -174,7 +167,7 @@ def direct_contributions(
         ln_f_bias=by_name["ln_f.bias"],
         pieces=pieces,
         view=view,
-        writes=writes,
+        selected_writes=writes,
     )
 
 
@@ -313,7 +306,7 @@ def saliency_lines(page: Page[Contributions], width: int) -> list[Text]:
             break
         room -= cells
         shown.insert(0, i)
-    cut = bool(shown) and shown[0] > 0  # the earlier tokens did not fit: say so
+    cut = not shown or shown[0] > 0  # the earlier tokens did not fit: say so
     tokens = Text("tokens".ljust(STRIP_LABEL - 1) + ("…" if cut else " "), DIM)
     glyphs = Text("saliency".ljust(STRIP_LABEL), DIM)
     if scores is None:
@@ -386,7 +379,7 @@ def title(page: Page[Contributions], effects: HeadEffects | None, width: int) ->
         room = room if room >= WRITES_ROOM else width
         w = shown_writes(page, (s.layer, s.head))
         if w is None:
-            parts.append(Text(f"writes {COMPUTING}", DIM))
+            parts.append(unread_writes(page.scope.writes_failed, room))
         else:
             parts.append(writes_line(w, page.figure.pieces, room, "writes", room >= 60))
     if effects is not None:
@@ -399,8 +392,8 @@ def shown_writes(page: Page[Contributions], head: tuple[int, int]) -> HeadWrites
     the app has read for the selected head (tui/app.py), if the figure is of the scope's
     run and query."""
     f, scope = page.figure, page.scope
-    if f.writes is not None and f.writes[0] == head:
-        return f.writes[1]
+    if f.selected_writes is not None and f.selected_writes[0] == head:
+        return f.selected_writes[1]
     if scope.view is f.view and scope.query == f.attribution.position:
         return scope.writes
     return None
@@ -515,7 +508,8 @@ SPEC = ScreenSpec(
         *HEAD_CURSOR,
         Key("x", "x", "app.target(1)", "target", "next target: the top predictions", True),
         Key("X", "X", "app.target(-1)", "target-", "previous target"),
-        Key("v", "v", "app.contrast", "vs", "contrast with the runner-up, or not", True),
+        # off the footer, which 80 columns fill: the target line says what x and v do
+        Key("v", "v", "app.contrast", "vs", "contrast with the runner-up, or not"),
         Key("E", "E", "app.head_effects", "effects", "compute every head's total effect", True),
         Key("escape", "esc", "app.cancel_effects", "cancel", "cancel the head effects"),
     ),

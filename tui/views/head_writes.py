@@ -9,7 +9,8 @@ from rich.text import Text
 
 from gpt2scope.engine.analysis import HeadWrites
 from gpt2scope.tui.text import Pieces
-from gpt2scope.tui.views.common import piece_text
+from gpt2scope.tui.views.common import longest_fitting, piece_text
+from gpt2scope.tui.views.page import COMPUTING
 from gpt2scope.tui.views.style import DIM, NEGATIVE, POSITIVE
 
 PROMOTED = Style(color=f"rgb{POSITIVE}")
@@ -33,3 +34,10 @@ def writes_line(w: HeadWrites, pieces: Pieces, width: int, label: str, numbers: 
             break
         line.append_text(entry)
     return line
+
+
+def unread_writes(failed: bool, width: int) -> Text:
+    """In place of the writes line until the app has read them (tui/app.py)."""
+    if not failed:
+        return Text(f"writes {COMPUTING}", DIM)
+    return Text(longest_fitting(("writes: could not be worked out", "writes: failed"), width), DIM)

@@ -20,8 +20,7 @@ from gpt2scope.tui.views.common import (
     no_run,
     piece_text,
 )
-from gpt2scope.tui.views.head_writes import writes_line
-from gpt2scope.tui.views.page import COMPUTING
+from gpt2scope.tui.views.head_writes import unread_writes, writes_line
 from gpt2scope.tui.views.spec import PaneSpec, on_head
 from gpt2scope.tui.views.style import (
     DIM,
@@ -103,8 +102,8 @@ def writes_of(scope: Scope, width: int) -> Text:
     a, s, ablation = scope.attn, scope.settings, scope.view.ablation
     if (s.layer, s.head) in ablation.heads and ablation.mode == AblationMode.ZERO:
         return Text("writes nothing: knocked out (z = 0); o brings it back", DIM)
-    if scope.writes is None:  # the app reads them on a worker
-        return Text(f"writes {COMPUTING}", DIM)
+    if scope.writes is None:
+        return unread_writes(scope.writes_failed, width)
     return writes_line(scope.writes, a.pieces, width, "writes", numbers=width >= 60)
 
 
