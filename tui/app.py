@@ -275,7 +275,7 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
                 severity="error",
                 markup=False,
             )
-            writes = None  # kept as failed: the views say so, and it is not read again
+            writes = None  # kept as failed: the views say so; not read again while selected
         self.session.keep_writes(a, query, writes)
         if a is not self.scope.attn or query != self.scope.query:
             self.want_writes()  # the selection moved on while it was read
