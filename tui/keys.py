@@ -58,7 +58,7 @@ KEYS = (
     Key("D", "D", "download", "download", "download GPT-2 small and switch to it (on the demo)"),
     Key("L", "L", "lessons", "lessons", "lessons: predict first, then see the model's numbers"),
     Key("1", "0-9", "lesson_answer(1)", "answer", "in a lesson: a choice, or start a number"),
-    Key("space", "space", "lesson_next", "next step", "in a lesson: the next step", True),
+    Key("space", "space", "lesson_next", "next", "in a lesson: the next step", True),
     Key("X", "X", "lesson_leave", "leave lesson", "leave the lesson"),
     Key("question_mark", "?", "help", "help", "help screen: every key and view", True),
     Key("q", "q", "quit", "quit", "quit", True),

@@ -506,9 +506,10 @@ SPEC = ScreenSpec(
     json=contributions_json,
     keys=(
         *HEAD_CURSOR,
-        Key("x", "x", "app.target(1)", "target", "next target: the top predictions", True),
+        # x and v are off the footer, which 80 columns fill (with a lesson's space too):
+        # the target line says what they do
+        Key("x", "x", "app.target(1)", "target", "next target: the top predictions"),
         Key("X", "X", "app.target(-1)", "target-", "previous target"),
-        # off the footer, which 80 columns fill: the target line says what x and v do
         Key("v", "v", "app.contrast", "vs", "contrast with the runner-up, or not"),
         Key("E", "E", "app.head_effects", "effects", "compute every head's total effect", True),
         Key("escape", "esc", "app.cancel_effects", "cancel", "cancel the head effects"),
