@@ -263,7 +263,7 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
     def reading_writes(self) -> bool:
         return self._writes is not None
 
-    def writes_read(self, worker: Worker) -> None:
+    def take_writes(self, worker: Worker) -> None:
         self._writes = None
         if worker.state != WorkerState.SUCCESS:
             return  # the app is closing
@@ -286,7 +286,7 @@ class ScopeApp(DeeperActions, LessonActions, App[int]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker is self._writes and event.state in FINAL:
-            self.writes_read(event.worker)
+            self.take_writes(event.worker)
         if event.worker is not self._intact or event.state not in FINAL:
             return
         self._intact = None

@@ -96,7 +96,7 @@ class EditPrompt:
 
 
 def off_the_footer(screen: Screen, bindings: dict[str, ActiveBinding]) -> dict[str, ActiveBinding]:
-    """The app's generate and step keys still work on a screen over the panes but leave its
+    """The app's keys of OFF_THE_FOOTER still work on a screen over the panes but leave its
     footer: at 80 columns it has room for the screen's own keys, the way back, help and quit."""
     for key, active in bindings.items():
         if active.node is screen.app and active.binding.action in OFF_THE_FOOTER:

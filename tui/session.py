@@ -166,9 +166,10 @@ class HeadData:
         (tui/app.py; `inspect` in line) and the views draw only what it kept."""
         return head_writes(self.view, query, [(self.layer, self.head)])[0]
 
-    def known_writes(self, query: int) -> HeadWrites | None:
-        """What was kept; None while unread, and for good where the read failed."""
-        return self._writes.get(query)
+    def kept_writes(self, query: int) -> tuple[HeadWrites | None, bool]:
+        """What was kept (None while unread), and whether the read failed."""
+        writes = self._writes.get(query)
+        return writes, writes is None and query in self._writes
 
     def keep_writes(self, query: int, writes: HeadWrites | None) -> None:
         self._writes[query] = writes
@@ -540,6 +541,7 @@ class Session:
         view = self.shown_view
         attn = self._head_data()
         query = query_index(self.settings.query, view.n_tokens) if view is not None else None
+        writes, failed = (None, False) if attn is None or query is None else attn.kept_writes(query)
         return Scope(
             info=self.info,
             settings=self.settings,
@@ -553,11 +555,8 @@ class Session:
             history_pieces=tuple(self.pieces(r.token_id) for r in self.sampled),
             finish=self.finish,
             attn=attn,
-            writes=None if attn is None or query is None else attn.known_writes(query),
-            writes_failed=attn is not None
-            and query is not None
-            and attn.writes_read(query)
-            and attn.known_writes(query) is None,
+            writes=writes,
+            writes_failed=failed,
             prediction=self._next_prediction(),
             step_prediction=self._shown_step_prediction(),
             embedding=self._embedding(),
